@@ -1,0 +1,10 @@
+# RILL_SANITIZE=thread | address applies to everything built in this tree.
+if(RILL_SANITIZE STREQUAL "thread")
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=thread)
+elseif(RILL_SANITIZE STREQUAL "address")
+  add_compile_options(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined)
+elseif(NOT RILL_SANITIZE STREQUAL "")
+  message(FATAL_ERROR "RILL_SANITIZE must be '', 'thread' or 'address', not '${RILL_SANITIZE}'")
+endif()

@@ -1,0 +1,58 @@
+// rill/bus.hpp — the in-process message bus: owns topics.
+//
+// A Bus is thread-safe: topics may be created, opened, listed and deleted
+// from any thread while producers and consumers run. Destroying (or closing)
+// the Bus closes every topic and wakes every blocked call; handles that
+// outlive it return Closed.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "rill/options.hpp"
+#include "rill/status.hpp"
+#include "rill/topic.hpp"
+
+namespace rill {
+
+namespace detail {
+class BusCore;
+}
+
+class Bus {
+ public:
+  explicit Bus(BusOptions options = {});
+  Bus(Bus&&) noexcept;
+  Bus& operator=(Bus&&) noexcept;
+  Bus(const Bus&) = delete;
+  Bus& operator=(const Bus&) = delete;
+  ~Bus();
+
+  // Topic names: 1-249 characters of [A-Za-z0-9._-].
+  // Fails: InvalidArgument (name or options), AlreadyExists, Closed.
+  Result<Topic> create_topic(std::string_view name, TopicOptions options = {});
+  // Fails: NotFound, InvalidArgument (name), Closed.
+  Result<Topic> topic(std::string_view name) const;
+  // Opens the topic, creating it with `options` (default: BusOptions::
+  // default_topic) when it does not exist.
+  Result<Topic> ensure_topic(std::string_view name);
+  Result<Topic> ensure_topic(std::string_view name, TopicOptions options);
+  // Names of all topics, sorted.
+  std::vector<std::string> list_topics() const;
+  // Closes the topic (its handles return Closed) and forgets it.
+  Status delete_topic(std::string_view name);
+
+  // Shortcuts for topic(name) followed by producer()/consumer().
+  Result<Producer> producer(std::string_view topic, ProducerOptions options = {}) const;
+  Result<Consumer> consumer(std::string_view topic, ConsumerOptions options) const;
+
+  // Closes every topic; idempotent.
+  void close() noexcept;
+
+ private:
+  std::unique_ptr<detail::BusCore> core_;
+};
+
+}  // namespace rill

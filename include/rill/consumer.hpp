@@ -1,0 +1,105 @@
+// rill/consumer.hpp — reading a topic under a name, with acked positions.
+//
+// Every named consumer sees every event of the partitions it reads. Acks are
+// cumulative per partition: ack(e) says "everything up to and including e is
+// done". A name keeps its acked position from its first open until
+// Topic::remove_consumer(name), whether or not a consumer of that name is
+// live: producers never overwrite an event the name has not acked (under
+// OverflowPolicy::kBlock they wait; kDropOldest pushes the name forward).
+// A consumer reopened under the same name (while the bus lives) resumes
+// right after its last ack; what was delivered but not acked is delivered
+// again (at-least-once). Order is kept within a partition, not across.
+//
+// A Consumer is a move-only handle used by one thread at a time; close() may
+// also be called from another thread to wake a blocked poll. A Consumer may
+// outlive its Bus or topic; its calls then return Closed.
+#pragma once
+
+#include <cstdint>
+#include <iterator>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "rill/event.hpp"
+#include "rill/options.hpp"
+#include "rill/status.hpp"
+
+namespace rill {
+
+namespace detail {
+class ConsumerImpl;
+}
+
+struct ConsumerStats {
+  std::uint64_t delivered = 0;  // events handed out by poll/poll_batch
+  std::uint64_t acked = 0;      // events covered by acks
+  // Events this consumer never saw: a start position older than the oldest
+  // event held, or a lossy (kDropOldest) topic that overran this consumer.
+  std::uint64_t skipped = 0;
+};
+
+class Consumer {
+ public:
+  Consumer() noexcept;  // an empty handle
+  Consumer(Consumer&&) noexcept;
+  Consumer& operator=(Consumer&&) noexcept;
+  Consumer(const Consumer&) = delete;
+  Consumer& operator=(const Consumer&) = delete;
+  ~Consumer();  // closes
+
+  // The next event of any of this consumer's partitions.
+  // Allocates: no. Fails: TimedOut, Closed.
+  Result<Event> poll(Timeout timeout = kForever);
+
+  // Every event available in one partition, up to `max` (at most
+  // ConsumerOptions::max_batch), as one batch; waits at most `timeout` for
+  // the first. The span is valid until the next poll call on this handle.
+  // Allocates: no. Fails: TimedOut, Closed.
+  Result<std::span<const Event>> poll_batch(std::size_t max, Timeout timeout = kForever);
+
+  // Cumulative ack in the event's partition. Acking an event at or before
+  // an earlier ack is a no-op. Allocates: no. Fails: InvalidArgument (the
+  // event came from another consumer, or was not delivered yet), Closed.
+  Status ack(const Event& e);
+
+  // Thread-safe; idempotent. Wakes a blocked poll (it returns Closed) and
+  // frees the name for the next consumer; the name's acked positions stay.
+  void close() noexcept;
+
+  bool valid() const noexcept { return impl_ != nullptr; }
+  const std::string& name() const noexcept;
+  const std::string& topic() const noexcept;
+  ConsumerStats stats() const noexcept;
+
+  // Range-for over events, blocking until one arrives; the loop ends when
+  // the consumer, its topic or the bus is closed.
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = Event;
+    using difference_type = std::ptrdiff_t;
+    using pointer = Event*;
+    using reference = Event&;
+    iterator() = default;
+    explicit iterator(Consumer* c) : c_(c) { ++*this; }
+    Event& operator*() { return current_; }
+    Event* operator->() { return &current_; }
+    iterator& operator++();
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& a, const iterator& b) { return a.c_ == b.c_; }
+
+   private:
+    Consumer* c_ = nullptr;
+    Event current_;
+  };
+  iterator begin() { return iterator(this); }
+  iterator end() { return iterator(); }
+
+ private:
+  friend class Topic;
+  explicit Consumer(std::unique_ptr<detail::ConsumerImpl> impl) noexcept;
+  std::unique_ptr<detail::ConsumerImpl> impl_;
+};
+
+}  // namespace rill

@@ -1,0 +1,152 @@
+// rill/event.hpp — what a consumer receives.
+//
+// An event has an optional key, metadata (a small JSON object kept as its
+// serialized text; parse it with rill/json.hpp only when needed), data bytes,
+// an append timestamp (non-decreasing within a partition) and an EventId.
+//
+// Ownership: an Event owns what it shows. Small events (key + metadata +
+// data <= kInlineEventBytes) are copied into the Event itself with no heap
+// allocation; larger ones share the producer's block (reference counted), so
+// the data is never copied on its way to any number of consumers. An Event
+// stays valid after it is acked and after its consumer is closed.
+//
+// Thread-safety: an Event is a value; distinct Events (even of the same
+// block) may be used on different threads.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+
+#include "rill/buffer.hpp"
+
+namespace rill {
+
+// Events whose key + metadata + data fit in this many bytes live inline in
+// the ring slot and in the Event: no allocation on publish or consume.
+inline constexpr std::size_t kInlineEventBytes = 96;
+
+// Where an event sits: partition and offset. Offsets start at 0, grow by 1
+// per event and are never reused within a partition.
+struct EventId {
+  std::uint32_t partition = 0;
+  std::uint64_t offset = 0;
+  friend bool operator==(const EventId&, const EventId&) = default;
+};
+
+namespace detail {
+
+// The bytes of one event as stored in a ring slot and in an Event. 128
+// bytes: a 32-byte header and 96 inline bytes, so an event of up to 32 bytes
+// touches a single cache line.
+struct EventRecord {
+  enum Layout : std::uint32_t {
+    kAllInline = 0,   // key|metadata|data in inline_bytes
+    kHeadInline = 1,  // key|metadata in inline_bytes; data is the whole block
+    kAllInBlock = 2,  // key|metadata|data contiguous in the block
+  };
+  std::int64_t timestamp_ns = 0;
+  std::uint32_t key_size = 0;
+  std::uint32_t meta_size = 0;
+  std::uint32_t data_size = 0;
+  std::uint32_t layout = kAllInline;
+  BufferRep* block = nullptr;  // one counted reference when non-null
+  char inline_bytes[kInlineEventBytes];
+
+  const char* head() const noexcept { return layout == kAllInBlock ? block->data : inline_bytes; }
+  const char* data_ptr() const noexcept {
+    switch (layout) {
+      case kAllInline: return inline_bytes + key_size + meta_size;
+      case kHeadInline: return block->data;
+      default: return block->data + key_size + meta_size;
+    }
+  }
+  // Bytes of inline_bytes in use (what a copy must carry).
+  std::size_t inline_used() const noexcept {
+    return layout == kAllInBlock ? 0
+           : layout == kHeadInline ? std::size_t(key_size) + meta_size
+                                   : std::size_t(key_size) + meta_size + data_size;
+  }
+  // Copies `o` into this record (which holds no block). Retains o's block.
+  void copy_from(const EventRecord& o) noexcept {
+    std::memcpy(static_cast<void*>(this), &o, offsetof(EventRecord, inline_bytes));
+    std::memcpy(inline_bytes, o.inline_bytes, o.inline_used());
+    if (block) block->retain();
+  }
+  void reset() noexcept {
+    if (block) block->release();
+    block = nullptr;
+  }
+};
+static_assert(sizeof(EventRecord) == 128, "EventRecord is two cache lines");
+
+}  // namespace detail
+
+class Event {
+ public:
+  Event() noexcept { rec_.key_size = rec_.meta_size = rec_.data_size = 0; }
+  Event(const Event& o) noexcept : id_(o.id_), origin_(o.origin_) { rec_.copy_from(o.rec_); }
+  Event(Event&& o) noexcept : id_(o.id_), origin_(o.origin_) {
+    rec_.copy_from(o.rec_);
+    o.rec_.reset();
+  }
+  Event& operator=(const Event& o) noexcept {
+    if (this != &o) {
+      rec_.reset();
+      rec_.copy_from(o.rec_);
+      id_ = o.id_;
+      origin_ = o.origin_;
+    }
+    return *this;
+  }
+  Event& operator=(Event&& o) noexcept {
+    if (this != &o) {
+      rec_.reset();
+      rec_.copy_from(o.rec_);
+      o.rec_.reset();
+      id_ = o.id_;
+      origin_ = o.origin_;
+    }
+    return *this;
+  }
+  ~Event() { rec_.reset(); }
+
+  EventId id() const noexcept { return id_; }
+  std::uint32_t partition() const noexcept { return id_.partition; }
+  std::uint64_t offset() const noexcept { return id_.offset; }
+
+  // Views valid while this Event lives. Empty when absent.
+  std::string_view key() const noexcept { return {rec_.head(), rec_.key_size}; }
+  std::string_view metadata() const noexcept { return {rec_.head() + rec_.key_size, rec_.meta_size}; }
+  std::string_view data() const noexcept { return {rec_.data_ptr(), rec_.data_size}; }
+
+  // Append time, nanoseconds since the Unix epoch; non-decreasing within a
+  // partition.
+  std::int64_t timestamp_ns() const noexcept { return rec_.timestamp_ns; }
+  std::chrono::system_clock::time_point timestamp() const noexcept {
+    return std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds(rec_.timestamp_ns)));
+  }
+
+  // The data with shared ownership, to keep beyond this Event. Shares the
+  // producer's block when the data lives in one (no copy); otherwise copies
+  // the (small) inline bytes into a new Buffer (allocates).
+  Buffer data_buffer() const;
+
+  // Internal: the consumer fills Events straight from ring slots.
+  detail::EventRecord& record() noexcept { return rec_; }
+  const detail::EventRecord& record() const noexcept { return rec_; }
+  void set_origin(EventId id, std::uint64_t origin) noexcept {
+    id_ = id;
+    origin_ = origin;
+  }
+  std::uint64_t origin() const noexcept { return origin_; }
+
+ private:
+  detail::EventRecord rec_;
+  EventId id_;
+  std::uint64_t origin_ = 0;  // the consumer instance that received it (0 = none)
+};
+
+}  // namespace rill

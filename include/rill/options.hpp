@@ -1,0 +1,137 @@
+// rill/options.hpp — plain option structs with defaults and their trade-offs.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace rill {
+
+// Blocking calls take a Timeout; kForever waits until success or close.
+using Timeout = std::chrono::nanoseconds;
+inline constexpr Timeout kForever = Timeout::max();
+
+// ---------------------------------------------------------------- topics
+
+// What a producer does when a partition's ring is full because a consumer
+// has not acked the oldest event.
+enum class OverflowPolicy : std::uint8_t {
+  // Wait for space (backpressure). Nothing is lost. The default.
+  kBlock,
+  // Return Status::Full at once; nothing is published. The caller decides.
+  kFail,
+  // Lossy: never wait; the lagging consumers skip ahead over the oldest
+  // events. Each consumer counts what it skipped (Consumer::stats().skipped).
+  kDropOldest,
+};
+
+// How a thread waits for data (consumers) or for space (producers).
+enum class WaitStrategy : std::uint8_t {
+  // Spin briefly, then yield, then sleep on a futex until woken. Behaves well
+  // with more threads than cores. Costs the publisher one full fence per
+  // publish call (and the acker one per ack) to wake sleepers correctly.
+  kBlocking,
+  // Spin, then yield the core; never sleeps. Lowest latency when there are
+  // spare cores; burns a core per waiting thread.
+  kYield,
+  // Pure busy-spin. Only with a dedicated core per waiting thread.
+  kBusySpin,
+};
+
+// Who publishes to a topic.
+enum class ProducerMode : std::uint8_t {
+  // Any number of Producer handles at once. Claims with one fetch_add.
+  kMulti,
+  // At most one live Producer handle: the fast path with no read-modify-
+  // write. A second producer is refused with AlreadyExists.
+  kSingle,
+};
+
+struct TopicOptions {
+  // Number of partitions (1..1024). Events with the same key always land in
+  // the same partition; order is kept within a partition, not across.
+  std::uint32_t partitions = 1;
+
+  // Events per partition ring; a power of two in [2, 2^24]. A larger ring
+  // absorbs longer bursts and lets newly attached consumers read further
+  // back, at 128 bytes of memory per slot (plus the data of large events).
+  std::uint32_t capacity = 4096;
+
+  OverflowPolicy overflow = OverflowPolicy::kBlock;
+  WaitStrategy wait = WaitStrategy::kBlocking;
+  ProducerMode producers = ProducerMode::kMulti;
+
+  // Largest key + metadata + data accepted, in bytes (1 .. 1 GiB). A larger
+  // event is refused with InvalidArgument and nothing is published.
+  std::uint32_t max_event_size = 1u << 20;
+
+  // Most consumer names holding a position on the topic (1 .. 1024), live or
+  // not; Topic::remove_consumer frees one. Each costs one cache line per
+  // partition, scanned when a producer finds the ring full.
+  std::uint32_t max_consumers = 64;
+};
+
+// ---------------------------------------------------------------- consumers
+
+// Where a consumer starts reading in each partition.
+class Position {
+ public:
+  enum class Kind : std::uint8_t { kEarliest, kLatest, kUnread, kOffset, kTimestamp };
+
+  // The oldest event still held.
+  static Position earliest() { return Position(Kind::kEarliest, 0); }
+  // Only events published after the consumer attached.
+  static Position latest() { return Position(Kind::kLatest, 0); }
+  // Right after this consumer name's last ack (the default). A name never
+  // seen before starts at the earliest event held.
+  static Position unread() { return Position(Kind::kUnread, 0); }
+  // At this offset (every partition). Below the oldest held: starts at the
+  // oldest and counts the gap in stats().skipped.
+  static Position offset(std::uint64_t n) { return Position(Kind::kOffset, n); }
+  // At the first event whose timestamp is >= t.
+  static Position timestamp(std::chrono::system_clock::time_point t) {
+    return Position(Kind::kTimestamp,
+                    std::uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count()));
+  }
+
+  Kind kind() const noexcept { return kind_; }
+  std::uint64_t value() const noexcept { return value_; }
+
+ private:
+  Position(Kind k, std::uint64_t v) : kind_(k), value_(v) {}
+  Kind kind_;
+  std::uint64_t value_;
+};
+
+struct ConsumerOptions {
+  // Mandatory: 1-249 characters of [A-Za-z0-9._-]. The topic keeps each
+  // name's acked positions (and holds producers back for them) until
+  // Topic::remove_consumer; one live consumer per name and partition.
+  std::string name{};
+
+  Position position = Position::unread();
+
+  // Partitions to read; empty means all of them.
+  std::vector<std::uint32_t> partitions{};
+
+  // Most events poll_batch() returns at once (>= 1; capped at the topic's
+  // capacity). Larger batches
+  // amortize the cursor update; memory is max_batch Events (152 bytes each).
+  std::uint32_t max_batch = 256;
+};
+
+struct ProducerOptions {
+  // Reserved for the producer's name in stats and durable logs; may be empty.
+  std::string name{};
+};
+
+// ---------------------------------------------------------------- the bus
+
+struct BusOptions {
+  // Defaults for topics created on demand (Bus::ensure_topic).
+  TopicOptions default_topic{};
+};
+
+}  // namespace rill

@@ -1,0 +1,84 @@
+// rill/producer.hpp — publishing events to a topic.
+//
+// A Producer is a move-only handle used by one thread at a time. close() is
+// the exception: any thread may call it to make a blocked publish return
+// Closed. A Producer may outlive its Bus or topic; its calls then return
+// Closed.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "rill/buffer.hpp"
+#include "rill/event.hpp"
+#include "rill/options.hpp"
+#include "rill/status.hpp"
+
+namespace rill {
+
+namespace detail {
+class ProducerImpl;
+}
+
+// Pick the partition by key hash (keyed events) or round-robin (keyless).
+inline constexpr std::int64_t kAnyPartition = -1;
+
+// One event to publish. The views are read during the call only.
+struct Message {
+  std::string_view key{};
+  std::string_view metadata{};  // a JSON object's text, or empty
+  std::string_view data{};
+  // When non-empty, the event's data is this Buffer, shared without a copy
+  // (as long as key + metadata fit inline); `data` is then ignored.
+  Buffer buffer{};
+  // An explicit partition, or kAnyPartition.
+  std::int64_t partition = kAnyPartition;
+};
+
+class Producer {
+ public:
+  Producer() noexcept;  // an empty handle; every call on it is a contract violation
+  Producer(Producer&&) noexcept;
+  Producer& operator=(Producer&&) noexcept;
+  Producer(const Producer&) = delete;
+  Producer& operator=(const Producer&) = delete;
+  ~Producer();  // closes
+
+  // Publishes one event; under OverflowPolicy::kBlock waits for space at
+  // most `timeout`. Returns where the event landed.
+  // Allocates: only for events larger than kInlineEventBytes (one block).
+  // Fails: InvalidArgument (too large, bad partition: nothing published),
+  //   Full (policy kFail), TimedOut, Closed.
+  Result<EventId> publish(const Message& m, Timeout timeout = kForever);
+  Result<EventId> publish(std::string_view key, std::string_view metadata, std::string_view data) {
+    return publish(Message{key, metadata, data, {}, kAnyPartition});
+  }
+
+  // Never blocks: Full when the ring has no room right now.
+  Result<EventId> try_publish(const Message& m);
+
+  // Publishes the messages in order, claiming ring space for runs that go to
+  // the same partition at once. Returns how many were published: all of
+  // them, or fewer when the timeout expired, the ring was full under kFail,
+  // or the topic closed (then the Status says why only if none was published).
+  // A message that is invalid stops the batch before anything is published.
+  Result<std::size_t> publish_batch(std::span<const Message> messages, Timeout timeout = kForever);
+
+  // Thread-safe. Wakes a publish blocked on this handle; later calls return
+  // Closed. On a single-producer topic the right to publish is released when
+  // the handle is destroyed (or closed by the thread that uses it).
+  void close() noexcept;
+
+  bool valid() const noexcept { return impl_ != nullptr; }
+  const std::string& topic() const noexcept;
+
+ private:
+  friend class Topic;
+  explicit Producer(std::unique_ptr<detail::ProducerImpl> impl) noexcept;
+  std::unique_ptr<detail::ProducerImpl> impl_;
+};
+
+}  // namespace rill

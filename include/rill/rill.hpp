@@ -1,0 +1,11 @@
+// rill/rill.hpp — the whole public API of rill.
+#pragma once
+
+#include "rill/buffer.hpp"
+#include "rill/bus.hpp"
+#include "rill/consumer.hpp"
+#include "rill/event.hpp"
+#include "rill/options.hpp"
+#include "rill/producer.hpp"
+#include "rill/status.hpp"
+#include "rill/topic.hpp"

@@ -1,0 +1,128 @@
+// rill/status.hpp — the outcome of every fallible call.
+//
+// Runtime conditions come back as a Status (or a Result<T> carrying a value
+// on success). Each code says how the caller should react. Contract
+// violations (using a moved-from handle, ...) are bugs and assert instead.
+//
+// Thread-safety: Status and Result are plain values; copy them freely.
+#pragma once
+
+#include <cassert>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace rill {
+
+class [[nodiscard]] Status {
+ public:
+  enum class Code : std::uint8_t {
+    kOk = 0,
+    // The input is wrong (bad name, capacity, size, foreign event, ...).
+    // Nothing was changed. Fix the input; retrying the same call fails again.
+    kInvalidArgument,
+    // The named topic does not exist. Create it, or fix the name.
+    kNotFound,
+    // A topic with that name exists already, or the consumer name (or the
+    // single-producer right) is held by a live handle. Close the other
+    // handle, pick another name, or open the existing topic instead.
+    kAlreadyExists,
+    // The ring has no room (overflow policy `fail`, or a try_* call).
+    // Nothing was published. Retry later, or use a blocking call.
+    kFull,
+    // Nothing happened within the timeout. Call again.
+    kTimedOut,
+    // The handle, its topic or the bus was closed. Reopen to continue.
+    kClosed,
+    // A resource limit was reached (too many consumers on a topic, ...).
+    // Release something, or configure a larger limit.
+    kResourceExhausted,
+    // Storage failed (I/O error, disk full, unwritable directory). What
+    // was committed before is intact; fix the environment and reopen.
+    kIOError,
+    // Stored data is damaged or of an unknown format. Nothing was changed.
+    kCorruption,
+  };
+
+  Status() noexcept = default;
+
+  static Status Ok() noexcept { return Status(); }
+  static Status InvalidArgument(std::string msg) { return {Code::kInvalidArgument, std::move(msg)}; }
+  static Status NotFound(std::string msg) { return {Code::kNotFound, std::move(msg)}; }
+  static Status AlreadyExists(std::string msg) { return {Code::kAlreadyExists, std::move(msg)}; }
+  static Status Full(std::string msg = "ring full") { return {Code::kFull, std::move(msg)}; }
+  static Status TimedOut(std::string msg = "timed out") { return {Code::kTimedOut, std::move(msg)}; }
+  static Status Closed(std::string msg = "closed") { return {Code::kClosed, std::move(msg)}; }
+  static Status ResourceExhausted(std::string msg) { return {Code::kResourceExhausted, std::move(msg)}; }
+  static Status IOError(std::string msg) { return {Code::kIOError, std::move(msg)}; }
+  static Status Corruption(std::string msg) { return {Code::kCorruption, std::move(msg)}; }
+
+  bool ok() const noexcept { return code_ == Code::kOk; }
+  explicit operator bool() const noexcept { return ok(); }
+  Code code() const noexcept { return code_; }
+  const std::string& message() const noexcept { return message_; }
+
+  bool is_invalid_argument() const noexcept { return code_ == Code::kInvalidArgument; }
+  bool is_not_found() const noexcept { return code_ == Code::kNotFound; }
+  bool is_already_exists() const noexcept { return code_ == Code::kAlreadyExists; }
+  bool is_full() const noexcept { return code_ == Code::kFull; }
+  bool is_timed_out() const noexcept { return code_ == Code::kTimedOut; }
+  bool is_closed() const noexcept { return code_ == Code::kClosed; }
+  bool is_resource_exhausted() const noexcept { return code_ == Code::kResourceExhausted; }
+  bool is_io_error() const noexcept { return code_ == Code::kIOError; }
+  bool is_corruption() const noexcept { return code_ == Code::kCorruption; }
+
+  // "InvalidArgument: topic name 'a b' has a character outside [A-Za-z0-9._-]"
+  std::string to_string() const;
+
+  friend bool operator==(const Status& a, const Status& b) noexcept { return a.code_ == b.code_; }
+
+ private:
+  Status(Code code, std::string msg) : code_(code), message_(std::move(msg)) {}
+
+  Code code_ = Code::kOk;
+  std::string message_;
+};
+
+std::string_view to_string(Status::Code code) noexcept;
+
+// A value or the Status that explains why there is none.
+template <class T>
+class [[nodiscard]] Result {
+ public:
+  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(Status status) : status_(std::move(status)) {  // NOLINT
+    assert(!status_.ok() && "a Result built from a Status needs an error status");
+  }
+
+  bool ok() const noexcept { return value_.has_value(); }
+  explicit operator bool() const noexcept { return ok(); }
+  const Status& status() const noexcept { return status_; }
+
+  // REQUIRES: ok().
+  T& value() & {
+    assert(ok() && "Result::value() called on an error; check ok() first");
+    return *value_;
+  }
+  const T& value() const& {
+    assert(ok() && "Result::value() called on an error; check ok() first");
+    return *value_;
+  }
+  T&& value() && {
+    assert(ok() && "Result::value() called on an error; check ok() first");
+    return std::move(*value_);
+  }
+  T& operator*() & { return value(); }
+  const T& operator*() const& { return value(); }
+  T&& operator*() && { return std::move(*this).value(); }
+  T* operator->() { return &value(); }
+  const T* operator->() const { return &value(); }
+
+ private:
+  Status status_;  // Ok when value_ holds a value
+  std::optional<T> value_;
+};
+
+}  // namespace rill

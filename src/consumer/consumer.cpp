@@ -1,0 +1,328 @@
+// The consume path. Hot path per batch: one acquire load of the partition's
+// published cursor, a copy of each slot's used bytes into a reused Event
+// (no allocation), and on ack one release store of the gate (plus, with the
+// blocking wait strategy, one fence and a load to wake a sleeping producer).
+#include <algorithm>
+#include <cassert>
+#include <string>
+
+#include "common/clock.hpp"
+#include "common/names.hpp"
+#include "consumer/consumer_impl.hpp"
+#include "ring/wait.hpp"
+
+namespace rill {
+namespace detail {
+
+namespace {
+std::atomic<std::uint64_t> next_consumer_id{1};
+}  // namespace
+
+ConsumerImpl::ConsumerImpl(std::shared_ptr<TopicCore> topic, ConsumerOptions options)
+    : topic_(std::move(topic)),
+      options_(std::move(options)),
+      id_(next_consumer_id.fetch_add(1, std::memory_order_relaxed)),
+      cursor_of_(topic_->partitions(), -1),
+      batch_(options_.max_batch) {}
+
+ConsumerImpl::~ConsumerImpl() { detach(); }
+
+// Reserves this name on the requested partitions and attaches a gate in
+// each, positioned per options. Called once, before the handle is shared.
+Status ConsumerImpl::attach() {
+  const std::uint32_t parts = topic_->partitions();
+  std::vector<std::uint32_t> wanted = options_.partitions;
+  if (wanted.empty()) {
+    for (std::uint32_t p = 0; p < parts; ++p) wanted.push_back(p);
+  }
+  std::vector<bool> seen(parts, false);
+  for (std::uint32_t p : wanted) {
+    if (p >= parts) {
+      return Status::InvalidArgument("partition " + std::to_string(p) + " is out of range; topic '" +
+                                     topic_->name() + "' has " + std::to_string(parts));
+    }
+    if (seen[p]) return Status::InvalidArgument("partition " + std::to_string(p) + " is listed twice");
+    seen[p] = true;
+  }
+
+  std::lock_guard<std::mutex> lock(topic_->registry_mutex());
+  if (topic_->closed()) return Status::Closed("topic '" + topic_->name() + "' is closed");
+  TopicCore::NameState& ns = topic_->name_state(options_.name);
+  for (std::uint32_t p : wanted) {
+    if (ns.live[p]) {
+      return Status::AlreadyExists("consumer '" + options_.name + "' is already live on partition " +
+                                   std::to_string(p) + " of topic '" + topic_->name() + "'");
+    }
+  }
+  for (std::uint32_t p : wanted) {
+    EventRing& ring = topic_->ring(p);
+    const Position& pos = options_.position;
+    const std::uint32_t owned = ns.gate[p];
+    // Where the name's acks left off; a new name starts at the earliest held.
+    const std::uint64_t acked_next = owned == TopicCore::kNoGate ? 0 : ring.gate_next(owned);
+    std::uint64_t want = 0;
+    bool counts_gap = false;
+    switch (pos.kind()) {
+      case Position::Kind::kEarliest: want = 0; break;
+      case Position::Kind::kLatest: want = ring.published(); break;
+      case Position::Kind::kUnread: want = acked_next; break;
+      case Position::Kind::kOffset:
+        want = pos.value();
+        counts_gap = true;
+        break;
+      case Position::Kind::kTimestamp: want = 0; break;
+    }
+    std::uint64_t start = want;
+    std::uint32_t gate = owned;
+    if (owned != TopicCore::kNoGate && want >= acked_next) {
+      ring.advance(owned, want);  // forward from the acked position: safe in place
+      start = ring.gate_next(owned);
+    } else {
+      // A new name, or a move backwards: attach a fresh gate (clamped to what
+      // is still held), and only then let go of the old one.
+      std::optional<std::uint32_t> fresh = ring.attach(start);
+      if (!fresh) {
+        undo_new_gates(ns);
+        return Status::ResourceExhausted("topic '" + topic_->name() + "' already has max_consumers (" +
+                                         std::to_string(topic_->options().max_consumers) +
+                                         ") consumer names on partition " + std::to_string(p) +
+                                         "; remove unused names with Topic::remove_consumer");
+      }
+      if (owned != TopicCore::kNoGate) ring.detach(owned);
+      if (owned == TopicCore::kNoGate) new_gates_.push_back(p);
+      gate = *fresh;
+      ns.gate[p] = gate;
+    }
+    if (pos.kind() == Position::Kind::kTimestamp) {
+      // Binary search the held events (our gate protects them) for the first
+      // timestamp >= t; timestamps are non-decreasing within a partition.
+      std::uint64_t lo = start;
+      std::uint64_t hi = ring.published();
+      const std::int64_t t = std::int64_t(pos.value());
+      while (lo < hi) {
+        const std::uint64_t mid = lo + (hi - lo) / 2;
+        if (ring.slot(mid).timestamp_ns < t) {
+          lo = mid + 1;
+        } else {
+          hi = mid;
+        }
+      }
+      ring.advance(gate, lo);
+      start = lo;
+    }
+    if (counts_gap && start > want) skipped_.fetch_add(start - want, std::memory_order_relaxed);
+    cursor_of_[p] = int(cursors_.size());
+    cursors_.push_back(Cursor{p, gate, start, start, &ring});
+  }
+  for (std::uint32_t p : wanted) ns.live[p] = true;
+  attached_ = true;
+  return Status::Ok();
+}
+
+void ConsumerImpl::undo_new_gates(TopicCore::NameState& ns) noexcept {
+  for (std::uint32_t p : new_gates_) {
+    topic_->ring(p).detach(ns.gate[p]);
+    ns.gate[p] = TopicCore::kNoGate;
+  }
+  new_gates_.clear();
+  cursors_.clear();
+  std::fill(cursor_of_.begin(), cursor_of_.end(), -1);
+  topic_->forget_if_unused(options_.name);
+}
+
+void ConsumerImpl::detach() noexcept {
+  if (!attached_) return;
+  std::lock_guard<std::mutex> lock(topic_->registry_mutex());
+  TopicCore::NameState& ns = topic_->name_state(options_.name);
+  // The gates stay with the name, at the acked positions: unacked events
+  // stay protected for the next consumer of this name.
+  for (const Cursor& c : cursors_) ns.live[c.partition] = false;
+  cursors_.clear();
+  std::fill(cursor_of_.begin(), cursor_of_.end(), -1);
+  attached_ = false;
+}
+
+bool ConsumerImpl::enter() noexcept {
+  const std::uint32_t old = state_.fetch_or(kInCall, std::memory_order_acq_rel);
+  if (old & kCloseRequested) {
+    state_.fetch_and(~kInCall, std::memory_order_acq_rel);
+    return false;
+  }
+  return true;
+}
+
+void ConsumerImpl::leave() noexcept {
+  const std::uint32_t old = state_.fetch_and(~kInCall, std::memory_order_acq_rel);
+  if (old & kCloseRequested) detach();  // close() arrived during the call
+}
+
+void ConsumerImpl::close() noexcept {
+  const std::uint32_t old = state_.fetch_or(kCloseRequested, std::memory_order_acq_rel);
+  if (old & kCloseRequested) return;
+  topic_->data_bell().wake_all();  // a blocked poll returns Closed
+  if (!(old & kInCall)) detach();  // else the call in flight detaches on leave()
+}
+
+bool ConsumerImpl::stopped() const noexcept {
+  return (state_.load(std::memory_order_acquire) & kCloseRequested) || topic_->closed();
+}
+
+std::size_t ConsumerImpl::take(Cursor& c, std::uint64_t available, std::size_t max) noexcept {
+  EventRing& ring = *c.ring;
+  std::uint64_t first = c.read;
+  if (ring.lossy()) {
+    first = ring.pin(c.gate, first);
+    if (first > c.read) {
+      skipped_.fetch_add(first - c.read, std::memory_order_relaxed);
+      c.read = first;
+      if (c.acked_next < first) c.acked_next = first;
+    }
+    available = ring.published();
+    if (available <= first) {
+      ring.unpin(c.gate);
+      return 0;
+    }
+  }
+  const std::size_t n = std::size_t(std::min<std::uint64_t>(available - first, max));
+  for (std::size_t i = 0; i < n; ++i) {
+    Event& e = batch_[i];
+    e.record().reset();
+    e.record().copy_from(ring.slot(first + i));
+    e.set_origin(EventId{c.partition, first + i}, id_);
+  }
+  if (ring.lossy()) ring.unpin(c.gate);
+  c.read = first + n;
+  delivered_.fetch_add(n, std::memory_order_relaxed);
+  return n;
+}
+
+Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout timeout) {
+  if (!enter()) return Status::Closed("consumer '" + options_.name + "' is closed");
+  struct Leave {
+    ConsumerImpl* self;
+    ~Leave() { self->leave(); }
+  } leave_guard{this};
+  max = std::clamp<std::size_t>(max, 1, batch_.size());
+  const std::size_t k = cursors_.size();
+  auto try_take = [&]() -> std::size_t {
+    for (std::size_t j = 0; j < k; ++j) {
+      Cursor& c = cursors_[(next_ + j) % k];
+      const std::uint64_t available = c.ring->published();
+      if (available > c.read) {
+        next_ = (next_ + j + 1) % k;  // round-robin: the next poll starts at the next partition
+        const std::size_t n = take(c, available, max);
+        if (n) return n;
+      }
+    }
+    return 0;
+  };
+  if (std::size_t n = try_take()) return std::span<const Event>(batch_.data(), n);
+  const Deadline deadline = deadline_after(timeout);
+  std::size_t n = 0;
+  wait_until(topic_->options().wait, topic_->data_bell(), deadline, [&] {
+    if (stopped()) return true;
+    for (const Cursor& c : cursors_) {
+      if (c.ring->published() > c.read) return true;
+    }
+    return false;
+  });
+  if (stopped()) return Status::Closed("consumer '" + options_.name + "' or its topic is closed");
+  n = try_take();
+  if (n == 0) return Status::TimedOut("no event for consumer '" + options_.name + "' within the timeout");
+  return std::span<const Event>(batch_.data(), n);
+}
+
+Status ConsumerImpl::ack(const Event& e) {
+  if (!enter()) return Status::Closed("consumer '" + options_.name + "' is closed");
+  struct Leave {
+    ConsumerImpl* self;
+    ~Leave() { self->leave(); }
+  } leave_guard{this};
+  if (topic_->closed()) return Status::Closed("topic '" + topic_->name() + "' is closed");
+  if (e.origin() != id_) {
+    return Status::InvalidArgument("ack() needs an event delivered to this consumer ('" + options_.name +
+                                   "'); this one came from another consumer or none");
+  }
+  const EventId id = e.id();
+  const int ci = id.partition < cursor_of_.size() ? cursor_of_[id.partition] : -1;
+  if (ci < 0) {
+    return Status::InvalidArgument("ack() of partition " + std::to_string(id.partition) +
+                                   ", which this consumer does not read");
+  }
+  Cursor& c = cursors_[std::size_t(ci)];
+  if (id.offset >= c.read) {
+    return Status::InvalidArgument("ack() of offset " + std::to_string(id.offset) + " in partition " +
+                                   std::to_string(id.partition) + ", which was not delivered yet");
+  }
+  const std::uint64_t next = id.offset + 1;
+  if (next <= c.acked_next) return Status::Ok();  // already covered by an earlier ack
+  acked_.fetch_add(next - c.acked_next, std::memory_order_relaxed);
+  c.acked_next = next;
+  c.ring->ack(c.gate, next);
+  topic_->after_ack();
+  return Status::Ok();
+}
+
+}  // namespace detail
+
+// ------------------------------------------------------------ the handle
+
+Consumer::Consumer() noexcept = default;
+Consumer::Consumer(std::unique_ptr<detail::ConsumerImpl> impl) noexcept : impl_(std::move(impl)) {}
+Consumer::Consumer(Consumer&&) noexcept = default;
+Consumer& Consumer::operator=(Consumer&& o) noexcept {
+  if (this != &o) {
+    close();
+    impl_ = std::move(o.impl_);
+  }
+  return *this;
+}
+Consumer::~Consumer() { close(); }
+
+Result<Event> Consumer::poll(Timeout timeout) {
+  assert(impl_ && "poll() needs a valid Consumer");
+  Result<std::span<const Event>> batch = impl_->poll_batch(1, timeout);
+  if (!batch.ok()) return batch.status();
+  return (*batch)[0];
+}
+
+Result<std::span<const Event>> Consumer::poll_batch(std::size_t max, Timeout timeout) {
+  assert(impl_ && "poll_batch() needs a valid Consumer");
+  return impl_->poll_batch(max, timeout);
+}
+
+Status Consumer::ack(const Event& e) {
+  assert(impl_ && "ack() needs a valid Consumer");
+  return impl_->ack(e);
+}
+
+void Consumer::close() noexcept {
+  if (impl_) impl_->close();
+}
+
+const std::string& Consumer::name() const noexcept {
+  assert(impl_ && "name() needs a valid Consumer");
+  return impl_->options().name;
+}
+
+const std::string& Consumer::topic() const noexcept {
+  assert(impl_ && "topic() needs a valid Consumer");
+  return impl_->topic().name();
+}
+
+ConsumerStats Consumer::stats() const noexcept {
+  assert(impl_ && "stats() needs a valid Consumer");
+  return impl_->stats();
+}
+
+Consumer::iterator& Consumer::iterator::operator++() {
+  Result<Event> r = c_->poll(kForever);
+  if (r.ok()) {
+    current_ = std::move(*r);
+  } else {
+    c_ = nullptr;  // closed: the loop ends
+  }
+  return *this;
+}
+
+}  // namespace rill

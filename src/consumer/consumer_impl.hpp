@@ -1,0 +1,78 @@
+// ConsumerImpl: the state behind a Consumer handle — one cursor per
+// partition read, the reused batch of Events, and the close handshake.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "rill/consumer.hpp"
+#include "topic/topic_core.hpp"
+
+namespace rill::detail {
+
+class ConsumerImpl {
+ public:
+  ConsumerImpl(std::shared_ptr<TopicCore> topic, ConsumerOptions options);
+  ~ConsumerImpl();
+
+  // Reserves the name on its partitions and attaches gates. REQUIRES: called
+  // once, before the handle is shared. Fails: AlreadyExists,
+  // ResourceExhausted, InvalidArgument (partition list), Closed.
+  Status attach();
+
+  Result<std::span<const Event>> poll_batch(std::size_t max, Timeout timeout);
+  Status ack(const Event& e);
+  void close() noexcept;  // thread-safe
+
+  const ConsumerOptions& options() const noexcept { return options_; }
+  const TopicCore& topic() const noexcept { return *topic_; }
+  ConsumerStats stats() const noexcept {
+    return ConsumerStats{delivered_.load(std::memory_order_relaxed), acked_.load(std::memory_order_relaxed),
+                         skipped_.load(std::memory_order_relaxed)};
+  }
+
+ private:
+  struct Cursor {
+    std::uint32_t partition;
+    std::uint32_t gate;
+    std::uint64_t read;        // next seq to deliver
+    std::uint64_t acked_next;  // next seq not acked (what the gate holds)
+    EventRing* ring;
+  };
+
+  // Copies up to `max` events of cursor c into batch_; returns how many.
+  std::size_t take(Cursor& c, std::uint64_t available, std::size_t max) noexcept;
+
+  // The close handshake: a call in flight (poll/ack) holds kInCall; close()
+  // sets kCloseRequested. Whoever sees both bits last detaches, exactly
+  // once, and never while the owning thread copies slots.
+  static constexpr std::uint32_t kInCall = 1;
+  static constexpr std::uint32_t kCloseRequested = 2;
+  bool enter() noexcept;  // false when closed
+  void leave() noexcept;
+  bool stopped() const noexcept;
+
+  void detach() noexcept;  // frees the name for the next consumer; its gates stay
+  // A failed attach gives back the gates it took for partitions the name
+  // never read. REQUIRES: registry mutex held.
+  void undo_new_gates(TopicCore::NameState& ns) noexcept;
+  std::vector<std::uint32_t> new_gates_;  // partitions given a first gate by attach()
+
+  std::shared_ptr<TopicCore> topic_;
+  const ConsumerOptions options_;
+  const std::uint64_t id_;             // process-unique; stamps delivered Events
+  std::vector<Cursor> cursors_;
+  std::vector<int> cursor_of_;         // partition -> index in cursors_, or -1
+  std::size_t next_ = 0;               // round-robin start for the next poll
+  std::vector<Event> batch_;           // reused: poll_batch never allocates
+  bool attached_ = false;
+  std::atomic<std::uint32_t> state_{0};
+  std::atomic<std::uint64_t> delivered_{0};
+  std::atomic<std::uint64_t> acked_{0};
+  std::atomic<std::uint64_t> skipped_{0};
+};
+
+}  // namespace rill::detail

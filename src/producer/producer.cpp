@@ -1,0 +1,212 @@
+// The publish path. Hot path per event (small, single producer, room in the
+// ring): pick a partition, copy <= 128 bytes into the slot, one clock read,
+// one release store of the cursor, and — with the blocking wait strategy —
+// one fence plus one load to see whether a consumer sleeps. No lock, no
+// allocation, no read-modify-write.
+#include <algorithm>
+#include <string>
+
+#include "common/clock.hpp"
+#include "common/hash.hpp"
+#include "event/record_writer.hpp"
+#include "producer/producer_impl.hpp"
+#include "ring/wait.hpp"
+#include "topic/topic_core.hpp"
+
+namespace rill {
+namespace detail {
+
+namespace {
+
+// The predecessor claim is mid-copy: spin, then yield.
+bool wait_turn(EventRing& ring, std::uint64_t first, const TopicCore& topic) {
+  for (int i = 0; !ring.mp_turn(first); ++i) {
+    if (topic.closed()) return false;
+    if (i < 256) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepared, std::size_t n, Deadline deadline,
+                                 bool may_wait, std::uint64_t& first) {
+  if (stopped()) return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
+  EventRing& ring = topic_->ring(partition);
+  const TopicOptions& opt = topic_->options();
+  const bool wait_ok = may_wait && opt.overflow == OverflowPolicy::kBlock;
+  auto full = [&] {
+    return Status::Full("partition " + std::to_string(partition) + " of topic '" + topic_->name() +
+                        "' is full: a consumer has not acked the oldest event");
+  };
+
+  if (single_) {
+    auto& sp = ring.sp();
+    const std::uint64_t s = sp.next;
+    const std::uint64_t end = s + n;
+    if (end > sp.limit) {
+      sp.limit = ring.refresh_limit(end);
+      if (end > sp.limit) {
+        if (!wait_ok) return full();
+        const bool ok = wait_until(opt.wait, topic_->space_bell(), deadline, [&] {
+          if (stopped()) return true;
+          sp.limit = ring.refresh_limit(end);
+          return end <= sp.limit;
+        });
+        if (stopped()) return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
+        if (!ok) return Status::TimedOut("no room in partition " + std::to_string(partition) + " of topic '" +
+                                         topic_->name() + "' within the timeout");
+      }
+    }
+    const std::int64_t ts = std::max(now_ns(), sp.last_ts);
+    for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], ts);
+    sp.last_ts = ts;
+    sp.next = end;
+    ring.publish(end);
+    topic_->after_publish();
+    first = s;
+    return Status::Ok();
+  }
+
+  // Multi-producer. An untimed blocking publish waits (interruptibly) for
+  // room and then claims with one fetch_add; timed and non-blocking ones
+  // claim with CAS only when room is there, so they never hold a claim they
+  // cannot fill.
+  std::uint64_t s;
+  if (wait_ok && deadline == Deadline::max()) {
+    // Wait, interruptibly, until the ring looks roomy; then commit.
+    if (!ring.mp_has_room(ring.mp_claimed() + n)) {
+      wait_until(opt.wait, topic_->space_bell(), deadline,
+                 [&] { return stopped() || ring.mp_has_room(ring.mp_claimed() + n); });
+      if (stopped()) return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
+    }
+    s = ring.claim(n);
+    // Other producers may have claimed the room meanwhile. The claim is
+    // ours to fill now, so only closing the topic ends this wait.
+    if (!ring.mp_has_room(s + n)) {
+      wait_until(opt.wait, topic_->space_bell(), deadline,
+                 [&] { return topic_->closed() || ring.mp_has_room(s + n); });
+      if (topic_->closed()) return Status::Closed("topic '" + topic_->name() + "' is closed");
+    }
+  } else {
+    std::optional<std::uint64_t> c = ring.try_claim(n);
+    if (!c) {
+      if (!wait_ok) return full();
+      wait_until(opt.wait, topic_->space_bell(), deadline, [&] {
+        if (stopped()) return true;
+        c = ring.try_claim(n);
+        return c.has_value();
+      });
+      if (!c) {
+        if (stopped()) return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
+        return Status::TimedOut("no room in partition " + std::to_string(partition) + " of topic '" +
+                                topic_->name() + "' within the timeout");
+      }
+    }
+    s = *c;
+  }
+  for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], 0);
+  if (!wait_turn(ring, s, *topic_)) return Status::Closed("topic '" + topic_->name() + "' is closed");
+  // Our turn: every earlier claim is published, so last_ts is theirs.
+  const std::int64_t ts = std::max(now_ns(), ring.last_ts());
+  for (std::size_t i = 0; i < n; ++i) ring.slot(s + i).timestamp_ns = ts;
+  ring.last_ts() = ts;
+  ring.publish(s + n);
+  topic_->after_publish();
+  first = s;
+  return Status::Ok();
+}
+
+}  // namespace detail
+
+Producer::Producer() noexcept = default;
+Producer::Producer(std::unique_ptr<detail::ProducerImpl> impl) noexcept : impl_(std::move(impl)) {}
+Producer::Producer(Producer&&) noexcept = default;
+Producer& Producer::operator=(Producer&&) noexcept = default;
+Producer::~Producer() { close(); }
+
+const std::string& Producer::topic() const noexcept {
+  assert(impl_ && "topic() needs a valid Producer");
+  return impl_->topic_->name();
+}
+
+void Producer::close() noexcept {
+  if (!impl_) return;
+  impl_->closed_.store(true, std::memory_order_relaxed);
+  impl_->topic_->space_bell().wake_all();
+}
+
+namespace {
+
+Result<EventId> publish_one(detail::ProducerImpl& p, const Message& m, detail::Deadline deadline, bool may_wait) {
+  Result<std::uint32_t> part = p.pick_partition(m);
+  if (!part.ok()) return part.status();
+  detail::PreparedEvent prepared;
+  if (Status s = detail::prepare_event(m, p.topic_->options().max_event_size, prepared); !s.ok()) return s;
+  std::uint64_t offset = 0;
+  Status s = p.publish_run(*part, &prepared, 1, deadline, may_wait, offset);
+  if (!s.ok()) {
+    prepared.discard();
+    return s;
+  }
+  if (m.partition == kAnyPartition && m.key.empty()) p.advance_sticky();
+  return EventId{*part, offset};
+}
+
+}  // namespace
+
+Result<EventId> Producer::publish(const Message& m, Timeout timeout) {
+  assert(impl_ && "publish() needs a valid Producer");
+  return publish_one(*impl_, m, detail::deadline_after(timeout), true);
+}
+
+Result<EventId> Producer::try_publish(const Message& m) {
+  assert(impl_ && "try_publish() needs a valid Producer");
+  return publish_one(*impl_, m, detail::Deadline::min(), false);
+}
+
+Result<std::size_t> Producer::publish_batch(std::span<const Message> messages, Timeout timeout) {
+  assert(impl_ && "publish_batch() needs a valid Producer");
+  detail::ProducerImpl& p = *impl_;
+  const std::uint32_t max_size = p.topic_->options().max_event_size;
+  // Validate everything first: an invalid message publishes nothing.
+  for (const Message& m : messages) {
+    Result<std::uint32_t> part = p.pick_partition(m);
+    if (!part.ok()) return part.status();
+    const std::size_t size = m.key.size() + m.metadata.size() + (m.buffer.empty() ? m.data.size() : m.buffer.size());
+    if (size > max_size) {
+      return Status::InvalidArgument("message of " + std::to_string(size) + " bytes exceeds the topic's " +
+                                     "max_event_size of " + std::to_string(max_size) + "; nothing was published");
+    }
+  }
+  const detail::Deadline deadline = detail::deadline_after(timeout);
+  const std::size_t max_run = std::min<std::size_t>(detail::ProducerImpl::kMaxRun, p.topic_->options().capacity / 2);
+  detail::PreparedEvent prepared[detail::ProducerImpl::kMaxRun];
+  std::size_t done = 0;
+  while (done < messages.size()) {
+    const std::uint32_t part = *p.pick_partition(messages[done]);
+    std::size_t n = 1;
+    while (done + n < messages.size() && n < max_run && *p.pick_partition(messages[done + n]) == part) ++n;
+    for (std::size_t i = 0; i < n; ++i) {
+      Status s = detail::prepare_event(messages[done + i], max_size, prepared[i]);
+      assert(s.ok() && "validated above");
+      (void)s;
+    }
+    std::uint64_t first = 0;
+    Status s = p.publish_run(part, prepared, n, deadline, true, first);
+    if (!s.ok()) {
+      for (std::size_t i = 0; i < n; ++i) prepared[i].discard();
+      if (done == 0) return s;
+      break;
+    }
+    done += n;
+  }
+  p.advance_sticky();
+  return done;
+}
+
+}  // namespace rill

@@ -1,0 +1,58 @@
+// ProducerImpl: the state behind a Producer handle; the publish path.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/clock.hpp"
+#include "common/hash.hpp"
+#include "event/record_writer.hpp"
+#include "rill/producer.hpp"
+#include "topic/topic_core.hpp"
+
+namespace rill::detail {
+
+class ProducerImpl {
+ public:
+  ProducerImpl(std::shared_ptr<TopicCore> topic, bool single) : topic_(std::move(topic)), single_(single) {}
+  ~ProducerImpl() {
+    if (single_) topic_->release_single_producer();
+  }
+
+  // Publishes messages[0..n) to one partition as one claim. REQUIRES: n <=
+  // kMaxRun, every message prepared in `prepared`.
+  Status publish_run(std::uint32_t partition, PreparedEvent* prepared, std::size_t n, Deadline deadline,
+                     bool may_wait, std::uint64_t& first);
+
+  // Validates a message's partition; returns the partition to use.
+  Result<std::uint32_t> pick_partition(const Message& m) {
+    const std::uint32_t parts = topic_->partitions();
+    if (m.partition != kAnyPartition) {
+      if (m.partition < 0 || m.partition >= std::int64_t(parts)) {
+        return Status::InvalidArgument("partition " + std::to_string(m.partition) + " is out of range; topic '" +
+                                       topic_->name() + "' has " + std::to_string(parts));
+      }
+      return std::uint32_t(m.partition);
+    }
+    if (!m.key.empty()) return std::uint32_t(hash_key(m.key) % parts);
+    return sticky_;
+  }
+  // Keyless events go to one partition per publish call (a batch stays one
+  // run) and the next call moves on: round-robin without splitting batches.
+  void advance_sticky() noexcept {
+    if (++sticky_ == topic_->partitions()) sticky_ = 0;
+  }
+
+  bool stopped() const noexcept { return closed_.load(std::memory_order_relaxed) || topic_->closed(); }
+
+  std::shared_ptr<TopicCore> topic_;
+  const bool single_;
+  std::atomic<bool> closed_{false};
+  std::uint32_t sticky_ = 0;
+
+  static constexpr std::size_t kMaxRun = 64;  // prepared events held on the stack
+};
+
+}  // namespace rill::detail

@@ -1,0 +1,81 @@
+// Doorbell: lets threads sleep until another thread makes progress.
+//
+// A futex word (epoch) plus a count of sleepers. A waker that made progress
+// visible rings only when someone sleeps, so the fast path of a publish or an
+// ack costs one fence and one load of a line that is rarely written.
+//
+// Correctness (no lost wake-up): the waker does  store(progress); fence;
+// load(sleepers)  and the sleeper does  sleepers++; fence; check(progress);
+// futex_wait(epoch == e). Sequential consistency of the two fences means the
+// waker sees the sleeper or the sleeper sees the progress; when the waker
+// rings, the epoch changes and the futex wait returns.
+//
+// Thread-safe. Allocation: none.
+#pragma once
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+#include <ctime>
+
+#include "common/cache.hpp"
+#include "common/clock.hpp"
+
+namespace rill::detail {
+
+class Doorbell {
+ public:
+  // REQUIRES: the caller made its progress visible and then executed
+  // std::atomic_thread_fence(std::memory_order_seq_cst).
+  void notify() noexcept {
+    if (sleepers_.load(std::memory_order_relaxed) != 0) wake_all();
+  }
+
+  // Wakes every sleeper unconditionally (close, detach).
+  void wake_all() noexcept {
+    epoch_.fetch_add(1, std::memory_order_seq_cst);
+    syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+  }
+
+  // Sleeps until woken or the deadline passes, unless ready() is true once
+  // registered. Returns ready()'s last value. Spurious returns are possible;
+  // callers loop.
+  template <class Ready>
+  bool sleep(Ready&& ready, Deadline deadline) noexcept {
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const std::uint32_t e = epoch_.load(std::memory_order_seq_cst);
+    bool ok = ready();
+    if (!ok) {
+      timespec ts{};
+      timespec* tsp = nullptr;
+      if (deadline != Deadline::max()) {
+        const auto left = deadline - SteadyClock::now();
+        if (left.count() > 0) {
+          const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+          ts.tv_sec = static_cast<time_t>(ns / 1000000000);
+          ts.tv_nsec = static_cast<long>(ns % 1000000000);
+          tsp = &ts;
+        }
+      }
+      if (deadline == Deadline::max() || tsp != nullptr) {
+        syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAIT_PRIVATE, e, tsp, nullptr, 0);
+      }
+      ok = ready();
+    }
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    return ok;
+  }
+
+ private:
+  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t), "futex word layout");
+  alignas(kCacheLine) std::atomic<std::uint32_t> epoch_{0};
+  alignas(kCacheLine) std::atomic<std::uint32_t> sleepers_{0};
+};
+
+}  // namespace rill::detail

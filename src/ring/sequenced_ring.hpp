@@ -1,0 +1,271 @@
+// SequencedRing: one partition's ring, sequenced in the style of the LMAX
+// Disruptor, with a cursor ("gate") per attached consumer.
+//
+// Sequence numbers are event offsets: seq s lives in slot s & (capacity-1).
+//  * published_  — every seq below it is written and visible (release/acquire).
+//  * gates       — one per attached consumer, each on its own cache line:
+//                  the consumer's next unacked seq. A producer may write seq s
+//                  only when s < min(gates) + capacity, so an unacked event is
+//                  never overwritten.
+//  * floor_      — seqs below it may be overwritten. A consumer attaching
+//                  late clamps its start to floor_, which is how it learns
+//                  what is still readable.
+//
+// Producers cache their write limit and rescan the gates only when the cache
+// says "full" (refresh_limit). Single-producer rings publish with one store;
+// multi-producer rings claim with fetch_add (or CAS for non-blocking and
+// timed claims) and publish in claim order, so consumers read one cursor and
+// timestamps stay non-decreasing.
+//
+// Attaching while producers run (the subtle part): a producer's limit comes
+// from a gate scan; a consumer attaching during that scan could be missed.
+// refresh_limit therefore stores floor_ (seq_cst) and scans the gates again;
+// attach stores its gate (seq_cst) and then loads floor_. One of the two
+// sees the other: either the producer's limit respects the new gate, or the
+// consumer raises its start to a floor the limit already respects.
+//
+// Lossy rings (OverflowPolicy::kDropOldest) never wait for consumers: a
+// producer pushes lagging gates forward instead. A consumer copying slots
+// pins the first seq it copies; a producer overwriting below a pin waits for
+// that copy to finish (a few hundred ns), never for the consumer's pace.
+//
+// Thread-safety: producer methods are safe from several threads (multi-
+// producer) or one (single-producer sp_* state); consumer methods touch only
+// their own gate; attach/detach must be serialized by the caller.
+// Allocation: only in the constructor.
+#pragma once
+
+#include <atomic>
+#include <cassert>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include "common/cache.hpp"
+
+namespace rill::detail {
+
+template <class T>
+class SequencedRing {
+ public:
+  static constexpr std::uint64_t kDetached = ~std::uint64_t{0};
+  static constexpr std::uint64_t kNoPin = ~std::uint64_t{0};
+
+  struct alignas(kCacheLine) Gate {
+    std::atomic<std::uint64_t> next{kDetached};  // the consumer's next unacked seq
+    std::atomic<std::uint64_t> pin{kNoPin};      // lossy rings: first seq being copied
+  };
+
+  // REQUIRES: capacity is a power of two >= 2; max_gates >= 1.
+  SequencedRing(std::uint64_t capacity, std::uint32_t max_gates, bool lossy)
+      : capacity_(capacity),
+        mask_(capacity - 1),
+        chunk_(capacity / 8 ? capacity / 8 : 1),
+        lossy_(lossy),
+        max_gates_(max_gates),
+        slots_(new Slot[capacity]),
+        gates_(new Gate[max_gates]) {
+    assert(capacity >= 2 && (capacity & (capacity - 1)) == 0 && "ring capacity must be a power of two");
+    assert(max_gates >= 1);
+  }
+
+  SequencedRing(const SequencedRing&) = delete;
+  SequencedRing& operator=(const SequencedRing&) = delete;
+
+  std::uint64_t capacity() const noexcept { return capacity_; }
+  bool lossy() const noexcept { return lossy_; }
+  T& slot(std::uint64_t seq) noexcept { return slots_[seq & mask_].value; }
+  const T& slot(std::uint64_t seq) const noexcept { return slots_[seq & mask_].value; }
+
+  // Every seq below the result is readable.
+  std::uint64_t published() const noexcept { return published_.load(std::memory_order_acquire); }
+  // Seqs below the result may be overwritten at any moment.
+  std::uint64_t floor() const noexcept { return floor_.load(std::memory_order_seq_cst); }
+
+  // ------------------------------------------------------------ producers
+
+  // Returns an exclusive bound: every seq below it may be written now without
+  // overwriting an unacked event (on a lossy ring: the bound is >= want_end,
+  // after pushing lagging gates forward). Scans the gates: call it only when
+  // the cached bound is too low. Thread-safe among producers.
+  std::uint64_t refresh_limit(std::uint64_t want_end) noexcept {
+    if (lossy_ && want_end > capacity_) push_gates(want_end - capacity_);
+    std::uint64_t lowest = scan_gates();
+    std::uint64_t f;
+    if (lowest == kDetached) {
+      // Nobody reads: overwrite ahead in chunks so a refresh (and its fence)
+      // is paid once per chunk, keeping the newest events for late attachers.
+      f = want_end + chunk_ > capacity_ ? want_end + chunk_ - capacity_ : 0;
+    } else {
+      f = lowest;
+    }
+    raise(floor_, f);
+    // A gate stored during the first scan that did not see the new floor
+    // shows up here; every other late attacher sees the floor (see above).
+    const std::uint64_t again = scan_gates();
+    if (again < f) f = again;
+    return f + capacity_;
+  }
+
+  // Single producer: makes seqs below `end` visible. REQUIRES: written.
+  void publish(std::uint64_t end) noexcept { published_.store(end, std::memory_order_release); }
+
+  // Single-producer bookkeeping, touched only by the one producer thread.
+  struct SingleProducer {
+    std::uint64_t next = 0;      // next seq to write
+    std::uint64_t limit = 0;     // cached refresh_limit result
+    std::int64_t last_ts = 0;    // last timestamp written
+  };
+  SingleProducer& sp() noexcept { return sp_.state; }
+
+  // Multi-producer: claims n seqs unconditionally (the caller then waits for
+  // space up to its limit). Returns the first.
+  std::uint64_t claim(std::uint64_t n) noexcept { return mp_.claim.fetch_add(n, std::memory_order_relaxed); }
+  // Multi-producer: the next seq a claim would get (a hint; others race).
+  std::uint64_t mp_claimed() const noexcept { return mp_.claim.load(std::memory_order_relaxed); }
+  // Multi-producer: claims n seqs only if they fit under the cached limit
+  // (refreshing it once). Never waits. Returns the first seq, or nullopt.
+  std::optional<std::uint64_t> try_claim(std::uint64_t n) noexcept {
+    std::uint64_t c = mp_.claim.load(std::memory_order_relaxed);
+    for (;;) {
+      if (c + n > mp_.limit.load(std::memory_order_relaxed)) {
+        if (c + n > raise_mp_limit(refresh_limit(c + n))) return std::nullopt;
+      }
+      if (mp_.claim.compare_exchange_weak(c, c + n, std::memory_order_relaxed)) return c;
+    }
+  }
+  // Multi-producer: true when seqs below `end` may be written, refreshing
+  // the shared cached limit if needed.
+  bool mp_has_room(std::uint64_t end) noexcept {
+    if (end <= mp_.limit.load(std::memory_order_relaxed)) return true;
+    return end <= raise_mp_limit(refresh_limit(end));
+  }
+  // Multi-producer: true when every seq below `first` is published, i.e. it
+  // is this claim's turn to publish.
+  bool mp_turn(std::uint64_t first) const noexcept { return published_.load(std::memory_order_acquire) == first; }
+  // The timestamp of the last published event; valid for the producer whose
+  // turn it is (mp) or for the single producer.
+  std::int64_t& last_ts() noexcept { return sp_.state.last_ts; }
+
+  // ------------------------------------------------------------ consumers
+
+  // Attaches a gate at `pos` or later: returns the gate index and sets `pos`
+  // to the start actually granted (raised to the floor when older events
+  // may already be overwritten). nullopt when max_gates are attached.
+  // REQUIRES: attach/detach calls are serialized by the caller.
+  std::optional<std::uint32_t> attach(std::uint64_t& pos) noexcept {
+    std::uint32_t i = 0;
+    while (i < max_gates_ && gates_[i].next.load(std::memory_order_relaxed) != kDetached) ++i;
+    if (i == max_gates_) return std::nullopt;
+    if (gate_count_.load(std::memory_order_relaxed) <= i) gate_count_.store(i + 1, std::memory_order_seq_cst);
+    gates_[i].pin.store(kNoPin, std::memory_order_relaxed);
+    std::uint64_t p = pos;
+    gates_[i].next.store(p, std::memory_order_seq_cst);
+    for (;;) {
+      const std::uint64_t f = floor_.load(std::memory_order_seq_cst);
+      if (f <= p) break;
+      p = f;
+      raise(gates_[i].next, p);
+    }
+    pos = gates_[i].next.load(std::memory_order_seq_cst);
+    return i;
+  }
+
+  // Frees the gate; producers stop gating on it at their next refresh.
+  void detach(std::uint32_t gate) noexcept {
+    gates_[gate].pin.store(kNoPin, std::memory_order_release);
+    gates_[gate].next.store(kDetached, std::memory_order_seq_cst);
+  }
+
+  // The consumer acked every seq below `next`.
+  void ack(std::uint32_t gate, std::uint64_t next) noexcept {
+    if (lossy_) {
+      raise(gates_[gate].next, next);  // a producer may have pushed it further
+    } else {
+      gates_[gate].next.store(next, std::memory_order_release);
+    }
+  }
+
+  // Moves a gate forward (positioning after attach, e.g. by timestamp).
+  void advance(std::uint32_t gate, std::uint64_t next) noexcept { raise(gates_[gate].next, next); }
+
+  std::uint64_t gate_next(std::uint32_t gate) const noexcept {
+    return gates_[gate].next.load(std::memory_order_seq_cst);
+  }
+
+  // Lossy rings: before copying seqs from `first` on, pin them. Returns the
+  // first seq that is safe to copy (>= first: the gate may have been pushed
+  // past `first`, which then was overwritten). unpin() when the copy is done.
+  std::uint64_t pin(std::uint32_t gate, std::uint64_t first) noexcept {
+    Gate& g = gates_[gate];
+    for (;;) {
+      g.pin.store(first, std::memory_order_seq_cst);
+      const std::uint64_t next = g.next.load(std::memory_order_seq_cst);
+      if (next <= first) return first;
+      first = next;
+    }
+  }
+  void unpin(std::uint32_t gate) noexcept { gates_[gate].pin.store(kNoPin, std::memory_order_release); }
+
+ private:
+  struct alignas(kCacheLine) Slot {
+    T value{};
+  };
+
+  static void raise(std::atomic<std::uint64_t>& a, std::uint64_t v) noexcept {
+    std::uint64_t cur = a.load(std::memory_order_seq_cst);
+    while (cur < v && !a.compare_exchange_weak(cur, v, std::memory_order_seq_cst)) {
+    }
+  }
+
+  std::uint64_t raise_mp_limit(std::uint64_t v) noexcept {
+    raise(mp_.limit, v);
+    return mp_.limit.load(std::memory_order_relaxed);
+  }
+
+  std::uint64_t scan_gates() const noexcept {
+    std::uint64_t lowest = kDetached;
+    const std::uint32_t n = gate_count_.load(std::memory_order_seq_cst);
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const std::uint64_t g = gates_[i].next.load(std::memory_order_seq_cst);
+      if (g < lowest) lowest = g;
+    }
+    return lowest;
+  }
+
+  // Lossy rings: every gate below `needed` jumps to it; waits for copies in
+  // progress below it to finish.
+  void push_gates(std::uint64_t needed) noexcept {
+    const std::uint32_t n = gate_count_.load(std::memory_order_seq_cst);
+    for (std::uint32_t i = 0; i < n; ++i) {
+      Gate& g = gates_[i];
+      std::uint64_t cur = g.next.load(std::memory_order_seq_cst);
+      if (cur == kDetached || cur >= needed) continue;
+      raise(g.next, needed);
+      while (g.pin.load(std::memory_order_seq_cst) < needed) std::this_thread::yield();
+    }
+  }
+
+  const std::uint64_t capacity_;
+  const std::uint64_t mask_;
+  const std::uint64_t chunk_;
+  const bool lossy_;
+  const std::uint32_t max_gates_;
+  std::unique_ptr<Slot[]> slots_;
+  std::unique_ptr<Gate[]> gates_;
+
+  // Each independently written word on its own cache line.
+  alignas(kCacheLine) std::atomic<std::uint64_t> published_{0};
+  struct alignas(kCacheLine) {
+    std::atomic<std::uint64_t> claim{0};
+    std::atomic<std::uint64_t> limit{0};
+  } mp_;
+  struct alignas(kCacheLine) {
+    SingleProducer state;
+  } sp_;
+  alignas(kCacheLine) std::atomic<std::uint64_t> floor_{0};
+  alignas(kCacheLine) std::atomic<std::uint32_t> gate_count_{0};
+};
+
+}  // namespace rill::detail

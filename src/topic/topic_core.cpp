@@ -1,0 +1,105 @@
+#include "topic/topic_core.hpp"
+
+#include <string>
+
+namespace rill::detail {
+
+Status validate_topic_options(const TopicOptions& o) {
+  if (o.partitions < 1 || o.partitions > 1024) {
+    return Status::InvalidArgument("partitions is " + std::to_string(o.partitions) + "; it must be in [1, 1024]");
+  }
+  if (o.capacity < 2 || o.capacity > (1u << 24) || (o.capacity & (o.capacity - 1)) != 0) {
+    return Status::InvalidArgument("capacity is " + std::to_string(o.capacity) +
+                                   "; it must be a power of two in [2, 16777216]");
+  }
+  if (o.max_event_size < 1 || o.max_event_size > (1u << 30)) {
+    return Status::InvalidArgument("max_event_size is " + std::to_string(o.max_event_size) +
+                                   "; it must be in [1, 1073741824]");
+  }
+  if (o.max_consumers < 1 || o.max_consumers > 1024) {
+    return Status::InvalidArgument("max_consumers is " + std::to_string(o.max_consumers) +
+                                   "; it must be in [1, 1024]");
+  }
+  return Status::Ok();
+}
+
+TopicCore::TopicCore(std::string name, const TopicOptions& options)
+    : name_(std::move(name)), options_(options), blocking_(options.wait == WaitStrategy::kBlocking) {
+  rings_.reserve(options_.partitions);
+  for (std::uint32_t p = 0; p < options_.partitions; ++p) {
+    rings_.push_back(std::make_unique<EventRing>(options_.capacity, options_.max_consumers,
+                                                 options_.overflow == OverflowPolicy::kDropOldest));
+  }
+}
+
+TopicCore::~TopicCore() {
+  for (auto& ring : rings_) {
+    for (std::uint64_t i = 0; i < ring->capacity(); ++i) ring->slot(i).reset();
+  }
+}
+
+void TopicCore::close() noexcept {
+  closed_.store(true, std::memory_order_seq_cst);
+  data_bell_.wake_all();
+  space_bell_.wake_all();
+}
+
+TopicCore::NameState& TopicCore::name_state(const std::string& name) {
+  auto it = names_.find(name);
+  if (it == names_.end()) {
+    NameState s;
+    s.gate.assign(options_.partitions, kNoGate);
+    s.live.assign(options_.partitions, false);
+    it = names_.emplace(name, std::move(s)).first;
+  }
+  return it->second;
+}
+
+Status TopicCore::remove_name(const std::string& name) {
+  {
+    std::lock_guard<std::mutex> lock(registry_mu_);
+    auto it = names_.find(name);
+    if (it == names_.end()) {
+      return Status::NotFound("topic '" + name_ + "' has no consumer named '" + name + "'");
+    }
+    for (bool live : it->second.live) {
+      if (live) return Status::AlreadyExists("consumer '" + name + "' is live; close it before removing the name");
+    }
+    for (std::uint32_t p = 0; p < options_.partitions; ++p) {
+      if (it->second.gate[p] != kNoGate) rings_[p]->detach(it->second.gate[p]);
+    }
+    names_.erase(it);
+  }
+  space_bell_.wake_all();  // producers held back by the name may proceed
+  return Status::Ok();
+}
+
+void TopicCore::forget_if_unused(const std::string& name) {
+  auto it = names_.find(name);
+  if (it == names_.end()) return;
+  for (std::uint32_t p = 0; p < options_.partitions; ++p) {
+    if (it->second.gate[p] != kNoGate || it->second.live[p]) return;
+  }
+  names_.erase(it);
+}
+
+std::vector<std::string> TopicCore::names() const {
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  std::vector<std::string> out;
+  for (const auto& [name, state] : names_) out.push_back(name);
+  return out;
+}
+
+std::vector<PartitionStats> TopicCore::stats() const {
+  std::vector<PartitionStats> out;
+  for (const auto& ring : rings_) {
+    PartitionStats s;
+    s.next_offset = ring->published();
+    const std::uint64_t held = s.next_offset > ring->capacity() ? s.next_offset - ring->capacity() : 0;
+    s.earliest_offset = std::max(held, std::min(ring->floor(), s.next_offset));
+    out.push_back(s);
+  }
+  return out;
+}
+
+}  // namespace rill::detail

@@ -1,0 +1,99 @@
+// TopicCore: one topic's shared state — its partition rings, doorbells,
+// consumer-name registry and close flag. Producer, Consumer and Topic
+// handles share it (std::shared_ptr), so it outlives the Bus if they do.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "rill/event.hpp"
+#include "rill/options.hpp"
+#include "rill/topic.hpp"
+#include "ring/doorbell.hpp"
+#include "ring/sequenced_ring.hpp"
+
+namespace rill::detail {
+
+using EventRing = SequencedRing<EventRecord>;
+
+// Ok when the options describe a valid topic; otherwise why not.
+Status validate_topic_options(const TopicOptions& o);
+
+class TopicCore {
+ public:
+  TopicCore(std::string name, const TopicOptions& options);
+  ~TopicCore();  // releases the blocks still referenced by slots
+
+  const std::string& name() const noexcept { return name_; }
+  const TopicOptions& options() const noexcept { return options_; }
+  EventRing& ring(std::uint32_t partition) noexcept { return *rings_[partition]; }
+  std::uint32_t partitions() const noexcept { return options_.partitions; }
+
+  Doorbell& data_bell() noexcept { return data_bell_; }    // consumers sleep here
+  Doorbell& space_bell() noexcept { return space_bell_; }  // producers sleep here
+
+  // After publishing: wakes sleeping consumers (blocking strategy only).
+  void after_publish() noexcept {
+    if (blocking_) {
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      data_bell_.notify();
+    }
+  }
+  // After acking (freeing ring space): wakes sleeping producers.
+  void after_ack() noexcept {
+    if (blocking_) {
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      space_bell_.notify();
+    }
+  }
+
+  bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+  // Idempotent: every blocked call on this topic wakes and returns Closed.
+  void close() noexcept;
+
+  // ---- consumer names (control plane, under the mutex)
+
+  // A consumer name owns one gate per partition it has read, from its
+  // first open until remove_consumer(): its acked position survives closing
+  // and keeps protecting unacked events from being overwritten.
+  static constexpr std::uint32_t kNoGate = ~std::uint32_t{0};
+  struct NameState {
+    std::vector<std::uint32_t> gate;  // per partition; kNoGate when never read
+    std::vector<bool> live;           // per partition: a live consumer reads it
+  };
+  std::mutex& registry_mutex() noexcept { return registry_mu_; }
+  // REQUIRES: registry_mutex held.
+  NameState& name_state(const std::string& name);
+  // Forgets a name and frees its gates. Fails: NotFound, AlreadyExists
+  // (a live consumer uses it).
+  Status remove_name(const std::string& name);
+  std::vector<std::string> names() const;
+  // Drops a name that holds no gate and is not live (a failed first open).
+  // REQUIRES: registry_mutex held.
+  void forget_if_unused(const std::string& name);
+
+  // ---- single-producer right
+  bool take_single_producer() noexcept { return !single_taken_.exchange(true, std::memory_order_acq_rel); }
+  void release_single_producer() noexcept { single_taken_.store(false, std::memory_order_release); }
+
+  std::vector<PartitionStats> stats() const;
+
+ private:
+  const std::string name_;
+  const TopicOptions options_;
+  const bool blocking_;
+  std::vector<std::unique_ptr<EventRing>> rings_;
+  Doorbell data_bell_;
+  Doorbell space_bell_;
+  std::atomic<bool> closed_{false};
+  std::atomic<bool> single_taken_{false};
+  mutable std::mutex registry_mu_;
+  std::map<std::string, NameState, std::less<>> names_;
+};
+
+}  // namespace rill::detail

@@ -1,0 +1,308 @@
+// Named consumers: positions, cumulative acks, resume after ack, redelivery,
+// exclusivity, bad acks, lossy overrun, close and iteration.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "rill/rill.hpp"
+
+using namespace rill;
+using namespace std::chrono_literals;
+
+namespace {
+
+void publish_n(Producer& p, int from, int to, std::int64_t partition = kAnyPartition) {
+  for (int i = from; i < to; ++i) REQUIRE(p.publish(Message{.data = std::to_string(i), .partition = partition}).ok());
+}
+
+std::vector<std::string> drain(Consumer& c) {
+  std::vector<std::string> out;
+  for (;;) {
+    auto e = c.poll(0ms);
+    if (!e.ok()) {
+      REQUIRE(e.status().is_timed_out());
+      return out;
+    }
+    out.emplace_back(e->data());
+  }
+}
+
+std::vector<std::string> range(int from, int to) {
+  std::vector<std::string> v;
+  for (int i = from; i < to; ++i) v.push_back(std::to_string(i));
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("every named consumer sees every event", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t");
+  auto a = *t.consumer({.name = "a"});
+  auto b = *t.consumer({.name = "b"});
+  auto p = *t.producer();
+  publish_n(p, 0, 10);
+  CHECK(drain(a) == range(0, 10));
+  CHECK(drain(b) == range(0, 10));
+}
+
+TEST_CASE("a consumer reopened under its name resumes right after its last ack", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 64});
+  auto p = *t.producer();
+  publish_n(p, 0, 10);
+  {
+    auto c = *t.consumer({.name = "worker"});
+    for (int i = 0; i < 6; ++i) {
+      auto e = c.poll(1s);
+      REQUIRE(e.ok());
+      if (i == 3) REQUIRE(c.ack(*e).ok());  // acks 0..3; 4 and 5 delivered, unacked
+    }
+    CHECK(c.stats().delivered == 6);
+    CHECK(c.stats().acked == 4);
+  }
+  auto again = *t.consumer({.name = "worker"});
+  CHECK(drain(again) == range(4, 10));  // at-least-once: 4 and 5 come again
+  // A fresh name starts at the earliest event held.
+  auto fresh = *t.consumer({.name = "fresh"});
+  CHECK(drain(fresh) == range(0, 10));
+}
+
+TEST_CASE("acks are cumulative per partition and idempotent", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 2, .capacity = 64});
+  auto p = *t.producer();
+  publish_n(p, 0, 5, 0);
+  publish_n(p, 10, 15, 1);
+  {
+    auto c = *t.consumer({.name = "c"});
+    std::vector<Event> got;
+    for (int i = 0; i < 10; ++i) got.push_back(*c.poll(1s));
+    const Event* last0 = nullptr;
+    const Event* first1 = nullptr;
+    for (const Event& e : got) {
+      if (e.partition() == 0) last0 = &e;
+      if (e.partition() == 1 && !first1) first1 = &e;
+    }
+    REQUIRE((last0 && first1));
+    REQUIRE(c.ack(*last0).ok());   // all of partition 0
+    REQUIRE(c.ack(*first1).ok());  // only offset 0 of partition 1
+    REQUIRE(c.ack(*first1).ok());  // again: a no-op
+    CHECK(c.stats().acked == 6);
+  }
+  auto c = *t.consumer({.name = "c"});
+  CHECK(drain(c) == range(11, 15));
+}
+
+TEST_CASE("positions: earliest, latest, offset and timestamp", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 64});
+  auto p = *t.producer();
+  publish_n(p, 0, 5);
+  std::this_thread::sleep_for(2ms);
+  const auto mark = std::chrono::system_clock::now();
+  std::this_thread::sleep_for(2ms);
+  publish_n(p, 5, 10);
+
+  auto earliest = *t.consumer({.name = "e", .position = Position::earliest()});
+  auto latest = *t.consumer({.name = "l", .position = Position::latest()});
+  auto at7 = *t.consumer({.name = "o", .position = Position::offset(7)});
+  auto since = *t.consumer({.name = "ts", .position = Position::timestamp(mark)});
+  publish_n(p, 10, 12);
+  CHECK(drain(earliest) == range(0, 12));
+  CHECK(drain(latest) == range(10, 12));
+  CHECK(drain(at7) == range(7, 12));
+  CHECK(drain(since) == range(5, 12));
+}
+
+TEST_CASE("a start before the oldest held event skips ahead and counts the gap", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 16});
+  auto p = *t.producer();
+  publish_n(p, 0, 100);  // nobody reads: old events are overwritten
+  auto c = *t.consumer({.name = "c", .position = Position::offset(0)});
+  auto got = drain(c);
+  REQUIRE(!got.empty());
+  CHECK(got.back() == "99");
+  const auto first = std::stoull(got.front());
+  CHECK(first >= 100 - 16);
+  CHECK(c.stats().skipped == first);
+  CHECK(got == range(int(first), 100));
+}
+
+TEST_CASE("one live consumer per name and partition", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 4});
+  auto a = t.consumer({.name = "x", .partitions = {0, 1}});
+  REQUIRE(a.ok());
+  auto clash = t.consumer({.name = "x", .partitions = {1, 2}});
+  CHECK(clash.status().is_already_exists());
+  auto other = t.consumer({.name = "x", .partitions = {2, 3}});
+  CHECK(other.ok());  // disjoint partitions are fine
+  a->close();
+  CHECK(t.consumer({.name = "x", .partitions = {1}}).ok());
+  CHECK(t.consumer({.name = "bad name"}).status().is_invalid_argument());
+  CHECK(t.consumer({.name = ""}).status().is_invalid_argument());
+  CHECK(t.consumer({.name = "y", .partitions = {4}}).status().is_invalid_argument());
+  CHECK(t.consumer({.name = "y", .partitions = {1, 1}}).status().is_invalid_argument());
+}
+
+TEST_CASE("max_consumers is enforced with a clear error", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.max_consumers = 2});
+  auto a = *t.consumer({.name = "a"});
+  auto b = *t.consumer({.name = "b"});
+  auto c = t.consumer({.name = "c"});
+  CHECK(c.status().is_resource_exhausted());
+  CHECK(c.status().message().find("remove_consumer") != std::string::npos);
+  b.close();
+  CHECK(t.consumer({.name = "c"}).status().is_resource_exhausted());  // "b" keeps its position
+  CHECK(t.remove_consumer("a").is_already_exists());                   // live
+  CHECK(t.remove_consumer("nobody").is_not_found());
+  REQUIRE(t.remove_consumer("b").ok());
+  CHECK(t.consumer_names() == std::vector<std::string>{"a"});
+  CHECK(t.consumer({.name = "c"}).ok());
+}
+
+TEST_CASE("a closed name still protects its unacked events; removing it releases producers", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 4});
+  auto p = *t.producer();
+  {
+    auto c = *t.consumer({.name = "c"});
+    publish_n(p, 0, 4);
+    auto e = c.poll(1s);
+    REQUIRE(e.ok());
+    REQUIRE(c.ack(*e).ok());  // acks "0"
+  }
+  // The name is gone but its position is not: only one slot is free.
+  REQUIRE(p.try_publish(Message{.data = "4"}).ok());
+  CHECK(p.try_publish(Message{.data = "5"}).status().is_full());
+  {
+    auto c = *t.consumer({.name = "c"});
+    CHECK(drain(c) == range(1, 5));  // nothing lost while it was away
+  }
+  REQUIRE(t.remove_consumer("c").ok());
+  publish_n(p, 5, 50);  // nobody holds the producer back any more
+}
+
+TEST_CASE("bad acks are refused and change nothing", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 2});
+  auto p = *t.producer();
+  publish_n(p, 0, 4);
+  auto a = *t.consumer({.name = "a", .partitions = {0}});
+  auto b = *t.consumer({.name = "b"});
+  auto ea = a.poll(1s);
+  auto eb = b.poll(1s);
+  REQUIRE((ea.ok() && eb.ok()));
+  CHECK(a.ack(*eb).is_invalid_argument());  // another consumer's event
+  CHECK(a.ack(Event{}).is_invalid_argument());  // no consumer's event
+  CHECK(a.stats().acked == 0);
+  REQUIRE(a.ack(*ea).ok());
+  CHECK(a.stats().acked == 1);
+}
+
+TEST_CASE("drop_oldest never blocks the producer; the lagging consumer counts what it skipped", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 8, .overflow = OverflowPolicy::kDropOldest});
+  auto c = *t.consumer({.name = "slow"});
+  auto p = *t.producer();
+  publish_n(p, 0, 100);  // would block under kBlock
+  auto got = drain(c);
+  REQUIRE(!got.empty());
+  CHECK(got.back() == "99");
+  CHECK(got.size() + c.stats().skipped == 100);
+  CHECK(c.stats().skipped >= 100 - 8);
+  CHECK(got == range(100 - int(got.size()), 100));
+}
+
+TEST_CASE("drop_oldest under a running producer: what arrives is intact and in order", "[consumer][concurrency]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 32, .overflow = OverflowPolicy::kDropOldest});
+  auto c = *t.consumer({.name = "c"});
+  auto p = *t.producer();
+  constexpr int kEvents = 50000;
+  std::thread producer([&] {
+    for (int i = 0; i < kEvents; ++i) {
+      std::string big(200, char('a' + i % 26));  // block-backed events too
+      REQUIRE(p.publish(Message{.metadata = std::to_string(i), .data = i % 3 ? std::string_view(big) : "s"}).ok());
+    }
+  });
+  long last = -1, errors = 0;
+  std::uint64_t received = 0;
+  while (last < kEvents - 1) {
+    auto batch = c.poll_batch(16, 5s);
+    REQUIRE(batch.ok());
+    for (const Event& e : *batch) {
+      const long i = std::stol(std::string(e.metadata()));
+      errors += i <= last;
+      errors += (i % 3 ? e.data() != std::string(200, char('a' + i % 26)) : e.data() != "s");
+      last = i;
+      ++received;
+    }
+    REQUIRE(c.ack(batch->back()).ok());
+  }
+  producer.join();
+  CHECK(errors == 0);
+  CHECK(received + c.stats().skipped == std::uint64_t(kEvents));
+}
+
+TEST_CASE("close from another thread wakes a blocked poll", "[consumer][lifecycle]") {
+  Bus bus;
+  auto t = *bus.create_topic("t");
+  auto c = *t.consumer({.name = "c"});
+  Status s;
+  std::thread blocked([&] { s = c.poll().status(); });
+  std::this_thread::sleep_for(20ms);
+  c.close();
+  blocked.join();
+  CHECK(s.is_closed());
+  CHECK(c.poll(0ms).status().is_closed());
+  CHECK(c.ack(Event{}).is_closed());
+  // The name is free again.
+  CHECK(t.consumer({.name = "c"}).ok());
+}
+
+TEST_CASE("poll_batch returns what is available in one partition, up to max", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 64});
+  auto p = *t.producer();
+  auto c = *t.consumer({.name = "c", .max_batch = 8});
+  publish_n(p, 0, 20);
+  auto b1 = c.poll_batch(100, 1s);  // capped at max_batch
+  REQUIRE(b1.ok());
+  CHECK(b1->size() == 8);
+  auto b2 = c.poll_batch(5, 1s);
+  REQUIRE(b2.ok());
+  REQUIRE(b2->size() == 5);
+  CHECK((*b2)[0].data() == "8");
+  CHECK((*b2)[4].data() == "12");
+  REQUIRE(c.ack(b2->back()).ok());
+  CHECK(c.stats().acked == 13);
+  CHECK(c.poll_batch(100, 1s)->size() == 7);
+  CHECK(c.poll_batch(100, 0ms).status().is_timed_out());
+}
+
+TEST_CASE("range-for iterates until the topic closes", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t");
+  auto c = *t.consumer({.name = "c"});
+  auto p = *t.producer();
+  std::atomic<int> seen{0};
+  std::thread producer([&] {
+    publish_n(p, 0, 25);
+    while (seen.load() < 25) std::this_thread::yield();
+    REQUIRE(bus.delete_topic("t").ok());  // ends the loop below
+  });
+  std::vector<std::string> got;
+  for (Event& e : c) {
+    got.emplace_back(e.data());
+    REQUIRE(c.ack(e).ok());
+    seen.fetch_add(1);
+  }
+  producer.join();
+  CHECK(got == range(0, 25));
+}

@@ -1,0 +1,150 @@
+// Event layouts are byte-exact, small events stay inline, large ones share
+// one block, and metadata parses lazily.
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "rill/json.hpp"
+#include "rill/rill.hpp"
+
+using namespace rill;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string pattern(std::size_t n, int seed) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = char((i * 131 + std::size_t(seed) * 7) & 0xff);
+  return s;
+}
+
+struct Fixture {
+  Bus bus;
+  Topic topic = *bus.create_topic("events", TopicOptions{.capacity = 64});
+  Producer producer = *topic.producer();
+  Consumer consumer = *topic.consumer({.name = "reader"});
+};
+
+}  // namespace
+
+TEST_CASE("key, metadata and data arrive byte-exact in every layout", "[event]") {
+  Fixture f;
+  struct Case {
+    std::size_t key, meta, data;
+  };
+  // Inline (<= 96 bytes), head inline with data in a block, all in a block,
+  // and the edges of each.
+  const Case cases[] = {{0, 0, 0},  {0, 0, 8},     {3, 10, 83},   {3, 10, 84},   {0, 0, 96},
+                        {0, 0, 97}, {40, 56, 500}, {40, 57, 500}, {200, 300, 5000}, {1, 0, 100000}};
+  int seed = 0;
+  for (const Case& c : cases) {
+    const std::string key = pattern(c.key, seed++), meta = pattern(c.meta, seed++), data = pattern(c.data, seed++);
+    auto id = f.producer.publish(key, meta, data);
+    REQUIRE(id.ok());
+    auto e = f.consumer.poll(1s);
+    REQUIRE(e.ok());
+    CHECK(e->id() == *id);
+    CHECK(e->key() == key);
+    CHECK(e->metadata() == meta);
+    CHECK(e->data() == data);
+  }
+}
+
+TEST_CASE("an Event stays valid after ack, close and further publishing", "[event]") {
+  Fixture f;
+  const std::string big = pattern(4000, 1);
+  REQUIRE(f.producer.publish("k", "{}", big).ok());
+  REQUIRE(f.producer.publish("k", "{}", "small").ok());
+  auto a = f.consumer.poll(1s);
+  auto b = f.consumer.poll(1s);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  REQUIRE(f.consumer.ack(*b).ok());
+  f.consumer.close();
+  REQUIRE(f.topic.remove_consumer("reader").ok());
+  // Overwrite every slot of the ring.
+  for (int i = 0; i < 200; ++i) REQUIRE(f.producer.publish("", "", pattern(300, i)).ok());
+  CHECK(a->data() == big);
+  CHECK(b->data() == "small");
+  Event copy = *a;
+  CHECK(copy.data() == big);
+}
+
+TEST_CASE("a published Buffer reaches consumers without a copy", "[event]") {
+  Fixture f;
+  Consumer second = *f.topic.consumer({.name = "second"});
+  Buffer buf = Buffer::copy_of(pattern(10000, 3));
+  const char* bytes = buf.data();
+  REQUIRE(f.producer.publish(Message{.key = "k", .metadata = "{}", .buffer = buf}).ok());
+  auto e1 = f.consumer.poll(1s);
+  auto e2 = second.poll(1s);
+  REQUIRE(e1.ok());
+  REQUIRE(e2.ok());
+  CHECK(e1->data().data() == bytes);  // the producer's bytes, shared
+  CHECK(e2->data().data() == bytes);
+  CHECK(e1->data_buffer().data() == bytes);
+  CHECK(e1->data() == buf.view());
+}
+
+TEST_CASE("an adopted owner is destroyed exactly once, after the last reader", "[event]") {
+  static int destroyed = 0;
+  struct Owner {
+    std::string bytes;
+    bool moved_from = false;
+    Owner(std::string b) : bytes(std::move(b)) {}
+    Owner(Owner&& o) noexcept : bytes(std::move(o.bytes)) { o.moved_from = true; }
+    ~Owner() {
+      if (!moved_from) ++destroyed;
+    }
+    const char* data() const { return bytes.data(); }
+    std::size_t size() const { return bytes.size(); }
+  };
+  destroyed = 0;
+  {
+    Fixture f;
+    REQUIRE(f.producer.publish(Message{.buffer = Buffer::adopt(Owner(pattern(500, 9)))}).ok());
+    auto e = f.consumer.poll(1s);
+    REQUIRE(e.ok());
+    CHECK(e->data() == pattern(500, 9));
+    CHECK(destroyed == 0);
+  }
+  CHECK(destroyed == 1);
+}
+
+TEST_CASE("metadata is parsed only when asked, as a JSON object", "[event][json]") {
+  Fixture f;
+  REQUIRE(f.producer.publish("", R"({"temp": 10, "unit": "C"})", "").ok());
+  REQUIRE(f.producer.publish("", "", "").ok());
+  REQUIRE(f.producer.publish("", "[1,2]", "").ok());
+  REQUIRE(f.producer.publish("", "{not json", "").ok());
+  auto a = f.consumer.poll(1s);
+  auto b = f.consumer.poll(1s);
+  auto c = f.consumer.poll(1s);
+  auto d = f.consumer.poll(1s);
+  REQUIRE((a.ok() && b.ok() && c.ok() && d.ok()));
+  auto ja = parse_metadata(*a);
+  REQUIRE(ja.ok());
+  CHECK((*ja)["temp"] == 10);
+  CHECK((*ja)["unit"] == "C");
+  auto jb = parse_metadata(*b);
+  REQUIRE(jb.ok());
+  CHECK(jb->empty());
+  CHECK(parse_metadata(*c).status().is_invalid_argument());
+  CHECK(parse_metadata(*d).status().is_invalid_argument());
+}
+
+TEST_CASE("timestamps are append times, non-decreasing within a partition", "[event]") {
+  Fixture f;
+  const auto before = std::chrono::system_clock::now();
+  for (int i = 0; i < 50; ++i) REQUIRE(f.producer.publish("", "", "x").ok());
+  const auto after = std::chrono::system_clock::now();
+  std::int64_t last = 0;
+  for (int i = 0; i < 50; ++i) {
+    auto e = f.consumer.poll(1s);
+    REQUIRE(e.ok());
+    CHECK(e->timestamp_ns() >= last);
+    last = e->timestamp_ns();
+    CHECK(e->timestamp() >= before - 1s);
+    CHECK(e->timestamp() <= after + 1s);
+  }
+}

@@ -1,0 +1,194 @@
+// Partition choice, overflow policies, timeouts, size limits, batches and
+// the single-producer right.
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "rill/rill.hpp"
+
+using namespace rill;
+using namespace std::chrono_literals;
+
+TEST_CASE("events with the same key land in the same partition", "[producer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 8, .capacity = 256});
+  auto p = *t.producer();
+  std::map<std::string, std::set<std::uint32_t>> seen;
+  std::set<std::uint32_t> used;
+  for (int round = 0; round < 3; ++round) {
+    for (int k = 0; k < 40; ++k) {
+      const std::string key = "sensor-" + std::to_string(k);
+      auto id = p.publish(key, "", "v");
+      REQUIRE(id.ok());
+      seen[key].insert(id->partition);
+      used.insert(id->partition);
+    }
+  }
+  for (auto& [key, parts] : seen) CHECK(parts.size() == 1);
+  CHECK(used.size() > 4);  // 40 keys spread over the 8 partitions
+}
+
+TEST_CASE("explicit partitions are honoured and checked", "[producer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 3});
+  auto p = *t.producer();
+  auto id = p.publish(Message{.data = "x", .partition = 2});
+  REQUIRE(id.ok());
+  CHECK(id->partition == 2);
+  CHECK(id->offset == 0);
+  CHECK(p.publish(Message{.data = "x", .partition = 3}).status().is_invalid_argument());
+  CHECK(p.publish(Message{.data = "x", .partition = -5}).status().is_invalid_argument());
+  // Nothing was published by the refused calls.
+  CHECK(t.stats()[2].next_offset == 1);
+}
+
+TEST_CASE("keyless events go round-robin; offsets count from 0 per partition", "[producer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 4});
+  auto p = *t.producer();
+  std::vector<std::uint64_t> next(4, 0);
+  for (int i = 0; i < 40; ++i) {
+    auto id = p.publish("", "", "x");
+    REQUIRE(id.ok());
+    CHECK(id->partition == std::uint32_t(i % 4));
+    CHECK(id->offset == next[id->partition]++);
+  }
+}
+
+TEST_CASE("an oversize event is refused and publishes nothing", "[producer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.max_event_size = 100});
+  auto p = *t.producer();
+  auto c = *t.consumer({.name = "c"});
+  CHECK(p.publish("k", "m", std::string(99, 'x')).status().is_invalid_argument());
+  auto s = p.publish("", "", std::string(101, 'x')).status();
+  CHECK(s.is_invalid_argument());
+  CHECK(s.message().find("max_event_size") != std::string::npos);
+  REQUIRE(p.publish("", "", std::string(100, 'x')).ok());
+  auto e = c.poll(1s);
+  REQUIRE(e.ok());
+  CHECK(e->offset() == 0);
+  CHECK(e->data().size() == 100);
+}
+
+TEST_CASE("a full ring: try_publish and the fail policy return Full, timed publish times out", "[producer]") {
+  Bus bus;
+  for (ProducerMode mode : {ProducerMode::kSingle, ProducerMode::kMulti}) {
+    const std::string name = mode == ProducerMode::kSingle ? "single" : "multi";
+    auto t = *bus.create_topic(name, {.capacity = 4, .producers = mode});
+    auto lagging = *t.consumer({.name = "lagging"});
+    auto p = *t.producer();
+    for (int i = 0; i < 4; ++i) REQUIRE(p.try_publish(Message{.data = "x"}).ok());
+    CHECK(p.try_publish(Message{.data = "y"}).status().is_full());
+    CHECK(p.publish(Message{.data = "y"}, 10ms).status().is_timed_out());
+    // Acking makes room again.
+    auto e = lagging.poll(1s);
+    REQUIRE(e.ok());
+    REQUIRE(lagging.ack(*e).ok());
+    REQUIRE(p.try_publish(Message{.data = "z"}).ok());
+    CHECK(p.try_publish(Message{.data = "w"}).status().is_full());
+
+    auto failing = *bus.create_topic(name + "-fail", {.capacity = 2, .overflow = OverflowPolicy::kFail,
+                                                      .producers = mode});
+    auto c = *failing.consumer({.name = "c"});
+    auto fp = *failing.producer();
+    REQUIRE(fp.publish("", "", "1").ok());
+    REQUIRE(fp.publish("", "", "2").ok());
+    CHECK(fp.publish("", "", "3").status().is_full());  // policy: no waiting
+    CHECK(c.poll(1s)->data() == "1");
+    CHECK(c.poll(1s)->data() == "2");
+    CHECK(c.poll(0ms).status().is_timed_out());  // "3" was never published
+  }
+}
+
+TEST_CASE("a blocked publish resumes when the consumer acks", "[producer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 2});
+  auto c = *t.consumer({.name = "c"});
+  auto p = *t.producer();
+  std::thread producer([&] {
+    for (int i = 0; i < 100; ++i) REQUIRE(p.publish("", "", std::to_string(i)).ok());
+  });
+  for (int i = 0; i < 100; ++i) {
+    auto e = c.poll(5s);
+    REQUIRE(e.ok());
+    CHECK(e->data() == std::to_string(i));
+    REQUIRE(c.ack(*e).ok());
+  }
+  producer.join();
+}
+
+TEST_CASE("publish_batch publishes in order, validates first and returns counts", "[producer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 2, .capacity = 64});
+  auto p = *t.producer();
+  auto c = *t.consumer({.name = "c"});
+  std::vector<std::string> data;
+  for (int i = 0; i < 150; ++i) data.push_back("e" + std::to_string(i));
+  std::vector<Message> batch;
+  for (auto& d : data) batch.push_back(Message{.key = "same-key", .data = d});
+  // An invalid message anywhere refuses the whole batch.
+  std::vector<Message> bad = batch;
+  bad[70].partition = 9;
+  CHECK(p.publish_batch(bad).status().is_invalid_argument());
+  CHECK(t.stats()[0].next_offset + t.stats()[1].next_offset == 0);
+
+  std::thread consumer([&] {
+    for (int i = 0; i < 150; ++i) {
+      auto e = c.poll(5s);
+      REQUIRE(e.ok());
+      CHECK(e->data() == data[std::size_t(i)]);
+      REQUIRE(c.ack(*e).ok());
+    }
+  });
+  auto n = p.publish_batch(batch);
+  REQUIRE(n.ok());
+  CHECK(*n == 150);
+  consumer.join();
+
+  // Under the fail policy a batch that does not fit publishes what fits.
+  auto small = *bus.create_topic("small", {.capacity = 8, .overflow = OverflowPolicy::kFail});
+  auto sc = *small.consumer({.name = "c"});
+  auto sp = *small.producer();
+  std::vector<Message> ten(10, Message{.data = "x"});
+  auto partial = sp.publish_batch(ten);
+  REQUIRE(partial.ok());
+  CHECK(*partial == 8);
+  CHECK(sp.publish_batch(ten).status().is_full());
+}
+
+TEST_CASE("a single-producer topic admits one live producer", "[producer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.producers = ProducerMode::kSingle});
+  {
+    auto p = t.producer();
+    REQUIRE(p.ok());
+    CHECK(t.producer().status().is_already_exists());
+  }
+  auto again = t.producer();
+  REQUIRE(again.ok());
+  REQUIRE(again->publish("", "", "x").ok());
+}
+
+TEST_CASE("closing a producer from another thread ends its blocked publish", "[producer][lifecycle]") {
+  Bus bus;
+  for (ProducerMode mode : {ProducerMode::kSingle, ProducerMode::kMulti}) {
+    auto t = *bus.create_topic(mode == ProducerMode::kSingle ? "s" : "m", {.capacity = 2, .producers = mode});
+    auto c = *t.consumer({.name = "c"});
+    auto p = *t.producer();
+    REQUIRE(p.publish("", "", "1").ok());
+    REQUIRE(p.publish("", "", "2").ok());
+    Status s;
+    std::thread blocked([&] { s = p.publish("", "", "3").status(); });
+    std::this_thread::sleep_for(20ms);
+    p.close();
+    blocked.join();
+    CHECK(s.is_closed());
+    CHECK(c.poll(1s).ok());
+    CHECK(c.poll(1s).ok());
+    CHECK(c.poll(0ms).status().is_timed_out());
+  }
+}

@@ -1,0 +1,73 @@
+// Shared pieces of rill's benchmark binary: payloads, thread pinning, and
+// the two-thread transfer loop every throughput scenario uses.
+//
+// Naming: every benchmark is registered as <scenario>/<implementation>/
+// <payload_bytes> and reports items_per_second as events per second.
+#pragma once
+
+#include <benchmark/benchmark.h>
+#include <pthread.h>
+#include <sched.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <thread>
+
+namespace rill_bench {
+
+template <std::size_t N>
+struct Payload {
+  std::array<char, N> bytes{};
+};
+
+// Pins the calling thread to `cpu` when the machine has more than `cpu`
+// cores; returns whether it did.
+inline bool pin_to(unsigned cpu) {
+  if (std::thread::hardware_concurrency() <= cpu) return false;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0;
+}
+
+// Restores the calling thread's affinity to every core.
+inline void unpin() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (unsigned c = 0; c < std::thread::hardware_concurrency(); ++c) CPU_SET(c, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+// Events moved per benchmark iteration: long enough that the drain at the
+// end of an iteration is noise, short enough for many iterations.
+inline constexpr std::uint64_t kEventsPerIteration = 1 << 16;
+
+// Runs a producer on the benchmark thread (core 0) and a consumer thread
+// (core 1). `produce(n)` must hand over n events; `consume(stop)` runs until
+// it has received every event produced, counting into `received`.
+template <class Produce, class Consume>
+void run_pair(benchmark::State& state, Produce&& produce, Consume&& consume) {
+  std::atomic<std::uint64_t> target{0};
+  std::atomic<std::uint64_t> received{0};
+  std::atomic<bool> done{false};
+  std::thread consumer([&] {
+    pin_to(1);
+    consume(received, done);
+  });
+  pin_to(0);
+  std::uint64_t total = 0;
+  for (auto _ : state) {
+    produce(kEventsPerIteration);
+    total += kEventsPerIteration;
+    while (received.load(std::memory_order_acquire) < total) {
+    }
+  }
+  done.store(true, std::memory_order_release);
+  consumer.join();
+  unpin();
+  (void)target;
+  state.SetItemsProcessed(std::int64_t(total));
+}
+
+}  // namespace rill_bench

@@ -1,8 +1,10 @@
-// Shared pieces of rill's benchmark binary: payloads, thread pinning, and
-// the two-thread transfer loop every throughput scenario uses.
+// Shared pieces of rill's benchmark binary: payloads, thread pinning, the
+// two-thread transfer loop, and registration.
 //
 // Naming: every benchmark is registered as <scenario>/<implementation>/
-// <payload_bytes> and reports items_per_second as events per second.
+// <payload_bytes> and reports items_per_second as events (or round trips)
+// per second. Method: 5 repetitions of >= 0.2 s each; the median is what
+// scripts/bench and the README compare.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -12,6 +14,8 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <thread>
 
 namespace rill_bench {
@@ -40,15 +44,15 @@ inline void unpin() {
 }
 
 // Events moved per benchmark iteration: long enough that the drain at the
-// end of an iteration is noise, short enough for many iterations.
+// end of an iteration is noise.
 inline constexpr std::uint64_t kEventsPerIteration = 1 << 16;
 
-// Runs a producer on the benchmark thread (core 0) and a consumer thread
-// (core 1). `produce(n)` must hand over n events; `consume(stop)` runs until
-// it has received every event produced, counting into `received`.
+// Runs producers on the benchmark thread (core 0) plus `extra_producers`
+// threads, and one consumer thread (core 1). produce(n) hands over n events
+// from the calling thread; consume(received, done) counts what it takes
+// into `received` until `done`.
 template <class Produce, class Consume>
 void run_pair(benchmark::State& state, Produce&& produce, Consume&& consume) {
-  std::atomic<std::uint64_t> target{0};
   std::atomic<std::uint64_t> received{0};
   std::atomic<bool> done{false};
   std::thread consumer([&] {
@@ -66,8 +70,15 @@ void run_pair(benchmark::State& state, Produce&& produce, Consume&& consume) {
   done.store(true, std::memory_order_release);
   consumer.join();
   unpin();
-  (void)target;
   state.SetItemsProcessed(std::int64_t(total));
+}
+
+inline void configure(benchmark::internal::Benchmark* b) {
+  b->UseRealTime()->MinTime(0.2)->Repetitions(5)->ReportAggregatesOnly(true)->Unit(benchmark::kMillisecond);
+}
+
+inline void add(const std::string& name, std::function<void(benchmark::State&)> fn) {
+  benchmark::RegisterBenchmark(name.c_str(), [fn](benchmark::State& s) { fn(s); })->Apply(configure);
 }
 
 }  // namespace rill_bench

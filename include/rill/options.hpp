@@ -30,8 +30,9 @@ enum class OverflowPolicy : std::uint8_t {
 // How a thread waits for data (consumers) or for space (producers).
 enum class WaitStrategy : std::uint8_t {
   // Spin briefly, then yield, then sleep on a futex until woken. Behaves well
-  // with more threads than cores. Costs the publisher one full fence per
-  // publish call (and the acker one per ack) to wake sleepers correctly.
+  // with more threads than cores. Costs the publisher one uncontended locked
+  // instruction per publish call (and the acker one per ack) to find
+  // sleepers without ever missing one.
   kBlocking,
   // Spin, then yield the core; never sleeps. Lowest latency when there are
   // spare cores; burns a core per waiting thread.

@@ -1,8 +1,9 @@
 // The publish path. Hot path per event (small, single producer, room in the
 // ring): pick a partition, copy <= 128 bytes into the slot, one clock read,
-// one release store of the cursor, and — with the blocking wait strategy —
-// one fence plus one load to see whether a consumer sleeps. No lock, no
-// allocation, no read-modify-write.
+// one release store of the cursor, and — with the blocking wait strategy
+// only — one uncontended locked add on the doorbell's sleeper count to see
+// whether a consumer sleeps. No lock, no allocation; the sequencing itself
+// uses no read-modify-write.
 #include <algorithm>
 #include <string>
 

@@ -4,11 +4,15 @@
 // visible rings only when someone sleeps, so the fast path of a publish or an
 // ack costs one fence and one load of a line that is rarely written.
 //
-// Correctness (no lost wake-up): the waker does  store(progress); fence;
-// load(sleepers)  and the sleeper does  sleepers++; fence; check(progress);
-// futex_wait(epoch == e). Sequential consistency of the two fences means the
-// waker sees the sleeper or the sleeper sees the progress; when the waker
-// rings, the epoch changes and the futex wait returns.
+// Correctness (no lost wake-up): the waker does  store(progress);
+// RMW(sleepers += 0)  and the sleeper does  RMW(sleepers += 1);
+// check(progress); futex_wait(epoch == e). Both RMWs are acq_rel and an RMW
+// reads the latest value in the counter's modification order: if the
+// waker's RMW comes first, the sleeper's RMW reads from it (synchronizes-
+// with) and its check sees the progress; otherwise the waker reads a non-zero
+// count and rings, which changes the epoch, so the futex wait returns.
+// (An RMW rather than a fence: it is what ThreadSanitizer understands, and
+// it costs the same one locked instruction on x86.)
 //
 // Thread-safe. Allocation: none.
 #pragma once
@@ -30,10 +34,9 @@ namespace rill::detail {
 
 class Doorbell {
  public:
-  // REQUIRES: the caller made its progress visible and then executed
-  // std::atomic_thread_fence(std::memory_order_seq_cst).
+  // Call after making progress visible (a release store or stronger).
   void notify() noexcept {
-    if (sleepers_.load(std::memory_order_relaxed) != 0) wake_all();
+    if (sleepers_.fetch_add(0, std::memory_order_acq_rel) != 0) wake_all();
   }
 
   // Wakes every sleeper unconditionally (close, detach).
@@ -47,8 +50,7 @@ class Doorbell {
   // callers loop.
   template <class Ready>
   bool sleep(Ready&& ready, Deadline deadline) noexcept {
-    sleepers_.fetch_add(1, std::memory_order_seq_cst);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    sleepers_.fetch_add(1, std::memory_order_acq_rel);
     const std::uint32_t e = epoch_.load(std::memory_order_seq_cst);
     bool ok = ready();
     if (!ok) {
@@ -68,7 +70,7 @@ class Doorbell {
       }
       ok = ready();
     }
-    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    sleepers_.fetch_sub(1, std::memory_order_acq_rel);
     return ok;
   }
 

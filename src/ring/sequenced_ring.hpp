@@ -129,7 +129,7 @@ class SequencedRing {
   std::optional<std::uint64_t> try_claim(std::uint64_t n) noexcept {
     std::uint64_t c = mp_.claim.load(std::memory_order_relaxed);
     for (;;) {
-      if (c + n > mp_.limit.load(std::memory_order_relaxed)) {
+      if (c + n > mp_.limit.load(std::memory_order_acquire)) {
         if (c + n > raise_mp_limit(refresh_limit(c + n))) return std::nullopt;
       }
       if (mp_.claim.compare_exchange_weak(c, c + n, std::memory_order_relaxed)) return c;
@@ -138,7 +138,10 @@ class SequencedRing {
   // Multi-producer: true when seqs below `end` may be written, refreshing
   // the shared cached limit if needed.
   bool mp_has_room(std::uint64_t end) noexcept {
-    if (end <= mp_.limit.load(std::memory_order_relaxed)) return true;
+    // Acquire: the limit may have been raised by another producer's refresh,
+    // which acquired the consumers' acks; this producer's writes to the
+    // freed slots must happen after the consumers' reads of them.
+    if (end <= mp_.limit.load(std::memory_order_acquire)) return true;
     return end <= raise_mp_limit(refresh_limit(end));
   }
   // Multi-producer: true when every seq below `first` is published, i.e. it
@@ -221,7 +224,7 @@ class SequencedRing {
 
   std::uint64_t raise_mp_limit(std::uint64_t v) noexcept {
     raise(mp_.limit, v);
-    return mp_.limit.load(std::memory_order_relaxed);
+    return mp_.limit.load(std::memory_order_acquire);
   }
 
   std::uint64_t scan_gates() const noexcept {

@@ -39,17 +39,11 @@ class TopicCore {
 
   // After publishing: wakes sleeping consumers (blocking strategy only).
   void after_publish() noexcept {
-    if (blocking_) {
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      data_bell_.notify();
-    }
+    if (blocking_) data_bell_.notify();
   }
   // After acking (freeing ring space): wakes sleeping producers.
   void after_ack() noexcept {
-    if (blocking_) {
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      space_bell_.notify();
-    }
+    if (blocking_) space_bell_.notify();
   }
 
   bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }

@@ -14,6 +14,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <thread>
@@ -73,8 +74,15 @@ void run_pair(benchmark::State& state, Produce&& produce, Consume&& consume) {
   state.SetItemsProcessed(std::int64_t(total));
 }
 
+// RILL_BENCH_QUICK=1 (scripts/bench --quick): one short repetition, a smoke
+// run that proves every benchmark still works.
 inline void configure(benchmark::internal::Benchmark* b) {
-  b->UseRealTime()->MinTime(0.2)->Repetitions(5)->ReportAggregatesOnly(true)->Unit(benchmark::kMillisecond);
+  const char* quick = std::getenv("RILL_BENCH_QUICK");
+  if (quick && std::string(quick) == "1") {
+    b->UseRealTime()->MinTime(0.02)->Repetitions(1)->Unit(benchmark::kMillisecond);
+  } else {
+    b->UseRealTime()->MinTime(0.2)->Repetitions(5)->ReportAggregatesOnly(true)->Unit(benchmark::kMillisecond);
+  }
 }
 
 inline void add(const std::string& name, std::function<void(benchmark::State&)> fn) {

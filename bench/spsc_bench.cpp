@@ -5,6 +5,7 @@
 // the queue offers it.
 #include <boost/lockfree/spsc_queue.hpp>
 #include <memory>
+#include <vector>
 
 #include "harness.hpp"
 #include "rill/rill.hpp"
@@ -54,6 +55,60 @@ void spsc_rill(benchmark::State& state, rill::WaitStrategy wait) {
           benchmark::DoNotOptimize(batch->back().data().data());
           (void)consumer->ack(batch->back());
           received.fetch_add(batch->size(), std::memory_order_release);
+        }
+      });
+}
+
+// spsc_batch64_throughput: the same hand-off with the producer publishing
+// 64 events per call (rill: publish_batch claims 64 slots at once; boost:
+// bulk push). Where the physics rewards batching, both sides batch.
+template <std::size_t N>
+void spsc_batch_rill(benchmark::State& state) {
+  rill::Bus bus;
+  auto topic = bus.create_topic("spsc", {.partitions = 1,
+                                         .capacity = kQueueCapacity,
+                                         .producers = rill::ProducerMode::kSingle});
+  auto producer = topic->producer();
+  auto consumer = topic->consumer({.name = "bench", .max_batch = 1024});
+  Payload<N> payload;
+  std::vector<rill::Message> batch(64, rill::Message{.data = std::string_view(payload.bytes.data(), N)});
+  run_pair(
+      state,
+      [&](std::uint64_t n) {
+        for (std::uint64_t i = 0; i < n; i += 64) {
+          if (!producer->publish_batch(batch).ok()) state.SkipWithError("publish failed");
+        }
+      },
+      [&](std::atomic<std::uint64_t>& received, std::atomic<bool>& done) {
+        while (!done.load(std::memory_order_acquire)) {
+          auto b = consumer->poll_batch(1024, 1ms);
+          if (!b.ok()) continue;
+          benchmark::DoNotOptimize(b->back().data().data());
+          (void)consumer->ack(b->back());
+          received.fetch_add(b->size(), std::memory_order_release);
+        }
+      });
+}
+
+template <std::size_t N>
+void spsc_batch_boost(benchmark::State& state) {
+  auto queue = std::make_unique<boost::lockfree::spsc_queue<Payload<N>, boost::lockfree::capacity<kQueueCapacity>>>();
+  std::vector<Payload<N>> batch(64);
+  run_pair(
+      state,
+      [&](std::uint64_t n) {
+        for (std::uint64_t i = 0; i < n; i += 64) {
+          std::size_t pushed = 0;
+          while (pushed < 64) pushed += queue->push(batch.data() + pushed, 64 - pushed);
+        }
+      },
+      [&](std::atomic<std::uint64_t>& received, std::atomic<bool>& done) {
+        auto out = std::make_unique<Payload<N>[]>(1024);
+        while (!done.load(std::memory_order_acquire)) {
+          const std::size_t got = queue->pop(out.get(), 1024);
+          if (got == 0) continue;
+          benchmark::DoNotOptimize(out[got - 1].bytes.data());
+          received.fetch_add(got, std::memory_order_release);
         }
       });
 }
@@ -212,6 +267,10 @@ const bool registered = [] {
   register_spsc<8>();
   register_spsc<64>();
   register_spsc<1024>();
+  add("spsc_batch64_throughput/rill/8", spsc_batch_rill<8>);
+  add("spsc_batch64_throughput/boost_spsc/8", spsc_batch_boost<8>);
+  add("spsc_batch64_throughput/rill/64", spsc_batch_rill<64>);
+  add("spsc_batch64_throughput/boost_spsc/64", spsc_batch_boost<64>);
   // The same rill topic with a busy-spinning wait strategy (informational).
   add("spsc_throughput/rill_busy_spin/8", [](benchmark::State& s) { spsc_rill<8>(s, rill::WaitStrategy::kBusySpin); });
   return true;

@@ -52,9 +52,21 @@ class [[nodiscard]] Status {
   static Status InvalidArgument(std::string msg) { return {Code::kInvalidArgument, std::move(msg)}; }
   static Status NotFound(std::string msg) { return {Code::kNotFound, std::move(msg)}; }
   static Status AlreadyExists(std::string msg) { return {Code::kAlreadyExists, std::move(msg)}; }
-  static Status Full(std::string msg = "ring full") { return {Code::kFull, std::move(msg)}; }
-  static Status TimedOut(std::string msg = "timed out") { return {Code::kTimedOut, std::move(msg)}; }
-  static Status Closed(std::string msg = "closed") { return {Code::kClosed, std::move(msg)}; }
+  static Status Full(std::string msg) { return {Code::kFull, std::move(msg)}; }
+  static Status TimedOut(std::string msg) { return {Code::kTimedOut, std::move(msg)}; }
+  static Status Closed(std::string msg) { return {Code::kClosed, std::move(msg)}; }
+
+  // Hot-path forms: the message is a string literal (static storage), so
+  // building the Status never allocates.
+  template <std::size_t N>
+  static Status Full(const char (&literal)[N]) noexcept { return Status(Code::kFull, literal); }
+  template <std::size_t N>
+  static Status TimedOut(const char (&literal)[N]) noexcept { return Status(Code::kTimedOut, literal); }
+  template <std::size_t N>
+  static Status Closed(const char (&literal)[N]) noexcept { return Status(Code::kClosed, literal); }
+  static Status Full() noexcept { return Status(Code::kFull, "ring full"); }
+  static Status TimedOut() noexcept { return Status(Code::kTimedOut, "timed out"); }
+  static Status Closed() noexcept { return Status(Code::kClosed, "closed"); }
   static Status ResourceExhausted(std::string msg) { return {Code::kResourceExhausted, std::move(msg)}; }
   static Status IOError(std::string msg) { return {Code::kIOError, std::move(msg)}; }
   static Status Corruption(std::string msg) { return {Code::kCorruption, std::move(msg)}; }
@@ -62,7 +74,7 @@ class [[nodiscard]] Status {
   bool ok() const noexcept { return code_ == Code::kOk; }
   explicit operator bool() const noexcept { return ok(); }
   Code code() const noexcept { return code_; }
-  const std::string& message() const noexcept { return message_; }
+  std::string_view message() const noexcept { return literal_ ? std::string_view(literal_) : message_; }
 
   bool is_invalid_argument() const noexcept { return code_ == Code::kInvalidArgument; }
   bool is_not_found() const noexcept { return code_ == Code::kNotFound; }
@@ -81,8 +93,10 @@ class [[nodiscard]] Status {
 
  private:
   Status(Code code, std::string msg) : code_(code), message_(std::move(msg)) {}
+  Status(Code code, const char* literal) noexcept : code_(code), literal_(literal) {}
 
   Code code_ = Code::kOk;
+  const char* literal_ = nullptr;  // static message, when set
   std::string message_;
 };
 

@@ -20,9 +20,9 @@ std::string_view to_string(Status::Code code) noexcept {
 
 std::string Status::to_string() const {
   std::string s(rill::to_string(code_));
-  if (!message_.empty()) {
+  if (!message().empty()) {
     s += ": ";
-    s += message_;
+    s += message();
   }
   return s;
 }

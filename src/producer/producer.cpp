@@ -1,9 +1,8 @@
 // The publish path. Hot path per event (small, single producer, room in the
 // ring): pick a partition, copy <= 128 bytes into the slot, one clock read,
-// one release store of the cursor, and — with the blocking wait strategy
-// only — one uncontended locked add on the doorbell's sleeper count to see
-// whether a consumer sleeps. No lock, no allocation; the sequencing itself
-// uses no read-modify-write.
+// one release store of the cursor, and one plain load of the doorbell's
+// sleeper count (blocking wait strategy). No lock, no allocation, no
+// read-modify-write, no memory barrier on a single-producer topic.
 #include <algorithm>
 #include <string>
 
@@ -18,6 +17,8 @@ namespace rill {
 namespace detail {
 
 namespace {
+
+constexpr std::uint64_t kPrefetchSlots = 8;
 
 // The predecessor claim is mid-copy: spin, then yield.
 bool wait_turn(EventRing& ring, std::uint64_t first, const TopicCore& topic) {
@@ -34,16 +35,16 @@ bool wait_turn(EventRing& ring, std::uint64_t first, const TopicCore& topic) {
 
 }  // namespace
 
-Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepared, std::size_t n, Deadline deadline,
+Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepared, std::size_t n, LazyDeadline& deadline,
                                  bool may_wait, std::uint64_t& first) {
   if (stopped()) return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
   EventRing& ring = topic_->ring(partition);
   const TopicOptions& opt = topic_->options();
   const bool wait_ok = may_wait && opt.overflow == OverflowPolicy::kBlock;
-  auto full = [&] {
-    return Status::Full("partition " + std::to_string(partition) + " of topic '" + topic_->name() +
-                        "' is full: a consumer has not acked the oldest event");
-  };
+  // Full and TimedOut are routine outcomes of try/timed calls: their
+  // messages are literals so that reporting them never allocates.
+  auto full = [] { return Status::Full("the partition is full: a consumer has not acked its oldest event"); };
+  auto timed_out = [] { return Status::TimedOut("no room in the partition within the timeout"); };
 
   if (single_) {
     auto& sp = ring.sp();
@@ -53,17 +54,22 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
       sp.limit = ring.refresh_limit(end);
       if (end > sp.limit) {
         if (!wait_ok) return full();
-        const bool ok = wait_until(opt.wait, topic_->space_bell(), deadline, [&] {
+        const bool ok = wait_until(opt.wait, topic_->space_bell(), deadline.get(), [&] {
           if (stopped()) return true;
           sp.limit = ring.refresh_limit(end);
           return end <= sp.limit;
         });
         if (stopped()) return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
-        if (!ok) return Status::TimedOut("no room in partition " + std::to_string(partition) + " of topic '" +
-                                         topic_->name() + "' within the timeout");
+        if (!ok) return timed_out();
       }
     }
-    const std::int64_t ts = std::max(now_ns(), sp.last_ts);
+    const std::int64_t ts = std::max(now_ns(opt.precise_timestamps), sp.last_ts);
+    // Request the slots a few events ahead: their lines are usually in the
+    // consumer's cache, and overlapping those transfers is what sets the
+    // publish rate. Within the granted limit only (never an unacked slot's
+    // contents, and prefetching does not change them anyway).
+    if (end + kPrefetchSlots <= sp.limit) prefetch_for_write(&ring.slot(end + kPrefetchSlots));
+    for (std::size_t i = 1; i < n; ++i) prefetch_for_write(&ring.slot(s + i));  // a batch: all at once
     for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], ts);
     sp.last_ts = ts;
     sp.next = end;
@@ -78,10 +84,10 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
   // claim with CAS only when room is there, so they never hold a claim they
   // cannot fill.
   std::uint64_t s;
-  if (wait_ok && deadline == Deadline::max()) {
+  if (wait_ok && deadline.forever()) {
     // Wait, interruptibly, until the ring looks roomy; then commit.
     if (!ring.mp_has_room(ring.mp_claimed() + n)) {
-      wait_until(opt.wait, topic_->space_bell(), deadline,
+      wait_until(opt.wait, topic_->space_bell(), deadline.get(),
                  [&] { return stopped() || ring.mp_has_room(ring.mp_claimed() + n); });
       if (stopped()) return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
     }
@@ -89,7 +95,7 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
     // Other producers may have claimed the room meanwhile. The claim is
     // ours to fill now, so only closing the topic ends this wait.
     if (!ring.mp_has_room(s + n)) {
-      wait_until(opt.wait, topic_->space_bell(), deadline,
+      wait_until(opt.wait, topic_->space_bell(), deadline.get(),
                  [&] { return topic_->closed() || ring.mp_has_room(s + n); });
       if (topic_->closed()) return Status::Closed("topic '" + topic_->name() + "' is closed");
     }
@@ -97,23 +103,23 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
     std::optional<std::uint64_t> c = ring.try_claim(n);
     if (!c) {
       if (!wait_ok) return full();
-      wait_until(opt.wait, topic_->space_bell(), deadline, [&] {
+      wait_until(opt.wait, topic_->space_bell(), deadline.get(), [&] {
         if (stopped()) return true;
         c = ring.try_claim(n);
         return c.has_value();
       });
       if (!c) {
         if (stopped()) return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
-        return Status::TimedOut("no room in partition " + std::to_string(partition) + " of topic '" +
-                                topic_->name() + "' within the timeout");
+        return timed_out();
       }
     }
     s = *c;
   }
+  for (std::size_t i = 0; i < n; ++i) prefetch_for_write(&ring.slot(s + i));
   for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], 0);
   if (!wait_turn(ring, s, *topic_)) return Status::Closed("topic '" + topic_->name() + "' is closed");
   // Our turn: every earlier claim is published, so last_ts is theirs.
-  const std::int64_t ts = std::max(now_ns(), ring.last_ts());
+  const std::int64_t ts = std::max(now_ns(opt.precise_timestamps), ring.last_ts());
   for (std::size_t i = 0; i < n; ++i) ring.slot(s + i).timestamp_ns = ts;
   ring.last_ts() = ts;
   ring.publish(s + n);
@@ -143,7 +149,7 @@ void Producer::close() noexcept {
 
 namespace {
 
-Result<EventId> publish_one(detail::ProducerImpl& p, const Message& m, detail::Deadline deadline, bool may_wait) {
+Result<EventId> publish_one(detail::ProducerImpl& p, const Message& m, detail::LazyDeadline& deadline, bool may_wait) {
   Result<std::uint32_t> part = p.pick_partition(m);
   if (!part.ok()) return part.status();
   detail::PreparedEvent prepared;
@@ -162,12 +168,14 @@ Result<EventId> publish_one(detail::ProducerImpl& p, const Message& m, detail::D
 
 Result<EventId> Producer::publish(const Message& m, Timeout timeout) {
   assert(impl_ && "publish() needs a valid Producer");
-  return publish_one(*impl_, m, detail::deadline_after(timeout), true);
+  detail::LazyDeadline deadline(timeout);
+  return publish_one(*impl_, m, deadline, true);
 }
 
 Result<EventId> Producer::try_publish(const Message& m) {
   assert(impl_ && "try_publish() needs a valid Producer");
-  return publish_one(*impl_, m, detail::Deadline::min(), false);
+  detail::LazyDeadline deadline(Timeout::zero());
+  return publish_one(*impl_, m, deadline, false);
 }
 
 Result<std::size_t> Producer::publish_batch(std::span<const Message> messages, Timeout timeout) {
@@ -184,7 +192,7 @@ Result<std::size_t> Producer::publish_batch(std::span<const Message> messages, T
                                      "max_event_size of " + std::to_string(max_size) + "; nothing was published");
     }
   }
-  const detail::Deadline deadline = detail::deadline_after(timeout);
+  detail::LazyDeadline deadline(timeout);
   const std::size_t max_run = std::min<std::size_t>(detail::ProducerImpl::kMaxRun, p.topic_->options().capacity / 2);
   detail::PreparedEvent prepared[detail::ProducerImpl::kMaxRun];
   std::size_t done = 0;

@@ -23,7 +23,7 @@ class ProducerImpl {
 
   // Publishes messages[0..n) to one partition as one claim. REQUIRES: n <=
   // kMaxRun, every message prepared in `prepared`.
-  Status publish_run(std::uint32_t partition, PreparedEvent* prepared, std::size_t n, Deadline deadline,
+  Status publish_run(std::uint32_t partition, PreparedEvent* prepared, std::size_t n, LazyDeadline& deadline,
                      bool may_wait, std::uint64_t& first);
 
   // Validates a message's partition; returns the partition to use.

@@ -98,7 +98,7 @@ TEST_CASE("acks are cumulative per partition and idempotent", "[consumer]") {
 
 TEST_CASE("positions: earliest, latest, offset and timestamp", "[consumer]") {
   Bus bus;
-  auto t = *bus.create_topic("t", {.capacity = 64});
+  auto t = *bus.create_topic("t", {.capacity = 64, .precise_timestamps = true});
   auto p = *t.producer();
   publish_n(p, 0, 5);
   std::this_thread::sleep_for(2ms);
@@ -115,6 +115,28 @@ TEST_CASE("positions: earliest, latest, offset and timestamp", "[consumer]") {
   CHECK(drain(latest) == range(10, 12));
   CHECK(drain(at7) == range(7, 12));
   CHECK(drain(since) == range(5, 12));
+}
+
+TEST_CASE("a timestamp position on coarse stamps starts at the first event of that stamp", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 256});  // coarse timestamps (the default)
+  auto p = *t.producer();
+  auto all = *t.consumer({.name = "all"});
+  for (int i = 0; i < 100; ++i) {
+    REQUIRE(p.publish("", "", std::to_string(i)).ok());
+    if (i % 10 == 0) std::this_thread::sleep_for(1ms);
+  }
+  std::vector<Event> events;
+  for (int i = 0; i < 100; ++i) events.push_back(*all.poll(1s));
+  const Event& pick = events[57];
+  auto since = *t.consumer({.name = "since", .position = Position::timestamp(pick.timestamp())});
+  auto first = since.poll(1s);
+  REQUIRE(first.ok());
+  // The first event whose stamp is >= the picked one: at or before offset 57,
+  // and every event before it has a strictly smaller stamp.
+  CHECK(first->offset() <= 57);
+  CHECK(first->timestamp_ns() == pick.timestamp_ns());
+  if (first->offset() > 0) CHECK(events[first->offset() - 1].timestamp_ns() < pick.timestamp_ns());
 }
 
 TEST_CASE("a start before the oldest held event skips ahead and counts the gap", "[consumer]") {

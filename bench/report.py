@@ -39,7 +39,7 @@ def table(results):
              "|---|---:|---:|---|---:|---:|"]
     for (scenario, payload), impls in sorted(groups.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
         rill = impls.get("rill")
-        peers = [(k, v) for k, v in impls.items() if k != "rill"]
+        peers = [(k, v) for k, v in impls.items() if not k.startswith("rill")]  # rill_* are variants
         if rill is None:
             continue
         if not peers:
@@ -55,13 +55,15 @@ def chart(groups, out):
         with open(dat, "w") as f:
             for (scenario, payload), impls in sorted(groups.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
                 for impl, v in sorted(impls.items(), key=lambda kv: (kv[0] != "rill", kv[0])):
-                    f.write(f'"{scenario}/{payload} {impl}" {v / 1e6:.3f} {1 if impl == "rill" else 2}\n')
+                    f.write(f'"{scenario}/{payload} {impl}" {v / 1e6:.3f} {1 if impl.startswith("rill") else 2}\n')
         script = f"""
 set terminal pngcairo size 1400,700 noenhanced font ",9"
 set output "{out}"
 set style fill solid 0.8 border -1
 set boxwidth 0.8
-set ylabel "million events (round trips) per second"
+set ylabel "million events (round trips) per second, log scale"
+set logscale y
+set yrange [0.5:*]
 set xtics rotate by 60 right
 set grid ytics
 set key off

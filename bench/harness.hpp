@@ -16,8 +16,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
+
+#include "rill/rill.hpp"
 
 namespace rill_bench {
 
@@ -76,6 +79,34 @@ void run_pair(benchmark::State& state, Produce&& produce, Consume&& consume) {
 
 // RILL_BENCH_QUICK=1 (scripts/bench --quick): one short repetition, a smoke
 // run that proves every benchmark still works.
+// The consumer side of every rill throughput scenario: take each available
+// batch (up to 1024 events of one partition) and ack it once.
+inline auto rill_batch_consumer(rill::Consumer& consumer) {
+  return [&consumer](std::atomic<std::uint64_t>& received, std::atomic<bool>& done) {
+    while (!done.load(std::memory_order_acquire)) {
+      auto batch = consumer.poll_batch(1024, std::chrono::milliseconds(1));
+      if (!batch.ok()) continue;
+      benchmark::DoNotOptimize(batch->back().data().data());
+      (void)consumer.ack(batch->back());
+      received.fetch_add(batch->size(), std::memory_order_release);
+    }
+  };
+}
+
+// The consumer side for a queue with a bulk pop: pop(out, max) -> count.
+template <class T, class Pop>
+auto bulk_consumer(Pop pop) {
+  return [pop](std::atomic<std::uint64_t>& received, std::atomic<bool>& done) mutable {
+    auto out = std::make_unique<T[]>(1024);
+    while (!done.load(std::memory_order_acquire)) {
+      const std::size_t got = pop(out.get(), 1024);
+      if (got == 0) continue;
+      benchmark::DoNotOptimize(&out[got - 1]);
+      received.fetch_add(got, std::memory_order_release);
+    }
+  };
+}
+
 inline void configure(benchmark::internal::Benchmark* b) {
   const char* quick = std::getenv("RILL_BENCH_QUICK");
   if (quick && std::string(quick) == "1") {

@@ -48,15 +48,7 @@ void spsc_rill(benchmark::State& state, rill::WaitStrategy wait) {
           if (!producer->publish("", "", data).ok()) state.SkipWithError("publish failed");
         }
       },
-      [&](std::atomic<std::uint64_t>& received, std::atomic<bool>& done) {
-        while (!done.load(std::memory_order_acquire)) {
-          auto batch = consumer->poll_batch(1024, 1ms);
-          if (!batch.ok()) continue;
-          benchmark::DoNotOptimize(batch->back().data().data());
-          (void)consumer->ack(batch->back());
-          received.fetch_add(batch->size(), std::memory_order_release);
-        }
-      });
+      rill_batch_consumer(*consumer));
 }
 
 // spsc_batch64_throughput: the same hand-off with the producer publishing
@@ -79,15 +71,7 @@ void spsc_batch_rill(benchmark::State& state) {
           if (!producer->publish_batch(batch).ok()) state.SkipWithError("publish failed");
         }
       },
-      [&](std::atomic<std::uint64_t>& received, std::atomic<bool>& done) {
-        while (!done.load(std::memory_order_acquire)) {
-          auto b = consumer->poll_batch(1024, 1ms);
-          if (!b.ok()) continue;
-          benchmark::DoNotOptimize(b->back().data().data());
-          (void)consumer->ack(b->back());
-          received.fetch_add(b->size(), std::memory_order_release);
-        }
-      });
+      rill_batch_consumer(*consumer));
 }
 
 template <std::size_t N>
@@ -102,15 +86,7 @@ void spsc_batch_boost(benchmark::State& state) {
           while (pushed < 64) pushed += queue->push(batch.data() + pushed, 64 - pushed);
         }
       },
-      [&](std::atomic<std::uint64_t>& received, std::atomic<bool>& done) {
-        auto out = std::make_unique<Payload<N>[]>(1024);
-        while (!done.load(std::memory_order_acquire)) {
-          const std::size_t got = queue->pop(out.get(), 1024);
-          if (got == 0) continue;
-          benchmark::DoNotOptimize(out[got - 1].bytes.data());
-          received.fetch_add(got, std::memory_order_release);
-        }
-      });
+      bulk_consumer<Payload<N>>([&](Payload<N>* out, std::size_t max) { return queue->pop(out, max); }));
 }
 
 template <std::size_t N>
@@ -125,15 +101,7 @@ void spsc_boost(benchmark::State& state) {
           }
         }
       },
-      [&](std::atomic<std::uint64_t>& received, std::atomic<bool>& done) {
-        auto out = std::make_unique<Payload<N>[]>(1024);
-        while (!done.load(std::memory_order_acquire)) {
-          const std::size_t got = queue->pop(out.get(), 1024);
-          if (got == 0) continue;
-          benchmark::DoNotOptimize(out[got - 1].bytes.data());
-          received.fetch_add(got, std::memory_order_release);
-        }
-      });
+      bulk_consumer<Payload<N>>([&](Payload<N>* out, std::size_t max) { return queue->pop(out, max); }));
 }
 
 #if RILL_HAVE_ATOMIC_QUEUE
@@ -201,16 +169,8 @@ void spsc_moodycamel(benchmark::State& state) {
           }
         }
       },
-      [&](std::atomic<std::uint64_t>& received, std::atomic<bool>& done) {
-        moodycamel::ConsumerToken ctok(queue);
-        auto out = std::make_unique<Payload<N>[]>(1024);
-        while (!done.load(std::memory_order_acquire)) {
-          const std::size_t got = queue.try_dequeue_bulk(ctok, out.get(), 1024);
-          if (got == 0) continue;
-          benchmark::DoNotOptimize(out[got - 1].bytes.data());
-          received.fetch_add(got, std::memory_order_release);
-        }
-      });
+      bulk_consumer<Payload<N>>([&queue, ctok = std::make_shared<moodycamel::ConsumerToken>(queue)](
+                                     Payload<N>* out, std::size_t max) { return queue.try_dequeue_bulk(*ctok, out, max); }));
 }
 #endif
 

@@ -131,8 +131,10 @@ void ConsumerImpl::undo_new_gates(TopicCore::NameState& ns) noexcept {
 }
 
 void ConsumerImpl::detach() noexcept {
-  if (!attached_) return;
+  // close() on another thread and the owner's destructor may both get here:
+  // the registry mutex orders them, so attached_ is read under it.
   std::lock_guard<std::mutex> lock(topic_->registry_mutex());
+  if (!attached_) return;
   TopicCore::NameState& ns = topic_->name_state(options_.name);
   // The gates stay with the name, at the acked positions: unacked events
   // stay protected for the next consumer of this name.

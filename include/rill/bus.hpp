@@ -14,6 +14,7 @@
 #include "rill/options.hpp"
 #include "rill/status.hpp"
 #include "rill/topic.hpp"
+#include "rill/write_batch.hpp"
 
 namespace rill {
 
@@ -23,7 +24,18 @@ class BusCore;
 
 class Bus {
  public:
+  // A memory-only bus. REQUIRES: options.path is empty (use Bus::open).
   explicit Bus(BusOptions options = {});
+
+  // Opens a bus; with options.path set, opens (or creates) its durable
+  // store and restores every durable topic, its next offsets and its
+  // consumers' acked positions (reading only per-partition records: the
+  // time does not depend on the log's length).
+  // Fails: InvalidArgument (path is a file), NotFound (missing path and
+  // create_if_missing off), AlreadyExists (another process writes the
+  // path; the message names it), IOError (unwritable), Corruption
+  // (truncated or damaged data.mdb, unknown format version).
+  static Result<Bus> open(BusOptions options);
   Bus(Bus&&) noexcept;
   Bus& operator=(Bus&&) noexcept;
   Bus(const Bus&) = delete;
@@ -48,10 +60,21 @@ class Bus {
   Result<Producer> producer(std::string_view topic, ProducerOptions options = {}) const;
   Result<Consumer> consumer(std::string_view topic, ConsumerOptions options) const;
 
-  // Closes every topic; idempotent.
+  // Commits a write batch (see rill/write_batch.hpp) and fsyncs it. On Ok
+  // every event and ack of it is durable; on any error none is. TimedOut
+  // only while the batch had not started (nothing of it was published).
+  // Fails: InvalidArgument (topic of another bus, more events for one
+  // partition than half its capacity, memory-only bus), Closed, the storage
+  // failure.
+  Status commit(WriteBatch& batch, Timeout timeout = kForever);
+
+  // Closes every topic, then commits what durable topics hold and closes
+  // the store; idempotent.
   void close() noexcept;
 
  private:
+  struct Empty {};
+  explicit Bus(Empty) noexcept;
   std::unique_ptr<detail::BusCore> core_;
 };
 

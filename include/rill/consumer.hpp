@@ -98,6 +98,7 @@ class Consumer {
 
  private:
   friend class Topic;
+  friend class WriteBatch;
   explicit Consumer(std::unique_ptr<detail::ConsumerImpl> impl) noexcept;
   std::unique_ptr<detail::ConsumerImpl> impl_;
 };

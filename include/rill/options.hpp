@@ -50,6 +50,38 @@ enum class ProducerMode : std::uint8_t {
   kSingle,
 };
 
+// Whether a topic's events and its consumers' acks are kept on disk, in the
+// bus's LMDB environment (BusOptions::path). Acks of a durable topic are
+// committed with the same groups as its events.
+enum class Durability : std::uint8_t {
+  // Memory only: the ring is the whole log. Nothing survives the process.
+  kNone,
+  // A background writer commits in groups (every BusOptions::commit_interval,
+  // or as soon as BusOptions::commit_events are pending). A publish completes
+  // at append, and consumers see an event at once. A process crash (SIGKILL)
+  // loses at most the events and acks not yet in a committed group: at most
+  // commit_interval's worth. A power loss or OS crash may also lose groups
+  // committed since the last fsync, which the writer issues at least every
+  // BusOptions::async_fsync_interval and at close.
+  kAsync,
+  // A publish completes only when its event is committed and fsynced;
+  // concurrent publishers share one commit and one fsync (group commit).
+  // Consumers see only committed events. A completed publish survives a
+  // process crash and a power loss.
+  kSync,
+};
+
+// How much of a durable topic's log to keep on disk (per partition). The
+// oldest events go first when any limit is exceeded; 0 means no limit.
+struct Retention {
+  std::uint64_t max_events = 0;
+  std::uint64_t max_bytes = 0;  // key + metadata + data bytes of the kept events
+  std::chrono::milliseconds max_age{0};  // by append timestamp
+  // Never delete an event a consumer name with a durable position has not
+  // acked, even when a limit says so (Topic::remove_consumer lifts it).
+  bool keep_unacked = false;
+};
+
 struct TopicOptions {
   // Number of partitions (1..1024). Events with the same key always land in
   // the same partition; order is kept within a partition, not across.
@@ -78,6 +110,13 @@ struct TopicOptions {
   // not; Topic::remove_consumer frees one. Each costs one cache line per
   // partition, scanned when a producer finds the ring full.
   std::uint32_t max_consumers = 64;
+
+  // kAsync and kSync need a bus opened with a path. On a durable topic the
+  // ring is the hot tail of the log: producers wait only for the writer,
+  // never for consumers; a consumer that falls out of the ring window reads
+  // from disk until it catches up. The overflow policy is then ignored.
+  Durability durability = Durability::kNone;
+  Retention retention{};
 };
 
 // ---------------------------------------------------------------- consumers
@@ -127,6 +166,12 @@ struct ConsumerOptions {
   // capacity). Larger batches
   // amortize the cursor update; memory is max_batch Events (152 bytes each).
   std::uint32_t max_batch = 256;
+
+  // Durable topics: what poll does when the consumer's position was deleted
+  // by retention. true: jump to the earliest event kept and count the gap in
+  // stats().skipped. false: poll returns OutOfRange (the consumer stays at
+  // its position; reopen it elsewhere).
+  bool jump_to_earliest = true;
 };
 
 struct ProducerOptions {
@@ -139,6 +184,34 @@ struct ProducerOptions {
 struct BusOptions {
   // Defaults for topics created on demand (Bus::ensure_topic).
   TopicOptions default_topic{};
+
+  // ---- durability (Bus::open). Empty path: memory only.
+
+  // A directory holding one LMDB environment (data.mdb, lock.mdb) and
+  // rill.lock. Created with mode 0700 (files 0600) when create_if_missing.
+  // One process may write a path at a time; others are refused with
+  // AlreadyExists naming the holder's pid.
+  std::string path{};
+  bool create_if_missing = true;
+  // Open for reading only (tools): works while another process writes.
+  // Topics, stats and consumers work; producers, topic changes and
+  // durable acks are refused.
+  bool read_only = false;
+
+  // Group commit of async topics: a group is committed at least this often
+  // while events are pending, and as soon as commit_events are pending.
+  std::chrono::milliseconds commit_interval{10};
+  std::uint32_t commit_events = 4096;
+  // Async topics: the longest time between fsyncs of committed groups.
+  std::chrono::milliseconds async_fsync_interval{1000};
+
+  // The LMDB map starts at initial_map_size and doubles whenever it is full,
+  // up to max_map_size; beyond that publishes fail with ResourceExhausted
+  // (what a full disk looks like). 0: no limit but the disk's.
+  std::uint64_t initial_map_size = std::uint64_t{64} << 20;
+  std::uint64_t max_map_size = 0;
+  // Most durable partitions (summed over topics) the environment can hold.
+  std::uint32_t max_durable_partitions = 2048;
 };
 
 }  // namespace rill

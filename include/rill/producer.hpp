@@ -48,14 +48,28 @@ class Producer {
   ~Producer();  // closes
 
   // Publishes one event; under OverflowPolicy::kBlock waits for space at
-  // most `timeout`. Returns where the event landed.
+  // most `timeout`. Returns where the event landed. On a kSync topic it
+  // returns once the event is committed and fsynced (see publish_async).
   // Allocates: only for events larger than kInlineEventBytes (one block).
   // Fails: InvalidArgument (too large, bad partition: nothing published),
-  //   Full (policy kFail), TimedOut, Closed.
+  //   Full (policy kFail), TimedOut, Closed; durable topics: the storage
+  //   failure (IOError, ResourceExhausted) that stopped the writer. A sync
+  //   publish that fails with TimedOut or Closed after the append may still
+  //   be committed.
   Result<EventId> publish(const Message& m, Timeout timeout = kForever);
   Result<EventId> publish(std::string_view key, std::string_view metadata, std::string_view data) {
     return publish(Message{key, metadata, data, {}, kAnyPartition});
   }
+
+  // Durable topics: appends and returns without waiting for the commit, so
+  // one thread can keep many publishes in flight; wait_durable(id) later.
+  // Elsewhere the same as publish().
+  Result<EventId> publish_async(const Message& m, Timeout timeout = kForever);
+  // Waits until the event `id` (returned by a publish on this topic) is
+  // committed (kSync: and fsynced). Ok at once on memory-only topics.
+  // Fails: InvalidArgument (never published), TimedOut, Closed, the
+  // storage failure.
+  Status wait_durable(EventId id, Timeout timeout = kForever);
 
   // Never blocks: Full when the ring has no room right now.
   Result<EventId> try_publish(const Message& m);
@@ -64,6 +78,7 @@ class Producer {
   // the same partition at once. Returns how many were published: all of
   // them, or fewer when the timeout expired, the ring was full under kFail,
   // or the topic closed (then the Status says why only if none was published).
+  // On a kSync topic it returns once all of them are committed.
   // A message that is invalid stops the batch before anything is published.
   Result<std::size_t> publish_batch(std::span<const Message> messages, Timeout timeout = kForever);
 

@@ -9,3 +9,4 @@
 #include "rill/producer.hpp"
 #include "rill/status.hpp"
 #include "rill/topic.hpp"
+#include "rill/write_batch.hpp"

@@ -44,6 +44,9 @@ class [[nodiscard]] Status {
     kIOError,
     // Stored data is damaged or of an unknown format. Nothing was changed.
     kCorruption,
+    // The position asked for no longer exists: retention deleted it. Reopen
+    // at Position::earliest(), or configure the consumer to jump there.
+    kOutOfRange,
   };
 
   Status() noexcept = default;
@@ -70,6 +73,7 @@ class [[nodiscard]] Status {
   static Status ResourceExhausted(std::string msg) { return {Code::kResourceExhausted, std::move(msg)}; }
   static Status IOError(std::string msg) { return {Code::kIOError, std::move(msg)}; }
   static Status Corruption(std::string msg) { return {Code::kCorruption, std::move(msg)}; }
+  static Status OutOfRange(std::string msg) { return {Code::kOutOfRange, std::move(msg)}; }
 
   bool ok() const noexcept { return code_ == Code::kOk; }
   explicit operator bool() const noexcept { return ok(); }
@@ -85,6 +89,7 @@ class [[nodiscard]] Status {
   bool is_resource_exhausted() const noexcept { return code_ == Code::kResourceExhausted; }
   bool is_io_error() const noexcept { return code_ == Code::kIOError; }
   bool is_corruption() const noexcept { return code_ == Code::kCorruption; }
+  bool is_out_of_range() const noexcept { return code_ == Code::kOutOfRange; }
 
   // "InvalidArgument: topic name 'a b' has a character outside [A-Za-z0-9._-]"
   std::string to_string() const;

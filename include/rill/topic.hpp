@@ -24,6 +24,9 @@ class TopicCore;
 struct PartitionStats {
   std::uint64_t next_offset = 0;      // offset the next event will get
   std::uint64_t earliest_offset = 0;  // oldest event still readable
+  // Durable topics: every offset below is committed to disk (equal to
+  // next_offset on memory-only topics).
+  std::uint64_t committed_offset = 0;
 };
 
 class Topic {
@@ -50,6 +53,7 @@ class Topic {
 
  private:
   friend class Bus;
+  friend class WriteBatch;
   explicit Topic(std::shared_ptr<detail::TopicCore> core) : core_(std::move(core)) {}
   std::shared_ptr<detail::TopicCore> core_;
 };

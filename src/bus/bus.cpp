@@ -1,12 +1,14 @@
 #include "rill/bus.hpp"
 
 #include <algorithm>
+#include <cassert>
 #include <map>
 #include <mutex>
 
 #include "common/names.hpp"
 #include "consumer/consumer_impl.hpp"
 #include "producer/producer_impl.hpp"
+#include "storage/durable_log.hpp"
 #include "topic/topic_core.hpp"
 
 namespace rill {
@@ -14,12 +16,41 @@ namespace detail {
 
 class BusCore {
  public:
-  explicit BusCore(BusOptions options) : options_(std::move(options)) {}
+  BusCore(BusOptions options, std::shared_ptr<DurableLog> log) : options_(std::move(options)), log_(std::move(log)) {}
   ~BusCore() { close(); }
+
+  DurableLog* log() const noexcept { return log_.get(); }
+
+  // Rebuilds the durable topics and their consumers' positions.
+  Status restore() {
+    Result<std::vector<StoredTopic>> stored = log_->store().load_topics();
+    if (!stored.ok()) return stored.status();
+    Result<std::vector<StoredCursor>> cursors = log_->store().load_cursors();
+    if (!cursors.ok()) return cursors.status();
+    std::map<std::uint32_t, std::shared_ptr<TopicCore>> by_id;
+    for (StoredTopic& t : *stored) {
+      std::string name = t.name;
+      auto core = make_durable(std::move(t));
+      by_id[core->durable()->stored.id] = core;
+      topics_.emplace(std::move(name), core);
+    }
+    for (const StoredCursor& c : *cursors) {
+      auto it = by_id.find(c.topic_id);
+      if (it == by_id.end() || c.partition >= it->second->partitions()) continue;  // a dropped topic's leftovers
+      it->second->restore_cursor(c.name, c.partition, c.acked_next);
+    }
+    for (auto& [id, core] : by_id) log_->add_topic(core);
+    return Status::Ok();
+  }
 
   Result<std::shared_ptr<TopicCore>> create(std::string_view name, const TopicOptions& options, bool exist_ok) {
     if (Status s = validate_name("topic name", name); !s.ok()) return s;
     if (Status s = validate_topic_options(options); !s.ok()) return s;
+    const bool durable = options.durability != Durability::kNone;
+    if (durable && !log_) {
+      return Status::InvalidArgument("topic '" + std::string(name) +
+                                     "' is durable but the bus has no store: open it with Bus::open and a path");
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return Status::Closed("the bus is closed");
     auto it = topics_.find(name);
@@ -27,7 +58,16 @@ class BusCore {
       if (exist_ok) return it->second;
       return Status::AlreadyExists("topic '" + std::string(name) + "' already exists");
     }
-    auto core = std::make_shared<TopicCore>(std::string(name), options);
+    if (log_ && log_->read_only()) return Status::InvalidArgument("the bus is open read-only: no new topics");
+    std::shared_ptr<TopicCore> core;
+    if (durable) {
+      Result<StoredTopic> stored = log_->store().create_topic(name, options);
+      if (!stored.ok()) return stored.status();
+      core = make_durable(std::move(*stored));
+      log_->add_topic(core);
+    } else {
+      core = std::make_shared<TopicCore>(std::string(name), options);
+    }
     topics_.emplace(std::string(name), core);
     return core;
   }
@@ -56,10 +96,15 @@ class BusCore {
       if (closed_) return Status::Closed("the bus is closed");
       auto it = topics_.find(name);
       if (it == topics_.end()) return Status::NotFound("topic '" + std::string(name) + "' does not exist");
+      if (log_ && log_->read_only()) return Status::InvalidArgument("the bus is open read-only: no deletes");
       core = std::move(it->second);
       topics_.erase(it);
     }
     core->close();
+    if (DurableTopic* d = core->durable()) {
+      log_->remove_topic(core.get());
+      return log_->store().drop_topic(d->stored);
+    }
     return Status::Ok();
   }
 
@@ -71,12 +116,33 @@ class BusCore {
       topics.swap(topics_);
     }
     for (auto& [name, core] : topics) core->close();
+    // After the topics: no publish can start, and everything published is
+    // committed by the writer's last group.
+    if (log_) log_->stop();
   }
 
   const BusOptions& options() const noexcept { return options_; }
 
  private:
+  std::shared_ptr<TopicCore> make_durable(StoredTopic stored) {
+    auto d = std::make_unique<DurableTopic>();
+    d->log = log_;
+    d->sync = stored.options.durability == Durability::kSync;
+    d->parts = std::make_unique<DurablePartition[]>(stored.options.partitions);
+    for (std::uint32_t p = 0; p < stored.options.partitions; ++p) {
+      DurablePartition& dp = d->parts[p];
+      dp.state = stored.partitions[p];
+      dp.committed.store(dp.state.next, std::memory_order_relaxed);
+      dp.earliest.store(dp.state.earliest, std::memory_order_relaxed);
+    }
+    const TopicOptions options = stored.options;
+    std::string name = stored.name;
+    d->stored = std::move(stored);
+    return std::make_shared<TopicCore>(std::move(name), options, std::move(d));
+  }
+
   const BusOptions options_;
+  const std::shared_ptr<DurableLog> log_;
   mutable std::mutex mu_;
   bool closed_ = false;
   std::map<std::string, std::shared_ptr<TopicCore>, std::less<>> topics_;
@@ -99,6 +165,9 @@ Status Topic::remove_consumer(std::string_view name) const {
 
 Result<Producer> Topic::producer(ProducerOptions) const {
   if (core_->closed()) return Status::Closed("topic '" + core_->name() + "' is closed");
+  if (const detail::DurableTopic* d = core_->durable(); d && d->log->read_only()) {
+    return Status::InvalidArgument("topic '" + core_->name() + "' belongs to a read-only bus: no producers");
+  }
   const bool single = core_->options().producers == ProducerMode::kSingle;
   if (single && !core_->take_single_producer()) {
     return Status::AlreadyExists("topic '" + core_->name() +
@@ -118,7 +187,71 @@ Result<Consumer> Topic::consumer(ConsumerOptions options) const {
 
 // ------------------------------------------------------------ Bus
 
-Bus::Bus(BusOptions options) : core_(std::make_unique<detail::BusCore>(std::move(options))) {}
+Bus::Bus(Empty) noexcept {}
+
+Bus::Bus(BusOptions options) {
+  assert(options.path.empty() && "a bus with a path must be opened with Bus::open");
+  core_ = std::make_unique<detail::BusCore>(std::move(options), nullptr);
+}
+
+Result<Bus> Bus::open(BusOptions options) {
+  std::shared_ptr<detail::DurableLog> log;
+  if (!options.path.empty()) {
+    if (options.commit_events < 1) return Status::InvalidArgument("commit_events must be at least 1");
+    if (options.max_durable_partitions < 1 || options.max_durable_partitions > 32000) {
+      return Status::InvalidArgument("max_durable_partitions must be in [1, 32000]");
+    }
+    Result<std::shared_ptr<detail::DurableLog>> opened = detail::DurableLog::open(options);
+    if (!opened.ok()) return opened.status();
+    log = std::move(*opened);
+  }
+  Bus bus{Empty{}};
+  bus.core_ = std::make_unique<detail::BusCore>(std::move(options), log);
+  if (log) {
+    if (Status s = bus.core_->restore(); !s.ok()) {
+      bus.core_.reset();  // stops the writer before the store closes
+      return s;
+    }
+  }
+  return bus;
+}
+
+Status Bus::commit(WriteBatch& batch, Timeout timeout) {
+  detail::DurableLog* log = core_->log();
+  if (!log) return Status::InvalidArgument("commit() needs a bus opened with a path");
+  if (log->read_only()) return Status::InvalidArgument("the bus is open read-only");
+  detail::BatchRequest& r = *batch.request_;
+  std::map<std::pair<const detail::TopicCore*, std::uint32_t>, std::size_t> per_partition;
+  for (const auto& item : r.items) {
+    if (item.topic->durable()->log.get() != log) {
+      return Status::InvalidArgument("the write batch publishes to topic '" + item.topic->name() +
+                                     "' of another bus");
+    }
+    const std::size_t n = ++per_partition[{item.topic.get(), item.partition}];
+    if (n > item.topic->options().capacity / 2) {
+      return Status::InvalidArgument("the write batch has more than half the ring capacity (" +
+                                     std::to_string(item.topic->options().capacity / 2) + ") of events for partition " +
+                                     std::to_string(item.partition) + " of topic '" + item.topic->name() + "'");
+    }
+  }
+  for (const auto& a : r.acks) {
+    if (a.topic->durable()->log.get() != log) {
+      return Status::InvalidArgument("the write batch acks an event of topic '" + a.topic->name() +
+                                     "' of another bus");
+    }
+  }
+  // The writer publishes one partition's events as one run.
+  std::stable_sort(r.items.begin(), r.items.end(), [](const auto& a, const auto& b) {
+    return std::pair(a.topic.get(), a.partition) < std::pair(b.topic.get(), b.partition);
+  });
+  r.started = r.done = false;
+  r.status = Status::Ok();
+  if (Status s = log->run_batch(r, detail::deadline_after(timeout)); !s.ok()) return s;
+  for (auto& [consumer, event] : batch.acks_) {
+    if (consumer->valid()) (void)consumer->ack(event);  // the in-memory half; the durable half is committed
+  }
+  return Status::Ok();
+}
 Bus::Bus(Bus&&) noexcept = default;
 Bus& Bus::operator=(Bus&&) noexcept = default;
 Bus::~Bus() = default;

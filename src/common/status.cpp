@@ -14,6 +14,7 @@ std::string_view to_string(Status::Code code) noexcept {
     case Status::Code::kResourceExhausted: return "ResourceExhausted";
     case Status::Code::kIOError: return "IOError";
     case Status::Code::kCorruption: return "Corruption";
+    case Status::Code::kOutOfRange: return "OutOfRange";
   }
   return "Unknown";
 }

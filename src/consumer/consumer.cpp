@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <cassert>
 #include <string>
+#include <thread>
+#include <utility>
 
 #include "common/clock.hpp"
 #include "common/names.hpp"
 #include "consumer/consumer_impl.hpp"
+#include "event/record_writer.hpp"
 #include "ring/wait.hpp"
 
 namespace rill {
@@ -55,6 +58,13 @@ Status ConsumerImpl::attach() {
     }
   }
   for (std::uint32_t p : wanted) {
+    if (topic_->durable()) {
+      if (Status s = attach_durable(ns, p); !s.ok()) {
+        undo_new_gates(ns);
+        return s;
+      }
+      continue;
+    }
     EventRing& ring = topic_->ring(p);
     const Position& pos = options_.position;
     const std::uint32_t owned = ns.gate[p];
@@ -119,6 +129,116 @@ Status ConsumerImpl::attach() {
   return Status::Ok();
 }
 
+Status ConsumerImpl::attach_durable(TopicCore::NameState& ns, std::uint32_t p) {
+  EventRing& ring = topic_->ring(p);
+  DurableTopic& d = *topic_->durable();
+  DurablePartition& dp = d.parts[p];
+  const Position& pos = options_.position;
+  const std::uint64_t earliest = dp.earliest.load(std::memory_order_acquire);
+  const std::uint64_t top = ring.published();
+  const std::uint64_t acked = ns.acked[p].load(std::memory_order_acquire);
+  std::uint64_t want = 0;
+  switch (pos.kind()) {
+    case Position::Kind::kEarliest: want = earliest; break;
+    case Position::Kind::kLatest: want = top; break;
+    case Position::Kind::kUnread: want = acked != kNoPosition ? acked : earliest; break;
+    case Position::Kind::kOffset: want = pos.value(); break;
+    case Position::Kind::kTimestamp: want = dp.committed.load(std::memory_order_acquire); break;
+  }
+  want = std::min(want, top);
+  // On a durable ring the gate only serves the copy handshake with
+  // producers (they push it forward rather than wait): events between
+  // `want` and the gate are read from disk.
+  std::uint32_t gate = ns.gate[p];
+  if (gate == TopicCore::kNoGate) {
+    std::uint64_t g = want;
+    std::optional<std::uint32_t> fresh = ring.attach(g);
+    if (!fresh) {
+      return Status::ResourceExhausted("topic '" + topic_->name() + "' already has max_consumers (" +
+                                       std::to_string(topic_->options().max_consumers) +
+                                       ") consumer names; remove unused names with Topic::remove_consumer");
+    }
+    gate = *fresh;
+    ns.gate[p] = gate;
+    new_gates_.push_back(p);
+  } else {
+    ring.advance(gate, want);
+  }
+  if (pos.kind() == Position::Kind::kTimestamp) {
+    const std::int64_t t = std::int64_t(pos.value());
+    for (;;) {
+      const std::uint64_t base = dp.committed.load(std::memory_order_acquire);
+      Result<std::uint64_t> lo = d.log->store().lower_bound_timestamp(d.stored.dbs[p], t, earliest, base);
+      if (!lo.ok()) return lo.status();
+      if (*lo < base) {
+        want = *lo;
+        break;
+      }
+      // Not on disk: search the ring's uncommitted tail, pinned against
+      // producers; if `base` was overwritten meanwhile it is on disk now.
+      if (ring.pin(gate, base) > base) {
+        ring.unpin(gate);
+        std::this_thread::yield();
+        continue;
+      }
+      std::uint64_t l = base, h = ring.published();
+      while (l < h) {
+        const std::uint64_t mid = l + (h - l) / 2;
+        if (ring.slot(mid).timestamp_ns < t) {
+          l = mid + 1;
+        } else {
+          h = mid;
+        }
+      }
+      ring.unpin(gate);
+      want = l;
+      break;
+    }
+  }
+  if (acked == kNoPosition) ns.acked[p].store(want, std::memory_order_release);  // the name is now durable
+  cursor_of_[p] = int(cursors_.size());
+  cursors_.push_back(Cursor{p, gate, want, want, &ring, &dp, &ns.acked[p]});
+  return Status::Ok();
+}
+
+std::size_t ConsumerImpl::read_disk(Cursor& c, std::uint64_t end, std::size_t max) {
+  DurableTopic& d = *topic_->durable();
+  std::size_t n = 0;
+  std::uint64_t first_kept = end;
+  Status s = d.log->store().read(
+      d.stored.dbs[c.partition], c.read, end, max,
+      [&](const StoredEvent& se) {
+        Event& e = batch_[n++];
+        PreparedEvent prepared;
+        const Message m{se.key, se.metadata, se.data, {}, 0};
+        (void)prepare_event(m, ~std::uint32_t{0}, prepared);  // cannot fail: no size limit
+        write_record(e.record(), prepared, se.timestamp_ns);
+        e.set_origin(EventId{c.partition, se.offset}, id_);
+      },
+      first_kept);
+  if (!s.ok()) {
+    error_ = std::move(s);
+    return 0;
+  }
+  if (first_kept > c.read) {
+    // Only retention deletes committed events, and it publishes the new
+    // earliest offset after its commit: until then, read again later.
+    if (c.read >= c.dp->earliest.load(std::memory_order_acquire)) return 0;
+    if (!options_.jump_to_earliest) {
+      error_ = Status::OutOfRange("offset " + std::to_string(c.read) + " of partition " +
+                                  std::to_string(c.partition) + " of topic '" + topic_->name() +
+                                  "' was deleted by retention; the earliest kept is " + std::to_string(first_kept));
+      return 0;
+    }
+    skipped_.fetch_add(first_kept - c.read, std::memory_order_relaxed);
+    c.read = first_kept;
+    if (c.acked_next < first_kept) c.acked_next = first_kept;
+  }
+  c.read += n;
+  delivered_.fetch_add(n, std::memory_order_relaxed);
+  return n;
+}
+
 void ConsumerImpl::undo_new_gates(TopicCore::NameState& ns) noexcept {
   for (std::uint32_t p : new_gates_) {
     topic_->ring(p).detach(ns.gate[p]);
@@ -175,11 +295,15 @@ std::size_t ConsumerImpl::take(Cursor& c, std::uint64_t available, std::size_t m
   if (ring.lossy()) {
     first = ring.pin(c.gate, first);
     if (first > c.read) {
+      if (c.dp) {  // durable: what the ring dropped is on disk
+        ring.unpin(c.gate);
+        return read_disk(c, first, max);
+      }
       skipped_.fetch_add(first - c.read, std::memory_order_relaxed);
       c.read = first;
       if (c.acked_next < first) c.acked_next = first;
     }
-    available = ring.published();
+    available = topic_->visible(c.partition);
     if (available <= first) {
       ring.unpin(c.gate);
       return 0;
@@ -212,7 +336,7 @@ Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout
   auto try_take = [&]() -> std::size_t {
     for (std::size_t j = 0; j < k; ++j) {
       Cursor& c = cursors_[(next_ + j) % k];
-      const std::uint64_t available = c.ring->published();
+      const std::uint64_t available = topic_->visible(c.partition);
       if (available > c.read) {
         next_ = (next_ + j + 1) % k;  // round-robin: the next poll starts at the next partition
         const std::size_t n = take(c, available, max);
@@ -222,28 +346,24 @@ Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout
     return 0;
   };
   if (std::size_t n = try_take()) return std::span<const Event>(batch_.data(), n);
+  if (!error_.ok()) return std::exchange(error_, Status::Ok());
   const Deadline deadline = deadline_after(timeout);
   std::size_t n = 0;
   wait_until(topic_->options().wait, topic_->data_bell(), deadline, [&] {
     if (stopped()) return true;
     for (const Cursor& c : cursors_) {
-      if (c.ring->published() > c.read) return true;
+      if (topic_->visible(c.partition) > c.read) return true;
     }
     return false;
   });
   if (stopped()) return Status::Closed("consumer '" + options_.name + "' or its topic is closed");
   n = try_take();
+  if (!error_.ok()) return std::exchange(error_, Status::Ok());
   if (n == 0) return Status::TimedOut("no event within the timeout");  // a literal: no allocation
   return std::span<const Event>(batch_.data(), n);
 }
 
-Status ConsumerImpl::ack(const Event& e) {
-  if (!enter()) return Status::Closed("consumer '" + options_.name + "' is closed");
-  struct Leave {
-    ConsumerImpl* self;
-    ~Leave() { self->leave(); }
-  } leave_guard{this};
-  if (topic_->closed()) return Status::Closed("topic '" + topic_->name() + "' is closed");
+Status ConsumerImpl::check_ack(const Event& e, Cursor*& cursor) {
   if (e.origin() != id_) {
     return Status::InvalidArgument("ack() needs an event delivered to this consumer ('" + options_.name +
                                    "'); this one came from another consumer or none");
@@ -254,16 +374,48 @@ Status ConsumerImpl::ack(const Event& e) {
     return Status::InvalidArgument("ack() of partition " + std::to_string(id.partition) +
                                    ", which this consumer does not read");
   }
-  Cursor& c = cursors_[std::size_t(ci)];
-  if (id.offset >= c.read) {
+  cursor = &cursors_[std::size_t(ci)];
+  if (id.offset >= cursor->read) {
     return Status::InvalidArgument("ack() of offset " + std::to_string(id.offset) + " in partition " +
                                    std::to_string(id.partition) + ", which was not delivered yet");
   }
-  const std::uint64_t next = id.offset + 1;
+  return Status::Ok();
+}
+
+Result<std::atomic<std::uint64_t>*> ConsumerImpl::durable_ack_target(const Event& e) {
+  if (!topic_->durable()) {
+    return Status::InvalidArgument("a write batch acks events of durable topics only; topic '" + topic_->name() +
+                                   "' is memory-only");
+  }
+  if (!enter()) return Status::Closed("consumer '" + options_.name + "' is closed");
+  struct Leave {
+    ConsumerImpl* self;
+    ~Leave() { self->leave(); }
+  } leave_guard{this};
+  Cursor* cursor = nullptr;
+  if (Status s = check_ack(e, cursor); !s.ok()) return s;
+  return cursor->durable_acked;
+}
+
+Status ConsumerImpl::ack(const Event& e) {
+  if (!enter()) return Status::Closed("consumer '" + options_.name + "' is closed");
+  struct Leave {
+    ConsumerImpl* self;
+    ~Leave() { self->leave(); }
+  } leave_guard{this};
+  if (topic_->closed()) return Status::Closed("topic '" + topic_->name() + "' is closed");
+  Cursor* cursor = nullptr;
+  if (Status s = check_ack(e, cursor); !s.ok()) return s;
+  Cursor& c = *cursor;
+  const std::uint64_t next = e.offset() + 1;
   if (next <= c.acked_next) return Status::Ok();  // already covered by an earlier ack
   acked_.fetch_add(next - c.acked_next, std::memory_order_relaxed);
   c.acked_next = next;
   c.ring->ack(c.gate, next);
+  if (c.durable_acked) {
+    raise_position(*c.durable_acked, next);
+    topic_->durable()->log->mark_acks_dirty();
+  }
   topic_->after_ack();
   return Status::Ok();
 }

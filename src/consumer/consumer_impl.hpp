@@ -25,10 +25,14 @@ class ConsumerImpl {
 
   Result<std::span<const Event>> poll_batch(std::size_t max, Timeout timeout);
   Status ack(const Event& e);
+  // Durable topics: the name's durable position that acking e raises (for
+  // a write batch); validates e like ack() does.
+  Result<std::atomic<std::uint64_t>*> durable_ack_target(const Event& e);
   void close() noexcept;  // thread-safe
 
   const ConsumerOptions& options() const noexcept { return options_; }
   const TopicCore& topic() const noexcept { return *topic_; }
+  const std::shared_ptr<TopicCore>& shared_topic() const noexcept { return topic_; }
   ConsumerStats stats() const noexcept {
     return ConsumerStats{delivered_.load(std::memory_order_relaxed), acked_.load(std::memory_order_relaxed),
                          skipped_.load(std::memory_order_relaxed)};
@@ -41,10 +45,24 @@ class ConsumerImpl {
     std::uint64_t read;        // next seq to deliver
     std::uint64_t acked_next;  // next seq not acked (what the gate holds)
     EventRing* ring;
+    // Durable topics: the partition's shared state and the name's durable
+    // position (null on memory-only topics).
+    DurablePartition* dp = nullptr;
+    std::atomic<std::uint64_t>* durable_acked = nullptr;
   };
 
+  // Ok when e may be acked by this consumer; sets its cursor.
+  Status check_ack(const Event& e, Cursor*& cursor);
   // Copies up to `max` events of cursor c into batch_; returns how many.
   std::size_t take(Cursor& c, std::uint64_t available, std::size_t max) noexcept;
+  // Durable topics: reads events [c.read, end) from disk into batch_ (at
+  // most max); on failure sets error_ and returns 0. Allocates: for events
+  // larger than kInlineEventBytes.
+  std::size_t read_disk(Cursor& c, std::uint64_t end, std::size_t max);
+  // Durable topics: positions the name on partition p. REQUIRES: registry
+  // mutex held.
+  Status attach_durable(TopicCore::NameState& ns, std::uint32_t p);
+  Status error_;  // a failed disk read, reported by the poll that met it
 
   // The close handshake: a call in flight (poll/ack) holds kInCall; close()
   // sets kCloseRequested. Whoever sees both bits last detaches, exactly

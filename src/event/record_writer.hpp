@@ -3,10 +3,12 @@
 // holds a claimed slot only for a copy.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
 
+#include "common/clock.hpp"
 #include "rill/event.hpp"
 #include "rill/producer.hpp"
 #include "rill/status.hpp"
@@ -90,5 +92,15 @@ inline void write_record(EventRecord& slot, PreparedEvent& p, std::int64_t times
   }
 }
 
+// Multi-producer rings: once every earlier claim is published (the caller's
+// turn), stamps the claimed events [first, first+n) with one timestamp, no
+// earlier than the last published one, and publishes them.
+template <class Ring>
+inline void stamp_and_publish(Ring& ring, std::uint64_t first, std::size_t n, bool precise) noexcept {
+  const std::int64_t ts = std::max(now_ns(precise), ring.last_ts());
+  for (std::size_t i = 0; i < n; ++i) ring.slot(first + i).timestamp_ns = ts;
+  ring.last_ts() = ts;
+  ring.publish(first + n);
+}
 
 }  // namespace rill::detail

@@ -5,6 +5,7 @@
 // read-modify-write, no memory barrier on a single-producer topic.
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "common/clock.hpp"
 #include "common/hash.hpp"
@@ -37,10 +38,15 @@ bool wait_turn(EventRing& ring, std::uint64_t first, const TopicCore& topic) {
 
 Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepared, std::size_t n, LazyDeadline& deadline,
                                  bool may_wait, std::uint64_t& first) {
-  if (stopped()) return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
+  if (stopped()) return stop_status();
   EventRing& ring = topic_->ring(partition);
   const TopicOptions& opt = topic_->options();
-  const bool wait_ok = may_wait && opt.overflow == OverflowPolicy::kBlock;
+  // Durable topics wait only for the writer (never for consumers), whatever
+  // the overflow policy; a waiting producer nudges the writer to commit.
+  const bool wait_ok = may_wait && (log_ || opt.overflow == OverflowPolicy::kBlock);
+  auto nudge = [this] {
+    if (log_) log_->nudge();
+  };
   // Full and TimedOut are routine outcomes of try/timed calls: their
   // messages are literals so that reporting them never allocates.
   auto full = [] { return Status::Full("the partition is full: a consumer has not acked its oldest event"); };
@@ -54,12 +60,13 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
       sp.limit = ring.refresh_limit(end);
       if (end > sp.limit) {
         if (!wait_ok) return full();
+        nudge();
         const bool ok = wait_until(opt.wait, topic_->space_bell(), deadline.get(), [&] {
           if (stopped()) return true;
           sp.limit = ring.refresh_limit(end);
           return end <= sp.limit;
         });
-        if (stopped()) return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
+        if (stopped()) return stop_status();
         if (!ok) return timed_out();
       }
     }
@@ -87,14 +94,16 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
   if (wait_ok && deadline.forever()) {
     // Wait, interruptibly, until the ring looks roomy; then commit.
     if (!ring.mp_has_room(ring.mp_claimed() + n)) {
+      nudge();
       wait_until(opt.wait, topic_->space_bell(), deadline.get(),
                  [&] { return stopped() || ring.mp_has_room(ring.mp_claimed() + n); });
-      if (stopped()) return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
+      if (stopped()) return stop_status();
     }
     s = ring.claim(n);
     // Other producers may have claimed the room meanwhile. The claim is
     // ours to fill now, so only closing the topic ends this wait.
     if (!ring.mp_has_room(s + n)) {
+      nudge();
       wait_until(opt.wait, topic_->space_bell(), deadline.get(),
                  [&] { return topic_->closed() || ring.mp_has_room(s + n); });
       if (topic_->closed()) return Status::Closed("topic '" + topic_->name() + "' is closed");
@@ -103,13 +112,14 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
     std::optional<std::uint64_t> c = ring.try_claim(n);
     if (!c) {
       if (!wait_ok) return full();
+      nudge();
       wait_until(opt.wait, topic_->space_bell(), deadline.get(), [&] {
         if (stopped()) return true;
         c = ring.try_claim(n);
         return c.has_value();
       });
       if (!c) {
-        if (stopped()) return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
+        if (stopped()) return stop_status();
         return timed_out();
       }
     }
@@ -119,10 +129,7 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
   for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], 0);
   if (!wait_turn(ring, s, *topic_)) return Status::Closed("topic '" + topic_->name() + "' is closed");
   // Our turn: every earlier claim is published, so last_ts is theirs.
-  const std::int64_t ts = std::max(now_ns(opt.precise_timestamps), ring.last_ts());
-  for (std::size_t i = 0; i < n; ++i) ring.slot(s + i).timestamp_ns = ts;
-  ring.last_ts() = ts;
-  ring.publish(s + n);
+  stamp_and_publish(ring, s, n, opt.precise_timestamps);
   topic_->after_publish();
   first = s;
   return Status::Ok();
@@ -169,7 +176,28 @@ Result<EventId> publish_one(detail::ProducerImpl& p, const Message& m, detail::L
 Result<EventId> Producer::publish(const Message& m, Timeout timeout) {
   assert(impl_ && "publish() needs a valid Producer");
   detail::LazyDeadline deadline(timeout);
+  Result<EventId> id = publish_one(*impl_, m, deadline, true);
+  if (id.ok() && impl_->log_ && impl_->topic_->durable()->sync) {
+    if (Status s = impl_->wait_durable(*id, deadline.get()); !s.ok()) return s;
+  }
+  return id;
+}
+
+Result<EventId> Producer::publish_async(const Message& m, Timeout timeout) {
+  assert(impl_ && "publish_async() needs a valid Producer");
+  detail::LazyDeadline deadline(timeout);
   return publish_one(*impl_, m, deadline, true);
+}
+
+Status Producer::wait_durable(EventId id, Timeout timeout) {
+  assert(impl_ && "wait_durable() needs a valid Producer");
+  if (id.partition >= impl_->topic_->partitions()) {
+    return Status::InvalidArgument("wait_durable: partition " + std::to_string(id.partition) + " is out of range");
+  }
+  if (impl_->log_ && id.offset >= impl_->topic_->ring(id.partition).published()) {
+    return Status::InvalidArgument("wait_durable: offset " + std::to_string(id.offset) + " was never published");
+  }
+  return impl_->wait_durable(id, detail::deadline_after(timeout));
 }
 
 Result<EventId> Producer::try_publish(const Message& m) {
@@ -193,6 +221,9 @@ Result<std::size_t> Producer::publish_batch(std::span<const Message> messages, T
     }
   }
   detail::LazyDeadline deadline(timeout);
+  const bool sync = p.log_ && p.topic_->durable()->sync;
+  std::vector<std::uint64_t> last_offset;  // sync topics: per partition, the last published + 1
+  if (sync) last_offset.assign(p.topic_->partitions(), 0);
   const std::size_t max_run = std::min<std::size_t>(detail::ProducerImpl::kMaxRun, p.topic_->options().capacity / 2);
   detail::PreparedEvent prepared[detail::ProducerImpl::kMaxRun];
   std::size_t done = 0;
@@ -212,9 +243,16 @@ Result<std::size_t> Producer::publish_batch(std::span<const Message> messages, T
       if (done == 0) return s;
       break;
     }
+    if (sync) last_offset[part] = first + n;
     done += n;
   }
   p.advance_sticky();
+  if (sync) {
+    for (std::uint32_t part = 0; part < last_offset.size(); ++part) {
+      if (last_offset[part] == 0) continue;
+      if (Status s = p.wait_durable(EventId{part, last_offset[part] - 1}, deadline.get()); !s.ok()) return s;
+    }
+  }
   return done;
 }
 

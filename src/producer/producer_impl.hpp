@@ -16,7 +16,10 @@ namespace rill::detail {
 
 class ProducerImpl {
  public:
-  ProducerImpl(std::shared_ptr<TopicCore> topic, bool single) : topic_(std::move(topic)), single_(single) {}
+  ProducerImpl(std::shared_ptr<TopicCore> topic, bool single)
+      : topic_(std::move(topic)),
+        single_(single),
+        log_(topic_->durable() ? topic_->durable()->log.get() : nullptr) {}
   ~ProducerImpl() {
     if (single_) topic_->release_single_producer();
   }
@@ -45,10 +48,24 @@ class ProducerImpl {
     if (++sticky_ == topic_->partitions()) sticky_ = 0;
   }
 
-  bool stopped() const noexcept { return closed_.load(std::memory_order_relaxed) || topic_->closed(); }
+  bool stopped() const noexcept {
+    return closed_.load(std::memory_order_relaxed) || topic_->closed() || (log_ && log_->failed());
+  }
+  // Why a stopped producer stopped: the storage failure, or Closed.
+  Status stop_status() const {
+    if (log_ && log_->failed()) return log_->failure();
+    return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
+  }
+
+  // Sync topics: waits until the event is committed and fsynced.
+  Status wait_durable(EventId id, Deadline deadline) {
+    if (!log_) return Status::Ok();
+    return log_->wait_committed(*topic_, id.partition, id.offset, deadline, &closed_);
+  }
 
   std::shared_ptr<TopicCore> topic_;
   const bool single_;
+  DurableLog* const log_;  // null for memory-only topics
   std::atomic<bool> closed_{false};
   std::uint32_t sticky_ = 0;
 

@@ -24,8 +24,9 @@
 // sees the other: either the producer's limit respects the new gate, or the
 // consumer raises its start to a floor the limit already respects.
 //
-// Lossy rings (OverflowPolicy::kDropOldest) never wait for consumers: a
-// producer pushes lagging gates forward instead. A consumer copying slots
+// Lossy rings (OverflowPolicy::kDropOldest, and durable topics) never wait
+// for consumers: a producer pushes lagging gates forward instead — except
+// "hard" gates (a durable topic's writer), which it waits for as usual. A consumer copying slots
 // pins the first seq it copies; a producer overwriting below a pin waits for
 // that copy to finish (a few hundred ns), never for the consumer's pace.
 //
@@ -55,10 +56,12 @@ class SequencedRing {
   struct alignas(kCacheLine) Gate {
     std::atomic<std::uint64_t> next{kDetached};  // the consumer's next unacked seq
     std::atomic<std::uint64_t> pin{kNoPin};      // lossy rings: first seq being copied
+    std::atomic<bool> hard{false};               // never pushed (lossy rings)
   };
 
-  // REQUIRES: capacity is a power of two >= 2; max_gates >= 1.
-  SequencedRing(std::uint64_t capacity, std::uint32_t max_gates, bool lossy)
+  // REQUIRES: capacity is a power of two >= 2; max_gates >= 1. The first
+  // seq written is `start` (a durable partition reopened after restart).
+  SequencedRing(std::uint64_t capacity, std::uint32_t max_gates, bool lossy, std::uint64_t start = 0)
       : capacity_(capacity),
         mask_(capacity - 1),
         chunk_(capacity / 8 ? capacity / 8 : 1),
@@ -68,6 +71,12 @@ class SequencedRing {
         gates_(new Gate[max_gates]) {
     assert(capacity >= 2 && (capacity & (capacity - 1)) == 0 && "ring capacity must be a power of two");
     assert(max_gates >= 1);
+    published_.store(start, std::memory_order_relaxed);
+    floor_.store(start, std::memory_order_relaxed);
+    mp_.claim.store(start, std::memory_order_relaxed);
+    mp_.limit.store(start, std::memory_order_relaxed);
+    sp_.state.next = start;
+    sp_.state.limit = start;
   }
 
   SequencedRing(const SequencedRing&) = delete;
@@ -90,7 +99,10 @@ class SequencedRing {
   // after pushing lagging gates forward). Scans the gates: call it only when
   // the cached bound is too low. Thread-safe among producers.
   std::uint64_t refresh_limit(std::uint64_t want_end) noexcept {
-    if (lossy_ && want_end > capacity_) push_gates(want_end - capacity_);
+    // Soft gates are pushed only as far as the hard gates let producers
+    // overwrite: a pushed consumer may rely on the skipped seqs being past
+    // every hard gate (a durable writer: on disk).
+    if (lossy_ && want_end > capacity_) push_gates(std::min(want_end - capacity_, scan_gates(/*hard_only=*/true)));
     std::uint64_t lowest = scan_gates();
     std::uint64_t f;
     if (lowest == kDetached) {
@@ -157,12 +169,14 @@ class SequencedRing {
   // to the start actually granted (raised to the floor when older events
   // may already be overwritten). nullopt when max_gates are attached.
   // REQUIRES: attach/detach calls are serialized by the caller.
-  std::optional<std::uint32_t> attach(std::uint64_t& pos) noexcept {
+  // A hard gate is never pushed forward on a lossy ring.
+  std::optional<std::uint32_t> attach(std::uint64_t& pos, bool hard = false) noexcept {
     std::uint32_t i = 0;
     while (i < max_gates_ && gates_[i].next.load(std::memory_order_relaxed) != kDetached) ++i;
     if (i == max_gates_) return std::nullopt;
     if (gate_count_.load(std::memory_order_relaxed) <= i) gate_count_.store(i + 1, std::memory_order_seq_cst);
     gates_[i].pin.store(kNoPin, std::memory_order_relaxed);
+    gates_[i].hard.store(hard, std::memory_order_relaxed);
     std::uint64_t p = pos;
     gates_[i].next.store(p, std::memory_order_seq_cst);
     for (;;) {
@@ -227,11 +241,12 @@ class SequencedRing {
     return mp_.limit.load(std::memory_order_acquire);
   }
 
-  std::uint64_t scan_gates() const noexcept {
+  std::uint64_t scan_gates(bool hard_only = false) const noexcept {
     std::uint64_t lowest = kDetached;
     const std::uint32_t n = gate_count_.load(std::memory_order_seq_cst);
     for (std::uint32_t i = 0; i < n; ++i) {
       const std::uint64_t g = gates_[i].next.load(std::memory_order_seq_cst);
+      if (hard_only && !gates_[i].hard.load(std::memory_order_relaxed)) continue;
       if (g < lowest) lowest = g;
     }
     return lowest;
@@ -244,7 +259,7 @@ class SequencedRing {
     for (std::uint32_t i = 0; i < n; ++i) {
       Gate& g = gates_[i];
       std::uint64_t cur = g.next.load(std::memory_order_seq_cst);
-      if (cur == kDetached || cur >= needed) continue;
+      if (cur == kDetached || cur >= needed || g.hard.load(std::memory_order_relaxed)) continue;
       raise(g.next, needed);
       while (g.pin.load(std::memory_order_seq_cst) < needed) std::this_thread::yield();
     }

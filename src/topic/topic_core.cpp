@@ -23,12 +23,23 @@ Status validate_topic_options(const TopicOptions& o) {
   return Status::Ok();
 }
 
-TopicCore::TopicCore(std::string name, const TopicOptions& options)
-    : name_(std::move(name)), options_(options), blocking_(options.wait == WaitStrategy::kBlocking) {
+TopicCore::TopicCore(std::string name, const TopicOptions& options, std::unique_ptr<DurableTopic> durable)
+    : name_(std::move(name)),
+      options_(options),
+      blocking_(options.wait == WaitStrategy::kBlocking),
+      durable_(std::move(durable)) {
   rings_.reserve(options_.partitions);
   for (std::uint32_t p = 0; p < options_.partitions; ++p) {
-    rings_.push_back(std::make_unique<EventRing>(options_.capacity, options_.max_consumers,
-                                                 options_.overflow == OverflowPolicy::kDropOldest));
+    if (durable_) {
+      // One more gate than consumers: the writer's.
+      DurablePartition& dp = durable_->parts[p];
+      rings_.push_back(std::make_unique<EventRing>(options_.capacity, options_.max_consumers + 1, true, dp.state.next));
+      std::uint64_t start = dp.state.next;
+      dp.writer_gate = *rings_.back()->attach(start, /*hard=*/true);
+    } else {
+      rings_.push_back(std::make_unique<EventRing>(options_.capacity, options_.max_consumers,
+                                                   options_.overflow == OverflowPolicy::kDropOldest));
+    }
   }
 }
 
@@ -50,6 +61,11 @@ TopicCore::NameState& TopicCore::name_state(const std::string& name) {
     NameState s;
     s.gate.assign(options_.partitions, kNoGate);
     s.live.assign(options_.partitions, false);
+    if (durable_) {
+      s.acked = std::make_unique<std::atomic<std::uint64_t>[]>(options_.partitions);
+      for (std::uint32_t p = 0; p < options_.partitions; ++p) s.acked[p].store(kNoPosition, std::memory_order_relaxed);
+      s.persisted.assign(options_.partitions, kNoPosition);
+    }
     it = names_.emplace(name, std::move(s)).first;
   }
   return it->second;
@@ -68,6 +84,7 @@ Status TopicCore::remove_name(const std::string& name) {
     for (std::uint32_t p = 0; p < options_.partitions; ++p) {
       if (it->second.gate[p] != kNoGate) rings_[p]->detach(it->second.gate[p]);
     }
+    if (durable_) removed_names_.push_back(it->first);
     names_.erase(it);
   }
   space_bell_.wake_all();  // producers held back by the name may proceed
@@ -79,8 +96,16 @@ void TopicCore::forget_if_unused(const std::string& name) {
   if (it == names_.end()) return;
   for (std::uint32_t p = 0; p < options_.partitions; ++p) {
     if (it->second.gate[p] != kNoGate || it->second.live[p]) return;
+    if (durable_ && it->second.acked[p].load(std::memory_order_relaxed) != kNoPosition) return;
   }
   names_.erase(it);
+}
+
+void TopicCore::restore_cursor(const std::string& name, std::uint32_t partition, std::uint64_t acked_next) {
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  NameState& ns = name_state(name);
+  ns.acked[partition].store(acked_next, std::memory_order_relaxed);
+  ns.persisted[partition] = acked_next;
 }
 
 std::vector<std::string> TopicCore::names() const {
@@ -92,11 +117,18 @@ std::vector<std::string> TopicCore::names() const {
 
 std::vector<PartitionStats> TopicCore::stats() const {
   std::vector<PartitionStats> out;
-  for (const auto& ring : rings_) {
+  for (std::uint32_t p = 0; p < options_.partitions; ++p) {
+    const EventRing* ring = rings_[p].get();
     PartitionStats s;
     s.next_offset = ring->published();
-    const std::uint64_t held = s.next_offset > ring->capacity() ? s.next_offset - ring->capacity() : 0;
-    s.earliest_offset = std::max(held, std::min(ring->floor(), s.next_offset));
+    if (durable_) {
+      s.earliest_offset = std::min(durable_->parts[p].earliest.load(std::memory_order_acquire), s.next_offset);
+      s.committed_offset = durable_->parts[p].committed.load(std::memory_order_acquire);
+    } else {
+      const std::uint64_t held = s.next_offset > ring->capacity() ? s.next_offset - ring->capacity() : 0;
+      s.earliest_offset = std::max(held, std::min(ring->floor(), s.next_offset));
+      s.committed_offset = s.next_offset;
+    }
     out.push_back(s);
   }
   return out;

@@ -16,6 +16,7 @@
 #include "rill/topic.hpp"
 #include "ring/doorbell.hpp"
 #include "ring/sequenced_ring.hpp"
+#include "storage/durable_log.hpp"
 
 namespace rill::detail {
 
@@ -26,13 +27,24 @@ Status validate_topic_options(const TopicOptions& o);
 
 class TopicCore {
  public:
-  TopicCore(std::string name, const TopicOptions& options);
+  // `durable` is null for Durability::kNone; otherwise each ring starts at
+  // its partition's stored next offset, with the writer's hard gate.
+  TopicCore(std::string name, const TopicOptions& options, std::unique_ptr<DurableTopic> durable = nullptr);
   ~TopicCore();  // releases the blocks still referenced by slots
 
   const std::string& name() const noexcept { return name_; }
   const TopicOptions& options() const noexcept { return options_; }
   EventRing& ring(std::uint32_t partition) noexcept { return *rings_[partition]; }
   std::uint32_t partitions() const noexcept { return options_.partitions; }
+
+  // Null for memory-only topics.
+  DurableTopic* durable() const noexcept { return durable_.get(); }
+  // Consumers of sync topics see only committed events.
+  std::uint64_t visible(std::uint32_t partition) const noexcept {
+    const std::uint64_t published = rings_[partition]->published();
+    if (!durable_ || !durable_->sync) return published;
+    return std::min(published, durable_->parts[partition].committed.load(std::memory_order_acquire));
+  }
 
   Doorbell& data_bell() noexcept { return data_bell_; }    // consumers sleep here
   Doorbell& space_bell() noexcept { return space_bell_; }  // producers sleep here
@@ -59,6 +71,11 @@ class TopicCore {
   struct NameState {
     std::vector<std::uint32_t> gate;  // per partition; kNoGate when never read
     std::vector<bool> live;           // per partition: a live consumer reads it
+    // Durable topics: per partition, the next unacked offset (kNoPosition
+    // until the name first reads the partition), raised by acks and write
+    // batches; and what the writer last committed of it (writer only).
+    std::unique_ptr<std::atomic<std::uint64_t>[]> acked;
+    std::vector<std::uint64_t> persisted;
   };
   std::mutex& registry_mutex() noexcept { return registry_mu_; }
   // REQUIRES: registry_mutex held.
@@ -70,6 +87,11 @@ class TopicCore {
   // Drops a name that holds no gate and is not live (a failed first open).
   // REQUIRES: registry_mutex held.
   void forget_if_unused(const std::string& name);
+  // Durable topics: a cursor read back from the store at restart.
+  void restore_cursor(const std::string& name, std::uint32_t partition, std::uint64_t acked_next);
+  // Durable topics, writer only. REQUIRES: registry_mutex held.
+  std::map<std::string, NameState, std::less<>>& names_locked() noexcept { return names_; }
+  std::vector<std::string>& removed_names_locked() noexcept { return removed_names_; }
 
   // ---- single-producer right
   bool take_single_producer() noexcept { return !single_taken_.exchange(true, std::memory_order_acq_rel); }
@@ -88,6 +110,8 @@ class TopicCore {
   std::atomic<bool> single_taken_{false};
   mutable std::mutex registry_mu_;
   std::map<std::string, NameState, std::less<>> names_;
+  std::vector<std::string> removed_names_;  // durable cursors to delete
+  std::unique_ptr<DurableTopic> durable_;
 };
 
 }  // namespace rill::detail

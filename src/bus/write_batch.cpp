@@ -1,0 +1,78 @@
+#include "rill/write_batch.hpp"
+
+#include <cassert>
+
+#include "common/hash.hpp"
+#include "consumer/consumer_impl.hpp"
+#include "storage/durable_log.hpp"
+#include "topic/topic_core.hpp"
+
+namespace rill {
+
+WriteBatch::WriteBatch() : request_(std::make_unique<detail::BatchRequest>()) {}
+WriteBatch::WriteBatch(WriteBatch&&) noexcept = default;
+WriteBatch& WriteBatch::operator=(WriteBatch&&) noexcept = default;
+WriteBatch::~WriteBatch() = default;
+
+Status WriteBatch::publish(const Topic& topic, const Message& m) {
+  const std::shared_ptr<detail::TopicCore>& core = topic.core_;
+  const TopicOptions& o = core->options();
+  if (!core->durable()) {
+    return Status::InvalidArgument("a write batch publishes to durable topics only; '" + core->name() +
+                                   "' is memory-only");
+  }
+  if (o.producers != ProducerMode::kMulti) {
+    return Status::InvalidArgument("topic '" + core->name() + "' is single-producer; a write batch needs kMulti");
+  }
+  const std::string_view data = m.buffer.empty() ? m.data : m.buffer.view();
+  const std::size_t size = m.key.size() + m.metadata.size() + data.size();
+  if (size > o.max_event_size) {
+    return Status::InvalidArgument("event of " + std::to_string(size) + " bytes exceeds topic '" + core->name() +
+                                   "''s max_event_size of " + std::to_string(o.max_event_size));
+  }
+  std::uint32_t partition = 0;
+  if (m.partition != kAnyPartition) {
+    if (m.partition < 0 || m.partition >= std::int64_t(o.partitions)) {
+      return Status::InvalidArgument("partition " + std::to_string(m.partition) + " is out of range; topic '" +
+                                     core->name() + "' has " + std::to_string(o.partitions));
+    }
+    partition = std::uint32_t(m.partition);
+  } else if (!m.key.empty()) {
+    partition = std::uint32_t(detail::hash_key(m.key) % o.partitions);
+  }
+  detail::BatchRequest::Item item;
+  item.topic = core;
+  item.partition = partition;
+  item.key = std::string(m.key);
+  item.metadata = std::string(m.metadata);
+  item.data = std::string(data);
+  item.index = request_->items.size();
+  request_->items.push_back(std::move(item));
+  return Status::Ok();
+}
+
+Status WriteBatch::ack(Consumer& consumer, const Event& event) {
+  assert(consumer.valid() && "WriteBatch::ack needs a valid Consumer");
+  Result<std::atomic<std::uint64_t>*> target = consumer.impl_->durable_ack_target(event);
+  if (!target.ok()) return target.status();
+  detail::BatchRequest::Ack a;
+  a.topic = consumer.impl_->shared_topic();
+  a.acked = *target;
+  a.next = event.offset() + 1;
+  request_->acks.push_back(std::move(a));
+  acks_.emplace_back(&consumer, event);
+  return Status::Ok();
+}
+
+std::span<const EventId> WriteBatch::ids() const noexcept { return request_->ids; }
+std::size_t WriteBatch::events() const noexcept { return request_->items.size(); }
+bool WriteBatch::empty() const noexcept { return request_->items.empty() && request_->acks.empty(); }
+
+void WriteBatch::clear() {
+  request_->items.clear();
+  request_->acks.clear();
+  request_->ids.clear();
+  acks_.clear();
+}
+
+}  // namespace rill

@@ -1,0 +1,404 @@
+#include "storage/durable_log.hpp"
+
+#include <algorithm>
+
+#include "event/record_writer.hpp"
+#include "ring/wait.hpp"
+#include "topic/topic_core.hpp"
+
+namespace rill::detail {
+
+namespace {
+
+// One partition's share of a group.
+struct GroupPart {
+  TopicCore* topic;
+  std::uint32_t partition;
+  std::uint64_t from, to;  // events [from, to) go into this group
+  PartitionState state;    // after the group
+};
+
+struct CursorChange {
+  DurableTopic* durable;
+  std::string name;
+  std::uint32_t partition;
+  std::uint64_t value;  // kNoPosition: delete
+  std::uint64_t* persisted;
+};
+
+}  // namespace
+
+Result<std::shared_ptr<DurableLog>> DurableLog::open(const BusOptions& options) {
+  Result<std::unique_ptr<Store>> store = Store::open(options);
+  if (!store.ok()) return store.status();
+  std::shared_ptr<DurableLog> log(new DurableLog(std::move(*store), options));
+  if (!log->read_only()) log->writer_ = std::thread([raw = log.get()] { raw->run(); });
+  return log;
+}
+
+DurableLog::DurableLog(std::unique_ptr<Store> store, const BusOptions& options)
+    : store_(std::move(store)), options_(options), last_fsync_(SteadyClock::now()) {}
+
+DurableLog::~DurableLog() { stop(); }
+
+void DurableLog::add_topic(std::shared_ptr<TopicCore> topic) {
+  std::lock_guard<std::mutex> lock(topics_mu_);
+  topics_.push_back(std::move(topic));
+}
+
+void DurableLog::remove_topic(const TopicCore* topic) {
+  std::lock_guard<std::mutex> lock(topics_mu_);
+  std::erase_if(topics_, [&](const std::shared_ptr<TopicCore>& t) { return t.get() == topic; });
+}
+
+void DurableLog::stop() noexcept {
+  if (stop_.exchange(true)) return;
+  writer_bell_.wake_all();
+  batch_cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+  store_->close();  // the path's lock is free now, even while handles live
+  {
+    std::lock_guard<std::mutex> lock(topics_mu_);
+    topics_.clear();  // topics hold the log: break the cycle
+  }
+  {
+    // Batches never started are refused.
+    std::lock_guard<std::mutex> lock(batch_mu_);
+    for (BatchRequest* r : batches_) {
+      r->done = true;
+      r->status = Status::Closed("the bus closed before the write batch ran; nothing of it was published");
+    }
+    batches_.clear();
+    batches_queued_.store(0);
+  }
+  batch_cv_.notify_all();
+  durable_bell_.wake_all();
+}
+
+Status DurableLog::failure() const {
+  std::lock_guard<std::mutex> lock(failure_mu_);
+  return failure_;
+}
+
+void DurableLog::fail(Status s) noexcept {
+  {
+    std::lock_guard<std::mutex> lock(failure_mu_);
+    if (failed_.load()) return;
+    failure_ = std::move(s);
+    failed_.store(true, std::memory_order_release);
+  }
+  durable_bell_.wake_all();
+  for (auto& t : topics_) {  // REQUIRES: topics_mu_ held (the writer)
+    t->space_bell().wake_all();
+    t->data_bell().wake_all();
+  }
+}
+
+bool DurableLog::sync_pending() const noexcept {
+  for (const auto& t : topics_) {
+    const DurableTopic* d = t->durable();
+    if (!d->sync) continue;
+    for (std::uint32_t p = 0; p < t->partitions(); ++p) {
+      if (t->ring(p).published() > d->parts[p].state.next) return true;
+    }
+  }
+  return false;
+}
+
+std::uint64_t DurableLog::max_pending() const noexcept {
+  std::uint64_t most = 0;
+  for (const auto& t : topics_) {
+    const DurableTopic* d = t->durable();
+    for (std::uint32_t p = 0; p < t->partitions(); ++p) {
+      const std::uint64_t pending = t->ring(p).published() - d->parts[p].state.next;
+      // A ring half full of uncommitted events is about to stall producers.
+      if (pending * 2 >= t->options().capacity) return ~std::uint64_t{0};
+      most = std::max(most, pending);
+    }
+  }
+  return most;
+}
+
+void DurableLog::run() noexcept {
+  Deadline last_commit = SteadyClock::now();
+  for (;;) {
+    const bool stopping = stop_.load(std::memory_order_acquire);
+    BatchRequest* batch = nullptr;
+    if (batches_queued_.load(std::memory_order_acquire) && !stopping) {
+      std::lock_guard<std::mutex> lock(batch_mu_);
+      if (!batches_.empty()) {
+        batch = batches_.front();
+        batches_.pop_front();
+        batches_queued_.fetch_sub(1);
+        batch->started = true;
+      }
+    }
+    std::unique_lock<std::mutex> topics_lock(topics_mu_);
+    if (failed()) {
+      topics_lock.unlock();
+      if (batch) {
+        std::lock_guard<std::mutex> lock(batch_mu_);
+        batch->done = true;
+        batch->status = failure();
+        batch_cv_.notify_all();
+      }
+      if (stopping) return;
+      writer_bell_.sleep([&] { return stop_.load() || batches_queued_.load() != 0; }, SteadyClock::now() + std::chrono::milliseconds(50));
+      continue;
+    }
+    if (batch) {
+      Status s = execute_batch(*batch);
+      topics_lock.unlock();
+      std::lock_guard<std::mutex> lock(batch_mu_);
+      batch->done = true;
+      batch->status = std::move(s);
+      batch_cv_.notify_all();
+      last_commit = SteadyClock::now();
+      continue;
+    }
+    const Deadline now = SteadyClock::now();
+    const std::uint64_t pending = max_pending();
+    const bool due = stopping || sync_pending() || pending >= options_.commit_events ||
+                     ((pending > 0 || acks_dirty_.load(std::memory_order_relaxed)) &&
+                      now - last_commit >= options_.commit_interval);
+    if (due) {
+      if (Status s = commit_group(stopping); !s.ok()) fail(std::move(s));
+      last_commit = SteadyClock::now();
+      if (stopping) return;
+      continue;
+    }
+    topics_lock.unlock();
+    // Sleep in slices of at most 1 ms so that commit_events and the
+    // interval are noticed; sync publishers and batches wake us at once.
+    const Deadline until = std::min(last_commit + options_.commit_interval, now + std::chrono::milliseconds(1));
+    writer_bell_.sleep(
+        [&] {
+          if (stop_.load(std::memory_order_acquire) || batches_queued_.load(std::memory_order_acquire)) return true;
+          std::lock_guard<std::mutex> lock(topics_mu_);
+          return sync_pending();
+        },
+        until);
+  }
+}
+
+Status DurableLog::commit_group(bool force_sync) {
+  std::vector<CursorChange> cursors;
+  // Cursors first: an acked offset was published before the ack, so it is
+  // at or below the bounds taken next.
+  for (const auto& t : topics_) {
+    DurableTopic* d = t->durable();
+    std::lock_guard<std::mutex> lock(t->registry_mutex());
+    for (std::string& name : t->removed_names_locked()) {
+      for (std::uint32_t p = 0; p < t->partitions(); ++p) cursors.push_back({d, name, p, kNoPosition, nullptr});
+    }
+    t->removed_names_locked().clear();
+    for (auto& [name, ns] : t->names_locked()) {
+      for (std::uint32_t p = 0; p < t->partitions(); ++p) {
+        const std::uint64_t v = ns.acked[p].load(std::memory_order_acquire);
+        if (v != kNoPosition && v != ns.persisted[p]) cursors.push_back({d, name, p, v, &ns.persisted[p]});
+      }
+    }
+  }
+  acks_dirty_.store(false, std::memory_order_relaxed);
+
+  std::vector<GroupPart> parts;
+  bool sync_needed = force_sync;
+  const std::int64_t now_wall = now_ns(false);
+  const Deadline now = SteadyClock::now();
+  for (const auto& t : topics_) {
+    DurableTopic* d = t->durable();
+    for (std::uint32_t p = 0; p < t->partitions(); ++p) {
+      DurablePartition& dp = d->parts[p];
+      std::uint64_t bound = t->ring(p).published();
+      if (dp.hold != kNoPosition) bound = std::min(bound, dp.hold);
+      const Retention& r = t->options().retention;
+      const bool retention_due = (r.max_events && dp.state.next - dp.state.earliest > r.max_events) ||
+                                 (r.max_bytes && dp.state.bytes > r.max_bytes) ||
+                                 (r.max_age.count() && now >= dp.next_age_check);
+      if (bound == dp.state.next && !retention_due) continue;
+      if (bound > dp.state.next && d->sync) sync_needed = true;
+      parts.push_back(GroupPart{t.get(), p, dp.state.next, bound, dp.state});
+    }
+  }
+  if (parts.empty() && cursors.empty()) return Status::Ok();
+  if (!parts.empty() && now - last_fsync_ >= options_.async_fsync_interval) sync_needed = true;
+
+  Status s = store_->write([&](WriteTxn& w) -> Status {
+    for (GroupPart& g : parts) {
+      DurableTopic* d = g.topic->durable();
+      DurablePartition& dp = d->parts[g.partition];
+      const PartitionDbs& dbs = d->stored.dbs[g.partition];
+      EventRing& ring = g.topic->ring(g.partition);
+      g.state = dp.state;  // the function may run again after the map grows
+      for (std::uint64_t seq = g.from; seq < g.to; ++seq) {
+        // Safe: the writer's hard gate (at g.from) keeps these slots.
+        const EventRecord& rec = ring.slot(seq);
+        const std::string_view key(rec.head(), rec.key_size);
+        const std::string_view meta(rec.head() + rec.key_size, rec.meta_size);
+        const std::string_view data(rec.data_ptr(), rec.data_size);
+        if (Status as = w.append(dbs, seq, rec.timestamp_ns, key, meta, data); !as.ok()) return as;
+        g.state.bytes += std::uint64_t(rec.key_size) + rec.meta_size + rec.data_size;
+      }
+      g.state.next = g.to;
+      const Retention& r = g.topic->options().retention;
+      if (r.max_events || r.max_bytes || r.max_age.count()) {
+        std::uint64_t limit = g.state.next;
+        if (r.keep_unacked) {
+          std::lock_guard<std::mutex> lock(g.topic->registry_mutex());
+          for (auto& [name, ns] : g.topic->names_locked()) {
+            const std::uint64_t v = ns.acked[g.partition].load(std::memory_order_acquire);
+            if (v != kNoPosition) limit = std::min(limit, v);
+          }
+        }
+        const std::int64_t cutoff = now_wall - std::chrono::duration_cast<std::chrono::nanoseconds>(r.max_age).count();
+        std::uint64_t kept_bytes = g.state.bytes;
+        auto keep = [&](const StoredEvent& e, std::uint64_t size) {
+          const bool drop = (r.max_events && g.state.next - e.offset > r.max_events) ||
+                            (r.max_bytes && kept_bytes > r.max_bytes) ||
+                            (r.max_age.count() && e.timestamp_ns < cutoff);
+          if (drop) kept_bytes -= size;
+          return !drop;
+        };
+        std::uint64_t events = 0, bytes = 0;
+        if (Status ts = w.trim(dbs, limit, keep, events, bytes); !ts.ok()) return ts;
+        g.state.earliest += events;
+        g.state.bytes -= bytes;
+      }
+      if (Status ps = w.put_state(d->stored.id, g.partition, g.state); !ps.ok()) return ps;
+    }
+    for (const CursorChange& c : cursors) {
+      Status cs = c.value == kNoPosition ? w.delete_cursor(c.durable->stored.id, c.partition, c.name)
+                                         : w.put_cursor(c.durable->stored.id, c.partition, c.name, c.value);
+      if (!cs.ok()) return cs;
+    }
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  if (sync_needed) {
+    if (Status ss = store_->sync(); !ss.ok()) return ss;
+    last_fsync_ = SteadyClock::now();
+  }
+
+  // Publish the group: committed offsets, the writer's gates, cursors.
+  for (GroupPart& g : parts) {
+    DurablePartition& dp = g.topic->durable()->parts[g.partition];
+    dp.state = g.state;
+    if (g.topic->options().retention.max_age.count()) dp.next_age_check = now + std::chrono::milliseconds(100);
+    dp.earliest.store(g.state.earliest, std::memory_order_release);
+    dp.committed.store(g.to, std::memory_order_release);
+    g.topic->ring(g.partition).ack(dp.writer_gate, g.to);
+    g.topic->after_ack();
+    if (g.topic->durable()->sync) g.topic->after_publish();  // consumers see committed events only
+  }
+  for (const CursorChange& c : cursors) {
+    if (c.persisted) *c.persisted = c.value;
+  }
+  durable_bell_.notify();
+  return Status::Ok();
+}
+
+Status DurableLog::wait_committed(TopicCore& topic, std::uint32_t partition, std::uint64_t offset, Deadline deadline,
+                                  const std::atomic<bool>* cancelled) {
+  DurablePartition& dp = topic.durable()->parts[partition];
+  auto done = [&] { return dp.committed.load(std::memory_order_acquire) > offset; };
+  if (done()) return Status::Ok();
+  nudge();
+  auto stop = [&] {
+    return done() || failed() || topic.closed() || stop_.load(std::memory_order_acquire) ||
+           (cancelled && cancelled->load(std::memory_order_relaxed));
+  };
+  // Commits take a while (an fsync): yield, then sleep on the durable bell.
+  wait_until(WaitStrategy::kBlocking, durable_bell_, deadline, stop);
+  if (done()) return Status::Ok();
+  if (failed()) return failure();
+  if (topic.closed() || stop_.load() || (cancelled && cancelled->load())) {
+    return Status::Closed("closed before the event was committed; it may or may not be on disk");
+  }
+  return Status::TimedOut("the event was not committed within the timeout; it may still be");
+}
+
+Status DurableLog::run_batch(BatchRequest& request, Deadline deadline) {
+  if (failed()) return failure();
+  {
+    std::unique_lock<std::mutex> lock(batch_mu_);
+    if (stop_.load()) return Status::Closed("the bus is closed");
+    batches_.push_back(&request);
+    batches_queued_.fetch_add(1);
+  }
+  writer_bell_.wake_all();
+  std::unique_lock<std::mutex> lock(batch_mu_);
+  while (!request.done) {
+    if (deadline == Deadline::max()) {
+      batch_cv_.wait(lock);
+    } else if (batch_cv_.wait_until(lock, deadline) == std::cv_status::timeout && !request.done && !request.started) {
+      std::erase(batches_, &request);
+      batches_queued_.fetch_sub(1);
+      return Status::TimedOut("the write batch did not start within the timeout; nothing of it was published");
+    }
+  }
+  return request.status;
+}
+
+// Runs on the writer thread with topics_mu_ held.
+Status DurableLog::execute_batch(BatchRequest& r) {
+  std::vector<DurablePartition*> held;
+  auto release_holds = [&] {
+    for (DurablePartition* dp : held) dp->hold = kNoPosition;
+    held.clear();
+  };
+  // Waiting for ring space or for an earlier producer's turn: keep committing
+  // what lies below the holds, since producers may be waiting for us.
+  auto make_progress = [&]() -> Status {
+    if (Status s = commit_group(false); !s.ok()) return s;
+    std::this_thread::yield();
+    return Status::Ok();
+  };
+  r.ids.assign(r.items.size(), EventId{});
+  std::size_t i = 0;
+  while (i < r.items.size()) {
+    TopicCore& topic = *r.items[i].topic;
+    const std::uint32_t p = r.items[i].partition;
+    std::size_t n = 1;
+    while (i + n < r.items.size() && r.items[i + n].topic.get() == &topic && r.items[i + n].partition == p) ++n;
+    EventRing& ring = topic.ring(p);
+    DurablePartition& dp = topic.durable()->parts[p];
+    std::optional<std::uint64_t> first;
+    while (!(first = ring.try_claim(n))) {
+      if (topic.closed() || stop_.load()) {
+        // Runs already published stay held: they are never committed, so
+        // the batch stays all-or-nothing (their partitions commit no
+        // further until the bus is reopened).
+        if (held.empty()) release_holds();
+        return Status::Closed("topic '" + topic.name() + "' closed during the write batch; nothing of it committed");
+      }
+      if (Status s = make_progress(); !s.ok()) return s;
+    }
+    if (dp.hold == kNoPosition) {
+      dp.hold = *first;
+      held.push_back(&dp);
+    }
+    for (std::size_t k = 0; k < n; ++k) {
+      const BatchRequest::Item& it = r.items[i + k];
+      Message m{it.key, it.metadata, it.data, {}, p};
+      PreparedEvent prepared;
+      Status ps = prepare_event(m, ~std::uint32_t{0}, prepared);
+      assert(ps.ok());
+      (void)ps;
+      write_record(ring.slot(*first + k), prepared, 0);
+      r.ids[it.index] = EventId{p, *first + k};
+    }
+    while (!ring.mp_turn(*first)) {
+      // Our claim must be published even if the topic closes: producers
+      // behind it wait for it.
+      if (Status s = make_progress(); !s.ok()) return s;
+    }
+    stamp_and_publish(ring, *first, n, topic.options().precise_timestamps);
+    topic.after_publish();
+    i += n;
+  }
+  for (const BatchRequest::Ack& a : r.acks) raise_position(*a.acked, a.next);
+  release_holds();
+  return commit_group(true);
+}
+
+}  // namespace rill::detail

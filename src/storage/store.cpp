@@ -1,0 +1,698 @@
+#include "storage/store.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <set>
+
+namespace rill::detail {
+
+namespace {
+
+constexpr unsigned kMaxReaders = 512;
+
+// ---- encodings (all integers on disk are big-endian)
+
+void put_be(char* p, std::uint64_t v, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) {
+    p[i] = char(v & 0xff);
+    v >>= 8;
+  }
+}
+std::uint64_t get_be(const char* p, int bytes) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v = (v << 8) | std::uint8_t(p[i]);
+  return v;
+}
+
+struct OffsetKey {
+  char bytes[8];
+  explicit OffsetKey(std::uint64_t offset) { put_be(bytes, offset, 8); }
+  MDB_val val() { return MDB_val{sizeof bytes, bytes}; }
+};
+
+std::string partition_key(std::uint32_t topic_id, std::uint32_t partition) {
+  std::string k = "p/";
+  k.resize(10);
+  put_be(k.data() + 2, topic_id, 4);
+  put_be(k.data() + 6, partition, 4);
+  return k;
+}
+
+std::string cursor_key(std::uint32_t topic_id, std::uint32_t partition, std::string_view name) {
+  std::string k(8, '\0');
+  put_be(k.data(), topic_id, 4);
+  put_be(k.data() + 4, partition, 4);
+  k.append(name);
+  return k;
+}
+
+MDB_val as_val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
+std::string_view as_view(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
+
+// Head record: timestamp (8), key size (4), metadata size (4), data size (4),
+// then key and metadata bytes.
+constexpr std::size_t kHeadFixed = 20;
+
+std::string encode_options(std::uint32_t id, const TopicOptions& o) {
+  nlohmann::json j = {
+      {"id", id},
+      {"partitions", o.partitions},
+      {"capacity", o.capacity},
+      {"overflow", int(o.overflow)},
+      {"wait", int(o.wait)},
+      {"producers", int(o.producers)},
+      {"max_event_size", o.max_event_size},
+      {"precise_timestamps", o.precise_timestamps},
+      {"max_consumers", o.max_consumers},
+      {"durability", int(o.durability)},
+      {"retention",
+       {{"max_events", o.retention.max_events},
+        {"max_bytes", o.retention.max_bytes},
+        {"max_age_ms", o.retention.max_age.count()},
+        {"keep_unacked", o.retention.keep_unacked}}},
+  };
+  return j.dump();
+}
+
+bool decode_options(std::string_view text, std::uint32_t& id, TopicOptions& o) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return false;
+  try {
+    id = j.at("id").get<std::uint32_t>();
+    o.partitions = j.at("partitions").get<std::uint32_t>();
+    o.capacity = j.at("capacity").get<std::uint32_t>();
+    o.overflow = OverflowPolicy(j.at("overflow").get<int>());
+    o.wait = WaitStrategy(j.at("wait").get<int>());
+    o.producers = ProducerMode(j.at("producers").get<int>());
+    o.max_event_size = j.at("max_event_size").get<std::uint32_t>();
+    o.precise_timestamps = j.at("precise_timestamps").get<bool>();
+    o.max_consumers = j.at("max_consumers").get<std::uint32_t>();
+    o.durability = Durability(j.at("durability").get<int>());
+    const auto& r = j.at("retention");
+    o.retention.max_events = r.at("max_events").get<std::uint64_t>();
+    o.retention.max_bytes = r.at("max_bytes").get<std::uint64_t>();
+    o.retention.max_age = std::chrono::milliseconds(r.at("max_age_ms").get<std::int64_t>());
+    o.retention.keep_unacked = r.at("keep_unacked").get<bool>();
+  } catch (const nlohmann::json::exception&) {
+    return false;
+  }
+  return true;
+}
+
+std::string encode_state(const PartitionState& s) {
+  std::string v(24, '\0');
+  put_be(v.data(), s.earliest, 8);
+  put_be(v.data() + 8, s.next, 8);
+  put_be(v.data() + 16, s.bytes, 8);
+  return v;
+}
+
+// A read-only transaction, aborted on scope exit.
+struct ReadTxn {
+  MDB_txn* txn = nullptr;
+  ~ReadTxn() {
+    if (txn) mdb_txn_abort(txn);
+  }
+};
+
+}  // namespace
+
+// ------------------------------------------------------------ opening
+
+Status Store::closed_status() const { return Status::Closed("store '" + path_ + "' is closed"); }
+
+Status Store::error(int rc, std::string_view what) const {
+  std::string msg = std::string(what) + " in '" + path_ + "': " + mdb_strerror(rc);
+  switch (rc) {
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+      return Status::Corruption(msg);
+    case MDB_MAP_FULL:
+      return Status::ResourceExhausted(msg);
+    default:
+      return Status::IOError(msg);
+  }
+}
+
+Result<std::unique_ptr<Store>> Store::open(const BusOptions& options) {
+  if (options.path.empty()) return Status::InvalidArgument("BusOptions::path is empty");
+  std::unique_ptr<Store> store(new Store());
+  store->path_ = options.path;
+  store->read_only_ = options.read_only;
+  store->max_map_size_ = options.max_map_size;
+  if (Status s = store->open_env(options); !s.ok()) return s;
+  return store;
+}
+
+Status Store::open_env(const BusOptions& options) {
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) {
+      return Status::InvalidArgument("store path '" + path_ + "' exists and is not a directory");
+    }
+  } else if (errno != ENOENT) {
+    return Status::IOError("cannot stat store path '" + path_ + "': " + std::strerror(errno));
+  } else if (!options.create_if_missing || read_only_) {
+    return Status::NotFound("store path '" + path_ + "' does not exist (create_if_missing is off)");
+  } else if (::mkdir(path_.c_str(), 0700) != 0) {
+    return Status::IOError("cannot create store directory '" + path_ + "': " + std::strerror(errno));
+  }
+
+  const std::string data_file = path_ + "/data.mdb";
+  const bool fresh = ::stat(data_file.c_str(), &st) != 0;
+  if (fresh && read_only_) return Status::NotFound("no rill store in '" + path_ + "' (no data.mdb)");
+
+  if (!read_only_) {
+    const std::string lock_file = path_ + "/rill.lock";
+    lock_fd_ = ::open(lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd_ < 0) {
+      return Status::IOError("cannot open '" + lock_file + "': " + std::strerror(errno) +
+                             " (is the directory writable?)");
+    }
+    if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      char buf[32] = {};
+      const ssize_t n = ::pread(lock_fd_, buf, sizeof buf - 1, 0);
+      const std::string holder = n > 0 ? std::string(buf, std::size_t(n)) : std::string("unknown");
+      ::close(lock_fd_);
+      lock_fd_ = -1;
+      return Status::AlreadyExists("store '" + path_ + "' is open for writing by process " + holder +
+                                   "; one writer at a time (read-only opens are allowed)");
+    }
+    const std::string pid = std::to_string(::getpid());
+    if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) != ssize_t(pid.size())) {
+      return Status::IOError("cannot write '" + lock_file + "': " + std::strerror(errno));
+    }
+  }
+
+  if (!fresh) {
+    // LMDB maps the file and trusts its length: a truncated file would fault
+    // on first access. Compare the size with what the meta pages claim.
+    if (st.st_size < 2 * 4096) {
+      return Status::Corruption("'" + data_file + "' is truncated (" + std::to_string(st.st_size) +
+                                " bytes): not a rill store");
+    }
+  }
+
+  int rc = mdb_env_create(&env_);
+  if (rc != 0) return error(rc, "mdb_env_create");
+  mdb_env_set_maxdbs(env_, 2 * options.max_durable_partitions + 8);
+  mdb_env_set_maxreaders(env_, kMaxReaders);
+  map_size_ = std::max<std::uint64_t>(options.initial_map_size, 1 << 20);
+  if (max_map_size_ && map_size_ > max_map_size_) map_size_ = max_map_size_;
+  if (!fresh && std::uint64_t(st.st_size) > map_size_) map_size_ = std::uint64_t(st.st_size);
+  mdb_env_set_mapsize(env_, map_size_);
+  // MDB_NOSYNC: commits are written (a process crash keeps them) but
+  // fsynced only by sync(), which is how group commit shares one fsync.
+  unsigned flags = MDB_NOTLS | MDB_NOSYNC;
+  if (read_only_) flags = MDB_NOTLS | MDB_RDONLY;
+  rc = mdb_env_open(env_, path_.c_str(), flags, 0600);
+  if (rc != 0) {
+    if (rc == EACCES || rc == EROFS) return error(rc, "cannot open the store (is the directory writable?)");
+    if (rc == MDB_INVALID) return Status::Corruption("'" + data_file + "' is not an LMDB file (corrupt store)");
+    return error(rc, "cannot open the store");
+  }
+  if (!fresh) {
+    MDB_envinfo info;
+    MDB_stat stat;
+    mdb_env_info(env_, &info);
+    mdb_env_stat(env_, &stat);
+    const std::uint64_t needed = (std::uint64_t(info.me_last_pgno) + 1) * stat.ms_psize;
+    if (std::uint64_t(st.st_size) < needed) {
+      return Status::Corruption("'" + data_file + "' is truncated: " + std::to_string(st.st_size) +
+                                " bytes, its pages need " + std::to_string(needed));
+    }
+    if (info.me_mapsize > map_size_) map_size_ = info.me_mapsize;
+  }
+  return check_format(fresh);
+}
+
+Status Store::check_format(bool fresh) {
+  MDB_txn* txn = nullptr;
+  int rc = mdb_txn_begin(env_, nullptr, read_only_ ? MDB_RDONLY : 0, &txn);
+  if (rc != 0) return error(rc, "cannot begin a transaction");
+  auto fail = [&](Status s) {
+    mdb_txn_abort(txn);
+    return s;
+  };
+  const unsigned create = read_only_ ? 0 : MDB_CREATE;
+  if ((rc = mdb_dbi_open(txn, "meta", create, &meta_)) != 0) {
+    if (rc == MDB_NOTFOUND) return fail(Status::Corruption("'" + path_ + "' holds an LMDB file that is not a rill store"));
+    return fail(error(rc, "cannot open the meta database"));
+  }
+  MDB_val k = as_val("format"), v;
+  rc = mdb_get(txn, meta_, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    if (!fresh) return fail(Status::Corruption("'" + path_ + "' has no format version: not a rill store"));
+    char buf[4];
+    put_be(buf, kFormatVersion, 4);
+    MDB_val nv{4, buf};
+    if ((rc = mdb_put(txn, meta_, &k, &nv, 0)) != 0) return fail(error(rc, "cannot write the format version"));
+  } else if (rc != 0) {
+    return fail(error(rc, "cannot read the format version"));
+  } else {
+    const std::uint64_t version = v.mv_size == 4 ? get_be(static_cast<const char*>(v.mv_data), 4) : 0;
+    if (version != kFormatVersion) {
+      return fail(Status::Corruption("store '" + path_ + "' has format version " + std::to_string(version) +
+                                     "; this rill reads version " + std::to_string(kFormatVersion)));
+    }
+  }
+  if ((rc = mdb_dbi_open(txn, "topics", create, &topics_)) != 0) return fail(error(rc, "cannot open 'topics'"));
+  if ((rc = mdb_dbi_open(txn, "cursors", create, &cursors_)) != 0) return fail(error(rc, "cannot open 'cursors'"));
+  rc = mdb_txn_commit(txn);  // read-only too: opened handles then stay valid
+  if (rc != 0) return error(rc, "cannot commit");
+  if (!read_only_ && fresh) return sync();
+  return Status::Ok();
+}
+
+Store::~Store() { close(); }
+
+void Store::close() noexcept {
+  std::lock_guard<std::mutex> writer(write_mu_);
+  std::unique_lock<std::shared_mutex> exclusive(txn_mu_);
+  if (env_) {
+    if (!read_only_) mdb_env_sync(env_, 1);
+    mdb_env_close(env_);
+    env_ = nullptr;
+  }
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+  lock_fd_ = -1;
+}
+
+// ------------------------------------------------------------ control plane
+
+Result<PartitionDbs> Store::open_partition_dbs(MDB_txn* txn, std::uint32_t topic_id, std::uint32_t partition,
+                                               bool create) {
+  const std::string suffix = std::to_string(topic_id) + "." + std::to_string(partition);
+  PartitionDbs dbs;
+  const unsigned flags = create ? MDB_CREATE : 0;
+  int rc = mdb_dbi_open(txn, ("l" + suffix).c_str(), flags, &dbs.log);
+  if (rc == 0) rc = mdb_dbi_open(txn, ("d" + suffix).c_str(), flags, &dbs.data);
+  if (rc == MDB_NOTFOUND) {
+    return Status::Corruption("store '" + path_ + "' lacks the log of partition " + std::to_string(partition) +
+                              " of topic id " + std::to_string(topic_id));
+  }
+  if (rc == MDB_DBS_FULL) {
+    return Status::ResourceExhausted("store '" + path_ + "' holds BusOptions::max_durable_partitions already");
+  }
+  if (rc != 0) return error(rc, "cannot open a partition's databases");
+  return dbs;
+}
+
+Result<std::vector<StoredTopic>> Store::load_topics() {
+  std::unique_lock<std::mutex> writer;  // before txn_mu_, as in write()
+  if (!read_only_) writer = std::unique_lock<std::mutex>(write_mu_);
+  std::shared_lock<std::shared_mutex> shared(txn_mu_);
+  if (!env_) return closed_status();
+  MDB_txn* txn = nullptr;
+  // Opening databases by name needs a write transaction when writable (the
+  // handles then stay valid for the environment's life).
+  int rc = mdb_txn_begin(env_, nullptr, read_only_ ? MDB_RDONLY : 0, &txn);
+  if (rc != 0) return error(rc, "cannot begin a transaction");
+  auto fail = [&](Status s) {
+    mdb_txn_abort(txn);
+    return s;
+  };
+  std::vector<StoredTopic> out;
+  MDB_cursor* cur = nullptr;
+  if ((rc = mdb_cursor_open(txn, topics_, &cur)) != 0) return fail(error(rc, "cannot read topics"));
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    StoredTopic t;
+    t.name = std::string(as_view(k));
+    if (!decode_options(as_view(v), t.id, t.options)) {
+      mdb_cursor_close(cur);
+      return fail(Status::Corruption("store '" + path_ + "': the configuration of topic '" + t.name +
+                                     "' is unreadable"));
+    }
+    out.push_back(std::move(t));
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_NOTFOUND) return fail(error(rc, "cannot read topics"));
+  for (StoredTopic& t : out) {
+    for (std::uint32_t p = 0; p < t.options.partitions; ++p) {
+      const std::string key = partition_key(t.id, p);
+      MDB_val pk = as_val(key), pv;
+      if ((rc = mdb_get(txn, meta_, &pk, &pv)) != 0 || pv.mv_size != 24) {
+        return fail(Status::Corruption("store '" + path_ + "': partition " + std::to_string(p) + " of topic '" +
+                                       t.name + "' has no state record"));
+      }
+      const char* b = static_cast<const char*>(pv.mv_data);
+      t.partitions.push_back(PartitionState{get_be(b, 8), get_be(b + 8, 8), get_be(b + 16, 8)});
+      Result<PartitionDbs> dbs = open_partition_dbs(txn, t.id, p, false);
+      if (!dbs.ok()) return fail(dbs.status());
+      t.dbs.push_back(*dbs);
+      // Touch the newest event: walks the tree from root to last leaf, so a
+      // damaged page shows up here as Corruption rather than later.
+      MDB_cursor* c = nullptr;
+      if ((rc = mdb_cursor_open(txn, dbs->log, &c)) != 0) return fail(error(rc, "cannot read a partition"));
+      MDB_val lk, lv;
+      rc = mdb_cursor_get(c, &lk, &lv, MDB_LAST);
+      mdb_cursor_close(c);
+      if (rc != 0 && rc != MDB_NOTFOUND) return fail(error(rc, "cannot read topic '" + t.name + "'"));
+      if (rc == 0 && (lk.mv_size != 8 || get_be(static_cast<const char*>(lk.mv_data), 8) >= t.partitions[p].next)) {
+        return fail(Status::Corruption("store '" + path_ + "': the log of topic '" + t.name +
+                                       "' disagrees with its state record"));
+      }
+    }
+  }
+  rc = mdb_txn_commit(txn);  // read-only too: opened handles then stay valid
+  if (rc != 0) return error(rc, "cannot commit");
+  return out;
+}
+
+Result<std::vector<StoredCursor>> Store::load_cursors() {
+  std::shared_lock<std::shared_mutex> shared(txn_mu_);
+  if (!env_) return closed_status();
+  ReadTxn r;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.txn);
+  if (rc != 0) return error(rc, "cannot begin a transaction");
+  MDB_cursor* cur = nullptr;
+  if ((rc = mdb_cursor_open(r.txn, cursors_, &cur)) != 0) return error(rc, "cannot read cursors");
+  std::vector<StoredCursor> out;
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size < 9 || v.mv_size != 8) {
+      mdb_cursor_close(cur);
+      return Status::Corruption("store '" + path_ + "': a consumer cursor record is malformed");
+    }
+    const char* kb = static_cast<const char*>(k.mv_data);
+    out.push_back(StoredCursor{std::uint32_t(get_be(kb, 4)), std::uint32_t(get_be(kb + 4, 4)),
+                               std::string(kb + 8, k.mv_size - 8), get_be(static_cast<const char*>(v.mv_data), 8)});
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_NOTFOUND) return error(rc, "cannot read cursors");
+  return out;
+}
+
+Result<StoredTopic> Store::create_topic(std::string_view name, const TopicOptions& options) {
+  if (read_only_) return Status::InvalidArgument("the store is open read-only");
+  StoredTopic t;
+  t.name = std::string(name);
+  t.options = options;
+  Status s = write([&](WriteTxn& w) -> Status {
+    // The smallest id not in use, so that a deleted topic's (emptied)
+    // databases are reused rather than piling up.
+    std::set<std::uint32_t> used;
+    MDB_cursor* cur = nullptr;
+    int rc = mdb_cursor_open(w.txn_, topics_, &cur);
+    if (rc != 0) return error(rc, "cannot read topics");
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+      std::uint32_t id = 0;
+      TopicOptions ignored;
+      if (decode_options(as_view(v), id, ignored)) used.insert(id);
+    }
+    mdb_cursor_close(cur);
+    t.id = 0;
+    while (used.count(t.id)) ++t.id;
+    const std::string config = encode_options(t.id, options);
+    MDB_val nk = as_val(name), nv = as_val(config);
+    if ((rc = mdb_put(w.txn_, topics_, &nk, &nv, MDB_NOOVERWRITE)) != 0) {
+      if (rc == MDB_KEYEXIST) return Status::AlreadyExists("topic '" + t.name + "' exists in the store");
+      return w.check(rc, "cannot store topic '" + t.name + "'");
+    }
+    t.partitions.assign(options.partitions, PartitionState{});
+    t.dbs.clear();
+    for (std::uint32_t p = 0; p < options.partitions; ++p) {
+      Result<PartitionDbs> dbs = open_partition_dbs(w.txn_, t.id, p, true);
+      if (!dbs.ok()) return dbs.status();
+      t.dbs.push_back(*dbs);
+      if (Status ps = w.put_state(t.id, p, PartitionState{}); !ps.ok()) return ps;
+    }
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  if (Status ss = sync(); !ss.ok()) return ss;
+  return t;
+}
+
+Status Store::drop_topic(const StoredTopic& t) {
+  if (read_only_) return Status::InvalidArgument("the store is open read-only");
+  Status s = write([&](WriteTxn& w) -> Status {
+    MDB_val nk = as_val(t.name);
+    int rc = mdb_del(w.txn_, topics_, &nk, nullptr);
+    if (rc != 0 && rc != MDB_NOTFOUND) return error(rc, "cannot delete topic '" + t.name + "'");
+    for (std::uint32_t p = 0; p < t.options.partitions; ++p) {
+      // Emptied, not deleted: the handles stay valid for readers still in
+      // flight, and the next topic given this id reuses the databases.
+      if ((rc = mdb_drop(w.txn_, t.dbs[p].log, 0)) != 0) return error(rc, "cannot empty a partition");
+      if ((rc = mdb_drop(w.txn_, t.dbs[p].data, 0)) != 0) return error(rc, "cannot empty a partition");
+      const std::string key = partition_key(t.id, p);
+      MDB_val pk = as_val(key);
+      rc = mdb_del(w.txn_, meta_, &pk, nullptr);
+      if (rc != 0 && rc != MDB_NOTFOUND) return error(rc, "cannot delete a partition state");
+    }
+    // Cursors of this topic: keys start with the big-endian topic id.
+    MDB_cursor* cur = nullptr;
+    if ((rc = mdb_cursor_open(w.txn_, cursors_, &cur)) != 0) return error(rc, "cannot read cursors");
+    char prefix[4];
+    put_be(prefix, t.id, 4);
+    MDB_val k{4, prefix}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && k.mv_size >= 4 &&
+                                                          std::memcmp(k.mv_data, prefix, 4) == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+      if ((rc = mdb_cursor_del(cur, 0)) != 0) break;
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND) return error(rc, "cannot delete cursors");
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  return sync();
+}
+
+// ------------------------------------------------------------ data plane
+
+Status Store::grow_map() {
+  std::uint64_t next = map_size_ * 2;
+  if (max_map_size_ && next > max_map_size_) next = max_map_size_;
+  if (next <= map_size_) {
+    return Status::ResourceExhausted("store '" + path_ + "' is full: its map reached BusOptions::max_map_size (" +
+                                     std::to_string(max_map_size_) + " bytes); nothing of this write was kept");
+  }
+  std::unique_lock<std::shared_mutex> exclusive(txn_mu_);  // no transaction may be open
+  if (!env_) return closed_status();
+  const int rc = mdb_env_set_mapsize(env_, next);
+  if (rc != 0) return error(rc, "cannot grow the map");
+  map_size_ = next;
+  return Status::Ok();
+}
+
+Status Store::write(const std::function<Status(WriteTxn&)>& fn) {
+  if (read_only_) return Status::InvalidArgument("the store is open read-only");
+  std::lock_guard<std::mutex> lock(write_mu_);
+  for (;;) {
+    int rc;
+    {
+      std::shared_lock<std::shared_mutex> shared(txn_mu_);
+      if (!env_) return closed_status();
+      MDB_txn* txn = nullptr;
+      rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+      if (rc != 0) return error(rc, "cannot begin a write transaction");
+      WriteTxn w(txn, *this);
+      Status s = fn(w);
+      if (!s.ok()) {
+        mdb_txn_abort(txn);
+        if (!w.map_full_) return s;
+        rc = MDB_MAP_FULL;
+      } else {
+        rc = mdb_txn_commit(txn);
+        if (rc == 0) return Status::Ok();
+      }
+    }
+    if (rc != MDB_MAP_FULL) return error(rc, "cannot commit");
+    if (Status g = grow_map(); !g.ok()) return g;
+  }
+}
+
+Status Store::sync() {
+  if (read_only_) return Status::Ok();
+  std::shared_lock<std::shared_mutex> shared(txn_mu_);
+  if (!env_) return closed_status();
+  const int rc = mdb_env_sync(env_, 1);
+  if (rc != 0) return error(rc, "fsync failed");
+  return Status::Ok();
+}
+
+Status Store::read(const PartitionDbs& dbs, std::uint64_t from, std::uint64_t end, std::size_t max,
+                   const std::function<void(const StoredEvent&)>& fn, std::uint64_t& first_kept) {
+  first_kept = end;
+  std::shared_lock<std::shared_mutex> shared(txn_mu_);
+  if (!env_) return closed_status();
+  ReadTxn r;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.txn);
+  if (rc != 0) return error(rc, "cannot begin a read transaction");
+  MDB_cursor* cur = nullptr;
+  if ((rc = mdb_cursor_open(r.txn, dbs.log, &cur)) != 0) return error(rc, "cannot read the log");
+  OffsetKey start(from);
+  MDB_val k = start.val(), v;
+  std::size_t n = 0;
+  Status out = Status::Ok();
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8 || v.mv_size < kHeadFixed) {
+      out = Status::Corruption("store '" + path_ + "': a log record is malformed");
+      break;
+    }
+    const std::uint64_t offset = get_be(static_cast<const char*>(k.mv_data), 8);
+    if (n == 0) first_kept = std::min(offset, end);
+    if (offset >= end || n == max) break;
+    const char* h = static_cast<const char*>(v.mv_data);
+    StoredEvent e;
+    e.offset = offset;
+    e.timestamp_ns = std::int64_t(get_be(h, 8));
+    const std::uint32_t ks = std::uint32_t(get_be(h + 8, 4)), ms = std::uint32_t(get_be(h + 12, 4));
+    const std::uint32_t ds = std::uint32_t(get_be(h + 16, 4));
+    if (v.mv_size != kHeadFixed + ks + ms) {
+      out = Status::Corruption("store '" + path_ + "': a log record's sizes disagree");
+      break;
+    }
+    e.key = std::string_view(h + kHeadFixed, ks);
+    e.metadata = std::string_view(h + kHeadFixed + ks, ms);
+    if (ds) {
+      MDB_val dv;
+      if ((rc = mdb_get(r.txn, dbs.data, &k, &dv)) != 0 || dv.mv_size != ds) {
+        out = Status::Corruption("store '" + path_ + "': the data of offset " + std::to_string(offset) +
+                                 " is missing or of the wrong size");
+        break;
+      }
+      e.data = as_view(dv);
+    }
+    fn(e);
+    ++n;
+  }
+  mdb_cursor_close(cur);
+  if (out.ok() && rc != 0 && rc != MDB_NOTFOUND) out = error(rc, "cannot read the log");
+  return out;
+}
+
+Result<std::uint64_t> Store::lower_bound_timestamp(const PartitionDbs& dbs, std::int64_t t, std::uint64_t lo,
+                                                   std::uint64_t hi) {
+  std::shared_lock<std::shared_mutex> shared(txn_mu_);
+  if (!env_) return closed_status();
+  ReadTxn r;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.txn);
+  if (rc != 0) return error(rc, "cannot begin a read transaction");
+  while (lo < hi) {
+    const std::uint64_t mid = lo + (hi - lo) / 2;
+    OffsetKey key(mid);
+    MDB_val k = key.val(), v;
+    rc = mdb_get(r.txn, dbs.log, &k, &v);
+    if (rc == MDB_NOTFOUND) {  // deleted by retention meanwhile: search above
+      lo = mid + 1;
+      continue;
+    }
+    if (rc != 0) return error(rc, "cannot read the log");
+    if (v.mv_size < kHeadFixed) return Status::Corruption("store '" + path_ + "': a log record is malformed");
+    if (std::int64_t(get_be(static_cast<const char*>(v.mv_data), 8)) < t) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+// ------------------------------------------------------------ WriteTxn
+
+Status WriteTxn::check(int rc, std::string_view what) {
+  if (rc == MDB_MAP_FULL) map_full_ = true;
+  return store_.error(rc, what);
+}
+
+Status WriteTxn::append(const PartitionDbs& dbs, std::uint64_t offset, std::int64_t timestamp_ns,
+                        std::string_view key, std::string_view metadata, std::string_view data) {
+  OffsetKey k(offset);
+  MDB_val kv = k.val();
+  MDB_val hv{kHeadFixed + key.size() + metadata.size(), nullptr};
+  // MDB_RESERVE: LMDB hands out the space and we write the record in place.
+  int rc = mdb_put(txn_, dbs.log, &kv, &hv, MDB_APPEND | MDB_RESERVE);
+  if (rc != 0) return check(rc, "cannot append to the log");
+  char* h = static_cast<char*>(hv.mv_data);
+  put_be(h, std::uint64_t(timestamp_ns), 8);
+  put_be(h + 8, key.size(), 4);
+  put_be(h + 12, metadata.size(), 4);
+  put_be(h + 16, data.size(), 4);
+  if (!key.empty()) std::memcpy(h + kHeadFixed, key.data(), key.size());
+  if (!metadata.empty()) std::memcpy(h + kHeadFixed + key.size(), metadata.data(), metadata.size());
+  if (!data.empty()) {
+    MDB_val dv = as_val(data);
+    if ((rc = mdb_put(txn_, dbs.data, &kv, &dv, MDB_APPEND)) != 0) {
+      return check(rc, "cannot append to the log");
+    }
+  }
+  return Status::Ok();
+}
+
+Status WriteTxn::put_state(std::uint32_t topic_id, std::uint32_t partition, const PartitionState& state) {
+  const std::string key = partition_key(topic_id, partition), value = encode_state(state);
+  MDB_val k = as_val(key), v = as_val(value);
+  const int rc = mdb_put(txn_, store_.meta_, &k, &v, 0);
+  if (rc != 0) return check(rc, "cannot write a partition state");
+  return Status::Ok();
+}
+
+Status WriteTxn::put_cursor(std::uint32_t topic_id, std::uint32_t partition, std::string_view name,
+                            std::uint64_t acked_next) {
+  const std::string key = cursor_key(topic_id, partition, name);
+  char buf[8];
+  put_be(buf, acked_next, 8);
+  MDB_val k = as_val(key), v{8, buf};
+  const int rc = mdb_put(txn_, store_.cursors_, &k, &v, 0);
+  if (rc != 0) return check(rc, "cannot write a consumer cursor");
+  return Status::Ok();
+}
+
+Status WriteTxn::delete_cursor(std::uint32_t topic_id, std::uint32_t partition, std::string_view name) {
+  const std::string key = cursor_key(topic_id, partition, name);
+  MDB_val k = as_val(key);
+  const int rc = mdb_del(txn_, store_.cursors_, &k, nullptr);
+  if (rc != 0 && rc != MDB_NOTFOUND) return check(rc, "cannot delete a consumer cursor");
+  return Status::Ok();
+}
+
+Status WriteTxn::trim(const PartitionDbs& dbs, std::uint64_t limit,
+                      const std::function<bool(const StoredEvent&, std::uint64_t size)>& keep, std::uint64_t& events,
+                      std::uint64_t& bytes) {
+  events = bytes = 0;
+  MDB_cursor* cur = nullptr;
+  int rc = mdb_cursor_open(txn_, dbs.log, &cur);
+  if (rc != 0) return check(rc, "cannot trim the log");
+  MDB_val k, v;
+  Status out = Status::Ok();
+  while ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+    if (k.mv_size != 8 || v.mv_size < kHeadFixed) {
+      out = Status::Corruption("store '" + store_.path_ + "': a log record is malformed");
+      break;
+    }
+    const char* h = static_cast<const char*>(v.mv_data);
+    StoredEvent e;
+    e.offset = get_be(static_cast<const char*>(k.mv_data), 8);
+    e.timestamp_ns = std::int64_t(get_be(h, 8));
+    const std::uint64_t size = get_be(h + 8, 4) + get_be(h + 12, 4) + get_be(h + 16, 4);
+    e.data = std::string_view(nullptr, 0);
+    if (e.offset >= limit || keep(e, size)) break;
+    const bool has_data = get_be(h + 16, 4) != 0;
+    MDB_val dk = k;
+    char key_copy[8];
+    std::memcpy(key_copy, k.mv_data, 8);
+    dk.mv_data = key_copy;
+    if ((rc = mdb_cursor_del(cur, 0)) != 0) break;
+    if (has_data && (rc = mdb_del(txn_, dbs.data, &dk, nullptr)) != 0 && rc != MDB_NOTFOUND) break;
+    rc = 0;
+    ++events;
+    bytes += size;
+  }
+  mdb_cursor_close(cur);
+  if (out.ok() && rc != 0 && rc != MDB_NOTFOUND) out = check(rc, "cannot trim the log");
+  return out;
+}
+
+}  // namespace rill::detail

@@ -1,0 +1,609 @@
+// Durable topics on a real LMDB store in a temp dir: restart, acked cursors,
+// sync group commit, catch-up reads from disk, write batches, retention,
+// read-only opens, and faults (bad paths, corrupt files, a full store).
+#include <catch2/catch.hpp>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "rill/rill.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace rill;
+using namespace std::chrono_literals;
+using rill::testing::TempDir;
+
+namespace {
+
+BusOptions store_at(const std::string& path) {
+  BusOptions o;
+  o.path = path;
+  o.commit_interval = 2ms;
+  return o;
+}
+
+TopicOptions durable(Durability d, std::uint32_t partitions = 1, std::uint32_t capacity = 1024) {
+  TopicOptions t;
+  t.partitions = partitions;
+  t.capacity = capacity;
+  t.durability = d;
+  return t;
+}
+
+Bus open_bus(const std::string& path) {
+  Result<Bus> bus = Bus::open(store_at(path));
+  INFO(bus.status().to_string());
+  REQUIRE(bus.ok());
+  return std::move(*bus);
+}
+
+// Payload i: small for most, large (a heap block) for every 7th.
+std::string payload(int i) {
+  std::string s = "event-" + std::to_string(i);
+  if (i % 7 == 0) s += std::string(300, char('a' + i % 26));
+  return s;
+}
+
+std::vector<std::string> drain(Consumer& c, Timeout first_wait = 2s) {
+  std::vector<std::string> out;
+  Timeout wait = first_wait;
+  for (;;) {
+    auto e = c.poll(wait);
+    if (!e.ok()) {
+      REQUIRE(e.status().is_timed_out());
+      return out;
+    }
+    out.emplace_back(e->data());
+    wait = 50ms;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a store directory is created 0700 with files 0600", "[durable]") {
+  TempDir dir;
+  const std::string path = dir.sub("store");
+  {
+    Bus bus = open_bus(path);
+    REQUIRE(bus.create_topic("t", durable(Durability::kAsync)).ok());
+  }
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  for (const char* f : {"data.mdb", "lock.mdb", "rill.lock"}) {
+    REQUIRE(::stat((path + "/" + f).c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+  }
+}
+
+TEST_CASE("events, offsets and acked positions survive a restart", "[durable]") {
+  TempDir dir;
+  const std::string path = dir.sub("store");
+  const Durability level = GENERATE(Durability::kAsync, Durability::kSync);
+  {
+    Bus bus = open_bus(path);
+    auto topic = bus.create_topic("log", durable(level, 2, 64));
+    REQUIRE(topic.ok());
+    auto consumer = topic->consumer({.name = "reader"});
+    REQUIRE(consumer.ok());
+    auto producer = topic->producer();
+    for (int i = 0; i < 300; ++i) {
+      REQUIRE(producer->publish(Message{.key = std::to_string(i % 5), .metadata = "{\"i\":" + std::to_string(i) + "}",
+                                        .data = payload(i)})
+                  .ok());
+    }
+    // Ack half of what partition 0 holds, then close the bus.
+    std::uint64_t acked = 0;
+    for (int n = 0; n < 1000; ++n) {
+      auto e = consumer->poll(1s);
+      REQUIRE(e.ok());
+      if (e->partition() != 0) continue;
+      if (e->offset() == 40) {
+        REQUIRE(consumer->ack(*e).ok());
+        acked = e->offset() + 1;
+        break;
+      }
+    }
+    REQUIRE(acked == 41);
+  }
+  Bus bus = open_bus(path);
+  REQUIRE(bus.list_topics() == std::vector<std::string>{"log"});
+  auto topic = bus.topic("log");
+  REQUIRE(topic.ok());
+  CHECK(topic->options().durability == level);
+  std::uint64_t total = 0;
+  for (const PartitionStats& s : topic->stats()) {
+    CHECK(s.earliest_offset == 0);
+    CHECK(s.committed_offset == s.next_offset);
+    total += s.next_offset;
+  }
+  CHECK(total == 300);
+  CHECK(topic->consumer_names() == std::vector<std::string>{"reader"});
+
+  // The name resumes right after its ack in partition 0.
+  auto resumed = topic->consumer({.name = "reader", .partitions = {0}});
+  REQUIRE(resumed.ok());
+  auto first = resumed->poll(1s);
+  REQUIRE(first.ok());
+  CHECK(first->offset() == 41);
+
+  // Every event is back, byte-exact, with its key and metadata; new events
+  // continue the offsets.
+  auto all = topic->consumer({.name = "auditor", .position = Position::earliest()});
+  REQUIRE(all.ok());
+  std::set<std::string> seen;
+  std::vector<std::uint64_t> next_offset(2, 0);
+  for (int n = 0; n < 300; ++n) {
+    auto e = all->poll(1s);
+    REQUIRE(e.ok());
+    CHECK(e->offset() == next_offset[e->partition()]++);
+    const std::string meta(e->metadata());
+    const int i = std::stoi(meta.substr(5));
+    CHECK(e->data() == payload(i));
+    CHECK(e->key() == std::to_string(i % 5));
+    CHECK(seen.insert(std::string(e->data())).second);
+  }
+  auto producer = topic->producer();
+  REQUIRE(producer.ok());
+  auto id = producer->publish(Message{.data = "after restart", .partition = 1});
+  REQUIRE(id.ok());
+  CHECK(id->offset == next_offset[1]);
+}
+
+TEST_CASE("sync publishes from many threads share commits and all land once", "[durable]") {
+  TempDir dir;
+  const std::string path = dir.sub("store");
+  constexpr int kThreads = 4, kEach = 300;
+  {
+    Bus bus = open_bus(path);
+    auto topic = bus.create_topic("orders", durable(Durability::kSync, 2));
+    REQUIRE(topic.ok());
+    std::vector<std::thread> threads;
+    std::atomic<int> failures{0};
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        auto p = topic->producer();
+        for (int i = 0; i < kEach; ++i) {
+          const std::string data = std::to_string(t) + ":" + std::to_string(i);
+          auto id = p->publish(Message{.key = std::to_string(t), .data = data});
+          // Completed means committed: the partition's committed offset is past it.
+          if (!id.ok() || topic->stats()[id->partition].committed_offset <= id->offset) failures++;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(failures == 0);
+  }
+  Bus bus = open_bus(path);
+  auto c = bus.consumer("orders", {.name = "check", .position = Position::earliest()});
+  REQUIRE(c.ok());
+  std::vector<int> next(kThreads, 0);
+  for (const std::string& s : drain(*c)) {
+    const int t = std::stoi(s.substr(0, s.find(':')));
+    const int i = std::stoi(s.substr(s.find(':') + 1));
+    CHECK(i == next[t]);  // per producer order (one key: one partition), no loss, no duplicate
+    next[t] = i + 1;
+  }
+  CHECK(next == std::vector<int>(kThreads, kEach));
+}
+
+TEST_CASE("publish_async keeps many events in flight; wait_durable confirms them", "[durable]") {
+  TempDir dir;
+  Bus bus = open_bus(dir.sub("store"));
+  auto topic = bus.create_topic("t", durable(Durability::kSync, 1, 256));
+  auto p = topic->producer();
+  std::vector<EventId> ids;
+  for (int i = 0; i < 200; ++i) {
+    auto id = p->publish_async(Message{.data = payload(i)});
+    REQUIRE(id.ok());
+    ids.push_back(*id);
+  }
+  for (const EventId& id : ids) REQUIRE(p->wait_durable(id, 10s).ok());
+  CHECK(topic->stats()[0].committed_offset == 200);
+  CHECK(p->wait_durable(EventId{0, 5000}).is_invalid_argument());
+  CHECK(p->wait_durable(EventId{3, 0}).is_invalid_argument());
+}
+
+TEST_CASE("a slow consumer never blocks producers and catches up from disk", "[durable]") {
+  TempDir dir;
+  Bus bus = open_bus(dir.sub("store"));
+  // A 16-slot ring, 5000 events, a consumer that reads nothing meanwhile.
+  auto topic = bus.create_topic("fast", durable(Durability::kAsync, 1, 16));
+  REQUIRE(topic.ok());
+  auto slow = topic->consumer({.name = "slow"});
+  REQUIRE(slow.ok());
+  {
+    auto p = topic->producer();
+    for (int i = 0; i < 5000; ++i) REQUIRE(p->publish(Message{.data = payload(i)}, 10s).ok());
+  }
+  std::vector<std::string> got = drain(*slow);
+  REQUIRE(got.size() == 5000);
+  for (int i = 0; i < 5000; ++i) REQUIRE(got[std::size_t(i)] == payload(i));
+  CHECK(slow->stats().skipped == 0);
+
+  // A consumer that reads while the producer runs sees every event in order.
+  auto live = topic->consumer({.name = "live", .position = Position::latest()});
+  std::thread producer([&] {
+    auto p = topic->producer();
+    for (int i = 5000; i < 20000; ++i) REQUIRE(p->publish(Message{.data = payload(i)}, 10s).ok());
+  });
+  int expect = 5000;
+  while (expect < 20000) {
+    auto batch = live->poll_batch(64, 10s);
+    REQUIRE(batch.ok());
+    for (const Event& e : *batch) {
+      REQUIRE(e.offset() == std::uint64_t(expect));
+      REQUIRE(e.data() == payload(expect));
+      ++expect;
+    }
+    if (expect % 3 == 0) std::this_thread::sleep_for(100us);  // fall behind now and then
+  }
+  producer.join();
+}
+
+TEST_CASE("after a restart, earliest, offset and timestamp positions read from disk", "[durable]") {
+  TempDir dir;
+  const std::string path = dir.sub("store");
+  std::chrono::system_clock::time_point middle;
+  {
+    Bus bus = open_bus(path);
+    auto topic = bus.create_topic("t", durable(Durability::kSync, 1, 64));
+    auto p = topic->producer();
+    for (int i = 0; i < 100; ++i) REQUIRE(p->publish(Message{.data = std::to_string(i)}).ok());
+    std::this_thread::sleep_for(20ms);  // past the coarse clock's tick
+    middle = std::chrono::system_clock::now();
+    std::this_thread::sleep_for(20ms);
+    for (int i = 100; i < 200; ++i) REQUIRE(p->publish(Message{.data = std::to_string(i)}).ok());
+  }
+  Bus bus = open_bus(path);
+  auto topic = bus.topic("t");
+  auto earliest = topic->consumer({.name = "a", .position = Position::earliest()});
+  CHECK(earliest->poll(1s)->data() == "0");
+  auto at = topic->consumer({.name = "b", .position = Position::offset(150)});
+  CHECK(at->poll(1s)->data() == "150");
+  auto by_time = topic->consumer({.name = "c", .position = Position::timestamp(middle)});
+  CHECK(by_time->poll(1s)->data() == "100");
+  auto latest = topic->consumer({.name = "d", .position = Position::latest()});
+  CHECK(latest->poll(50ms).status().is_timed_out());
+}
+
+TEST_CASE("a write batch publishes and acks atomically", "[durable][batch]") {
+  TempDir dir;
+  const std::string path = dir.sub("store");
+  {
+    Bus bus = open_bus(path);
+    auto in = bus.create_topic("in", durable(Durability::kSync, 2));
+    auto out = bus.create_topic("out", durable(Durability::kSync, 3));
+    auto audit = bus.create_topic("audit", durable(Durability::kAsync));
+    REQUIRE((in.ok() && out.ok() && audit.ok()));
+    auto stage = in->consumer({.name = "stage"});
+    {
+      auto p = in->producer();
+      for (int i = 0; i < 50; ++i) REQUIRE(p->publish(Message{.key = std::to_string(i), .data = std::to_string(i)}).ok());
+    }
+    for (int n = 0; n < 50; ++n) {
+      auto e = stage->poll(1s);
+      REQUIRE(e.ok());
+      WriteBatch batch;
+      REQUIRE(batch.publish(*out, Message{.key = e->key(), .data = "out-" + std::string(e->data())}).ok());
+      REQUIRE(batch.publish(*audit, Message{.data = "seen-" + std::string(e->data())}).ok());
+      REQUIRE(batch.ack(*stage, *e).ok());
+      REQUIRE(bus.commit(batch).ok());
+      REQUIRE(batch.ids().size() == 2);
+      CHECK(stage->stats().acked >= 1);
+    }
+  }
+  Bus bus = open_bus(path);
+  auto out_reader = bus.consumer("out", {.name = "check", .position = Position::earliest()});
+  auto audit_reader = bus.consumer("audit", {.name = "check", .position = Position::earliest()});
+  auto outs = drain(*out_reader);
+  auto audits = drain(*audit_reader);
+  CHECK(outs.size() == 50);
+  CHECK(audits.size() == 50);
+  CHECK(std::set<std::string>(outs.begin(), outs.end()).size() == 50);
+  // The stage's name has acked everything: nothing is delivered again.
+  auto stage = bus.consumer("in", {.name = "stage"});
+  CHECK(stage->poll(50ms).status().is_timed_out());
+}
+
+TEST_CASE("write batches refuse what they cannot commit atomically", "[durable][batch]") {
+  TempDir dir;
+  Bus bus = open_bus(dir.sub("store"));
+  Bus memory_bus;
+  auto mem = bus.create_topic("mem");
+  auto single = bus.create_topic("single", [] {
+    TopicOptions o = durable(Durability::kSync);
+    o.producers = ProducerMode::kSingle;
+    return o;
+  }());
+  auto small = bus.create_topic("small", durable(Durability::kSync, 1, 8));
+  auto ok_topic = bus.create_topic("ok", durable(Durability::kSync));
+  REQUIRE((mem.ok() && single.ok() && small.ok() && ok_topic.ok()));
+  WriteBatch batch;
+  CHECK(batch.publish(*mem, Message{.data = "x"}).is_invalid_argument());
+  CHECK(batch.publish(*single, Message{.data = "x"}).is_invalid_argument());
+  CHECK(batch.publish(*ok_topic, Message{.data = "x", .partition = 4}).is_invalid_argument());
+  CHECK(batch.empty());
+  for (int i = 0; i < 5; ++i) REQUIRE(batch.publish(*small, Message{.data = "x"}).ok());
+  CHECK(bus.commit(batch).is_invalid_argument());  // 5 events > half of an 8-slot ring
+  CHECK(small->stats()[0].next_offset == 0);       // nothing published
+  CHECK(memory_bus.commit(batch).is_invalid_argument());
+  // An ack of a memory topic's event, or of an event not delivered.
+  auto mc = mem->consumer({.name = "c"});
+  auto mp = mem->producer();
+  REQUIRE(mp->publish(Message{.data = "m"}).ok());
+  auto me = mc->poll(1s);
+  CHECK(batch.ack(*mc, *me).is_invalid_argument());
+  auto dc = ok_topic->consumer({.name = "c"});
+  CHECK(batch.ack(*dc, *me).is_invalid_argument());
+  // The bus still works.
+  batch.clear();
+  REQUIRE(batch.publish(*ok_topic, Message{.data = "fine"}).ok());
+  REQUIRE(bus.commit(batch).ok());
+  CHECK(dc->poll(1s)->data() == "fine");
+}
+
+TEST_CASE("retention by count deletes the oldest events; consumers jump or get OutOfRange", "[durable][retention]") {
+  TempDir dir;
+  Bus bus = open_bus(dir.sub("store"));
+  TopicOptions o = durable(Durability::kSync, 1, 16);
+  o.retention.max_events = 10;
+  auto topic = bus.create_topic("t", o);
+  auto p = topic->producer();
+  for (int i = 0; i < 100; ++i) REQUIRE(p->publish(Message{.data = std::to_string(i)}).ok());
+  REQUIRE(p->publish(Message{.data = "100"}).ok());  // one more group, after which the trim is visible
+  const PartitionStats s = topic->stats()[0];
+  CHECK(s.next_offset == 101);
+  CHECK(s.earliest_offset >= 91 - 1);
+  CHECK(s.earliest_offset <= 91);
+
+  auto jumper = topic->consumer({.name = "jumper", .position = Position::offset(0)});
+  auto first = jumper->poll(1s);
+  REQUIRE(first.ok());
+  CHECK(first->offset() == s.earliest_offset);
+  CHECK(jumper->stats().skipped == s.earliest_offset);
+
+  auto strict = topic->consumer({.name = "strict", .position = Position::offset(0), .jump_to_earliest = false});
+  CHECK(strict->poll(1s).status().is_out_of_range());
+  CHECK(strict->poll(1s).status().is_out_of_range());  // stays there
+
+  auto earliest = topic->consumer({.name = "e", .position = Position::earliest()});
+  CHECK(earliest->poll(1s)->offset() == s.earliest_offset);
+}
+
+TEST_CASE("retention keeps what registered consumers have not acked, when asked", "[durable][retention]") {
+  TempDir dir;
+  Bus bus = open_bus(dir.sub("store"));
+  TopicOptions o = durable(Durability::kSync, 1, 16);
+  o.retention.max_bytes = 100;
+  o.retention.keep_unacked = true;
+  auto topic = bus.create_topic("t", o);
+  auto holder = topic->consumer({.name = "holder"});
+  auto p = topic->producer();
+  for (int i = 0; i < 50; ++i) REQUIRE(p->publish(Message{.data = std::string(20, 'x')}).ok());
+  CHECK(topic->stats()[0].earliest_offset == 0);  // holder acked nothing
+  for (int i = 0; i < 30; ++i) {
+    auto e = holder->poll(1s);
+    REQUIRE(e.ok());
+    REQUIRE(holder->ack(*e).ok());
+  }
+  for (int i = 0; i < 200 && topic->stats()[0].earliest_offset < 30; ++i) {
+    REQUIRE(p->publish(Message{.data = std::string(20, 'y')}).ok());
+  }
+  const std::uint64_t earliest = topic->stats()[0].earliest_offset;
+  CHECK(earliest == 30);  // the bytes limit wants more gone; the ack stops it
+  // Removing the name lifts the protection.
+  holder->close();
+  REQUIRE(topic->remove_consumer("holder").ok());
+  for (int i = 0; i < 10; ++i) REQUIRE(p->publish(Message{.data = std::string(20, 'z')}).ok());
+  CHECK(topic->stats()[0].earliest_offset > 30);
+}
+
+TEST_CASE("retention by age", "[durable][retention]") {
+  TempDir dir;
+  Bus bus = open_bus(dir.sub("store"));
+  TopicOptions o = durable(Durability::kSync);
+  o.retention.max_age = 50ms;
+  auto topic = bus.create_topic("t", o);
+  auto p = topic->producer();
+  for (int i = 0; i < 20; ++i) REQUIRE(p->publish(Message{.data = "old"}).ok());
+  std::this_thread::sleep_for(300ms);
+  for (int i = 0; i < 50 && topic->stats()[0].earliest_offset < 20; ++i) {
+    REQUIRE(p->publish(Message{.data = "new"}).ok());
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK(topic->stats()[0].earliest_offset >= 20);
+}
+
+TEST_CASE("one writer per store; a second is refused with the holder's pid", "[durable]") {
+  TempDir dir;
+  const std::string path = dir.sub("store");
+  Bus bus = open_bus(path);
+  auto second = Bus::open(store_at(path));
+  REQUIRE(!second.ok());
+  CHECK(second.status().is_already_exists());
+  CHECK(second.status().to_string().find(std::to_string(::getpid())) != std::string::npos);
+  REQUIRE(bus.create_topic("still-works", durable(Durability::kSync)).ok());
+}
+
+TEST_CASE("a read-only bus reads durable topics and refuses writes", "[durable]") {
+  TempDir dir;
+  const std::string path = dir.sub("store");
+  {
+    Bus bus = open_bus(path);
+    auto topic = bus.create_topic("t", durable(Durability::kSync));
+    auto p = topic->producer();
+    for (int i = 0; i < 10; ++i) REQUIRE(p->publish(Message{.data = std::to_string(i)}).ok());
+  }
+  BusOptions o = store_at(path);
+  o.read_only = true;
+  auto bus = Bus::open(o);
+  INFO(bus.status().to_string());
+  REQUIRE(bus.ok());
+  auto topic = bus->topic("t");
+  REQUIRE(topic.ok());
+  CHECK(topic->producer().status().is_invalid_argument());
+  CHECK(bus->create_topic("new", durable(Durability::kSync)).status().is_invalid_argument());
+  CHECK(bus->delete_topic("t").is_invalid_argument());
+  auto c = topic->consumer({.name = "tool", .position = Position::earliest()});
+  CHECK(drain(*c).size() == 10);
+}
+
+TEST_CASE("deleting a durable topic removes it from the store", "[durable]") {
+  TempDir dir;
+  const std::string path = dir.sub("store");
+  {
+    Bus bus = open_bus(path);
+    auto a = bus.create_topic("a", durable(Durability::kSync));
+    REQUIRE(a->producer()->publish(Message{.data = "1"}).ok());
+    REQUIRE(bus.create_topic("b", durable(Durability::kAsync)).ok());
+    REQUIRE(bus.delete_topic("a").ok());
+    CHECK(a->closed());
+  }
+  {
+    Bus bus = open_bus(path);
+    CHECK(bus.list_topics() == std::vector<std::string>{"b"});
+    auto again = bus.create_topic("a", durable(Durability::kSync));
+    REQUIRE(again.ok());
+    CHECK(again->stats()[0].next_offset == 0);  // an id's databases are reused empty
+  }
+}
+
+TEST_CASE("bad storage input gives a clear error and loses nothing", "[durable][faults]") {
+  TempDir dir;
+  SECTION("a durable topic needs a store") {
+    Bus bus;
+    CHECK(bus.create_topic("t", durable(Durability::kAsync)).status().is_invalid_argument());
+    CHECK(bus.create_topic("t").ok());
+  }
+  SECTION("the path is a file") {
+    std::ofstream(dir.sub("file")) << "not a directory";
+    auto bus = Bus::open(store_at(dir.sub("file")));
+    REQUIRE(!bus.ok());
+    CHECK(bus.status().is_invalid_argument());
+  }
+  SECTION("the directory cannot be created") {
+    auto bus = Bus::open(store_at("/proc/rill-cannot-exist/store"));
+    REQUIRE(!bus.ok());
+    CHECK(bus.status().is_io_error());
+  }
+  SECTION("a missing store without create_if_missing") {
+    BusOptions o = store_at(dir.sub("missing"));
+    o.create_if_missing = false;
+    CHECK(Bus::open(o).status().is_not_found());
+  }
+  SECTION("an unwritable directory") {
+    if (::geteuid() == 0) {
+      WARN("running as root: directory permissions do not apply; covered by the /proc case");
+    } else {
+      std::filesystem::create_directory(dir.sub("ro"));
+      ::chmod(dir.sub("ro").c_str(), 0500);
+      auto bus = Bus::open(store_at(dir.sub("ro")));
+      REQUIRE(!bus.ok());
+      CHECK(bus.status().is_io_error());
+    }
+  }
+  SECTION("damaged data.mdb files") {
+    const std::string path = dir.sub("store");
+    {
+      Bus bus = open_bus(path);
+      auto t = bus.create_topic("t", durable(Durability::kSync));
+      REQUIRE(t->producer()->publish(Message{.data = "precious"}).ok());
+    }
+    const std::string data = path + "/data.mdb";
+    const auto size = std::filesystem::file_size(data);
+    const std::string backup = dir.sub("backup.mdb");
+    std::filesystem::copy_file(data, backup);
+    auto restore = [&] { std::filesystem::copy_file(backup, data, std::filesystem::copy_options::overwrite_existing); };
+
+    std::filesystem::resize_file(data, size / 2);  // truncated
+    auto truncated = Bus::open(store_at(path));
+    REQUIRE(!truncated.ok());
+    CHECK(truncated.status().is_corruption());
+
+    restore();
+    {
+      std::fstream f(data, std::ios::in | std::ios::out | std::ios::binary);
+      const std::string garbage(8192, '\x5a');  // both meta pages
+      f.write(garbage.data(), std::streamsize(garbage.size()));
+    }
+    auto garbled = Bus::open(store_at(path));
+    REQUIRE(!garbled.ok());
+    CHECK(garbled.status().is_corruption());
+
+    restore();
+    {
+      // An unknown format version, written with raw LMDB.
+      MDB_env* env = nullptr;
+      REQUIRE(mdb_env_create(&env) == 0);
+      mdb_env_set_maxdbs(env, 8);
+      REQUIRE(mdb_env_open(env, path.c_str(), 0, 0600) == 0);
+      MDB_txn* txn = nullptr;
+      MDB_dbi meta;
+      REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+      REQUIRE(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
+      char version[4] = {0, 0, 0, 99};
+      MDB_val k{6, const_cast<char*>("format")}, v{4, version};
+      REQUIRE(mdb_put(txn, meta, &k, &v, 0) == 0);
+      REQUIRE(mdb_txn_commit(txn) == 0);
+      mdb_env_close(env);
+    }
+    auto future = Bus::open(store_at(path));
+    REQUIRE(!future.ok());
+    CHECK(future.status().is_corruption());
+    CHECK(future.status().to_string().find("format version 99") != std::string::npos);
+
+    restore();  // the intact store opens and kept its event
+    Bus bus = open_bus(path);
+    auto c = bus.consumer("t", {.name = "c", .position = Position::earliest()});
+    CHECK(c->poll(1s)->data() == "precious");
+  }
+}
+
+TEST_CASE("a full store fails publishes clearly and keeps everything committed", "[durable][faults]") {
+  TempDir dir;
+  const std::string path = dir.sub("store");
+  std::uint64_t committed = 0;
+  {
+    BusOptions o = store_at(path);
+    o.initial_map_size = 1 << 20;
+    o.max_map_size = 4 << 20;  // "the disk": 4 MiB
+    auto bus = Bus::open(o);
+    REQUIRE(bus.ok());
+    auto topic = bus->create_topic("big", durable(Durability::kSync, 1, 64));
+    auto memory = bus->create_topic("memory");
+    auto p = topic->producer();
+    const std::string chunk(4000, 'd');
+    Status failure;
+    for (int i = 0; i < 10000; ++i) {
+      auto id = p->publish(Message{.data = chunk});
+      if (!id.ok()) {
+        failure = id.status();
+        break;
+      }
+    }
+    REQUIRE(!failure.ok());
+    INFO(failure.to_string());
+    CHECK(failure.is_resource_exhausted());
+    committed = topic->stats()[0].committed_offset;
+    CHECK(committed > 100);  // the map grew from 1 MiB before it filled
+    CHECK(p->publish(Message{.data = "more"}).status().is_resource_exhausted());
+    // Memory-only topics keep working.
+    auto mc = memory->consumer({.name = "c"});
+    REQUIRE(memory->producer()->publish(Message{.data = "alive"}).ok());
+    CHECK(mc->poll(1s)->data() == "alive");
+  }
+  Bus bus = open_bus(path);
+  auto topic = bus.topic("big");
+  CHECK(topic->stats()[0].next_offset == committed);
+  auto c = topic->consumer({.name = "c", .position = Position::earliest()});
+  CHECK(drain(*c).size() == committed);
+}

@@ -19,11 +19,10 @@ struct GroupPart {
 };
 
 struct CursorChange {
-  DurableTopic* durable;
+  TopicCore* topic;
   std::string name;
   std::uint32_t partition;
   std::uint64_t value;  // kNoPosition: delete
-  std::uint64_t* persisted;
 };
 
 }  // namespace
@@ -186,16 +185,15 @@ Status DurableLog::commit_group(bool force_sync) {
   // Cursors first: an acked offset was published before the ack, so it is
   // at or below the bounds taken next.
   for (const auto& t : topics_) {
-    DurableTopic* d = t->durable();
     std::lock_guard<std::mutex> lock(t->registry_mutex());
     for (std::string& name : t->removed_names_locked()) {
-      for (std::uint32_t p = 0; p < t->partitions(); ++p) cursors.push_back({d, name, p, kNoPosition, nullptr});
+      for (std::uint32_t p = 0; p < t->partitions(); ++p) cursors.push_back({t.get(), name, p, kNoPosition});
     }
     t->removed_names_locked().clear();
     for (auto& [name, ns] : t->names_locked()) {
       for (std::uint32_t p = 0; p < t->partitions(); ++p) {
         const std::uint64_t v = ns.acked[p].load(std::memory_order_acquire);
-        if (v != kNoPosition && v != ns.persisted[p]) cursors.push_back({d, name, p, v, &ns.persisted[p]});
+        if (v != kNoPosition && v != ns.persisted[p]) cursors.push_back({t.get(), name, p, v});
       }
     }
   }
@@ -267,8 +265,9 @@ Status DurableLog::commit_group(bool force_sync) {
       if (Status ps = w.put_state(d->stored.id, g.partition, g.state); !ps.ok()) return ps;
     }
     for (const CursorChange& c : cursors) {
-      Status cs = c.value == kNoPosition ? w.delete_cursor(c.durable->stored.id, c.partition, c.name)
-                                         : w.put_cursor(c.durable->stored.id, c.partition, c.name, c.value);
+      const std::uint32_t id = c.topic->durable()->stored.id;
+      Status cs = c.value == kNoPosition ? w.delete_cursor(id, c.partition, c.name)
+                                         : w.put_cursor(id, c.partition, c.name, c.value);
       if (!cs.ok()) return cs;
     }
     return Status::Ok();
@@ -290,8 +289,13 @@ Status DurableLog::commit_group(bool force_sync) {
     g.topic->after_ack();
     if (g.topic->durable()->sync) g.topic->after_publish();  // consumers see committed events only
   }
+  // Record what is on disk now, for names still registered (one may have
+  // been removed since the snapshot: its deletion is in the next group).
   for (const CursorChange& c : cursors) {
-    if (c.persisted) *c.persisted = c.value;
+    if (c.value == kNoPosition) continue;
+    std::lock_guard<std::mutex> lock(c.topic->registry_mutex());
+    auto& names = c.topic->names_locked();
+    if (auto it = names.find(c.name); it != names.end()) it->second.persisted[c.partition] = c.value;
   }
   durable_bell_.notify();
   return Status::Ok();

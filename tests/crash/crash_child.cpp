@@ -1,0 +1,80 @@
+// The process the crash test kills. It runs, until SIGKILLed, on the store
+// at argv[1]:
+//  * a producer publishing to "in" with sync durability; after each
+//    publish completes it reports "P <partition> <offset> <data>";
+//  * an exactly-once stage: consumer "stage" of "in", each event turned
+//    into one event of "out" (key "<partition>:<offset>") and acked in the
+//    same write batch; after each commit it reports "A <partition> <offset>".
+// Each report is one write(2) of one line to stdout (a pipe): atomic, so the
+// parent reads whole lines even when the kill lands mid-run.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "rill/rill.hpp"
+
+namespace {
+
+void report(const std::string& line) {
+  const std::string s = line + "\n";
+  if (::write(1, s.data(), s.size()) != ssize_t(s.size())) std::_Exit(3);
+}
+
+[[noreturn]] void die(const std::string& what, const rill::Status& s) {
+  std::fprintf(stderr, "crash_child: %s: %s\n", what.c_str(), s.to_string().c_str());
+  std::_Exit(2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: crash_child STORE_PATH CYCLE\n");
+    return 1;
+  }
+  rill::BusOptions options;
+  options.path = argv[1];
+  options.commit_interval = std::chrono::milliseconds(1);
+  const std::string cycle = argv[2];
+  auto bus = rill::Bus::open(options);
+  if (!bus.ok()) die("open", bus.status());
+  rill::TopicOptions t;
+  t.partitions = 2;
+  t.capacity = 64;
+  t.durability = rill::Durability::kSync;
+  auto in = bus->ensure_topic("in", t);
+  if (!in.ok()) die("topic in", in.status());
+  auto out = bus->ensure_topic("out", t);
+  if (!out.ok()) die("topic out", out.status());
+  auto stage = in->consumer({.name = "stage"});
+  if (!stage.ok()) die("consumer", stage.status());
+  report("R");  // ready
+
+  std::thread producer([&] {
+    auto p = in->producer();
+    if (!p.ok()) die("producer", p.status());
+    for (long i = 0;; ++i) {
+      const std::string data = "c" + cycle + "-" + std::to_string(i);
+      auto id = p->publish(rill::Message{.key = std::to_string(i % 7), .data = data});
+      if (!id.ok()) die("publish", id.status());
+      report("P " + std::to_string(id->partition) + " " + std::to_string(id->offset) + " " + data);
+    }
+  });
+
+  for (;;) {
+    auto e = stage->poll();
+    if (!e.ok()) die("poll", e.status());
+    rill::WriteBatch batch;
+    const std::string origin = std::to_string(e->partition()) + ":" + std::to_string(e->offset());
+    if (auto s = batch.publish(*out, rill::Message{.key = origin, .data = "out-" + std::string(e->data())});
+        !s.ok()) {
+      die("batch publish", s);
+    }
+    if (auto s = batch.ack(*stage, *e); !s.ok()) die("batch ack", s);
+    if (auto s = bus->commit(batch); !s.ok()) die("commit", s);
+    report("A " + std::to_string(e->partition()) + " " + std::to_string(e->offset()));
+  }
+}

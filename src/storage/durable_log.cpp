@@ -118,6 +118,15 @@ std::uint64_t DurableLog::max_pending() const noexcept {
   return most;
 }
 
+std::uint64_t DurableLog::total_pending() const noexcept {
+  std::uint64_t total = 0;
+  for (const auto& t : topics_) {
+    const DurableTopic* d = t->durable();
+    for (std::uint32_t p = 0; p < t->partitions(); ++p) total += t->ring(p).published() - d->parts[p].state.next;
+  }
+  return total;
+}
+
 void DurableLog::run() noexcept {
   Deadline last_commit = SteadyClock::now();
   for (;;) {
@@ -161,7 +170,19 @@ void DurableLog::run() noexcept {
                      ((pending > 0 || acks_dirty_.load(std::memory_order_relaxed)) &&
                       now - last_commit >= options_.commit_interval);
     if (due) {
-      if (Status s = commit_group(stopping); !s.ok()) fail(std::move(s));
+      if (!stopping && pending < options_.commit_events) {
+        // Group commit: publishers just woken by the last commit are about
+        // to append; give them the core while that adds events, so one
+        // fsync covers them all instead of a trickle of tiny groups.
+        std::uint64_t before = total_pending();
+        for (int i = 0; i < 16; ++i) {
+          std::this_thread::yield();
+          const std::uint64_t after = total_pending();
+          if (after == before) break;
+          before = after;
+        }
+      }
+      if (Status s = commit_group(stopping, !stopping); !s.ok()) fail(std::move(s));
       last_commit = SteadyClock::now();
       if (stopping) return;
       continue;
@@ -180,7 +201,7 @@ void DurableLog::run() noexcept {
   }
 }
 
-Status DurableLog::commit_group(bool force_sync) {
+Status DurableLog::commit_group(bool force_sync, bool capped) {
   std::vector<CursorChange> cursors;
   // Cursors first: an acked offset was published before the ack, so it is
   // at or below the bounds taken next.
@@ -209,6 +230,10 @@ Status DurableLog::commit_group(bool force_sync) {
       DurablePartition& dp = d->parts[p];
       std::uint64_t bound = t->ring(p).published();
       if (dp.hold != kNoPosition) bound = std::min(bound, dp.hold);
+      // A bounded group: LMDB's cost per put grows with a transaction's
+      // dirty pages. (A write batch's final group is never capped: it must
+      // hold the whole batch.)
+      if (capped && bound - dp.state.next > options_.commit_events) bound = dp.state.next + options_.commit_events;
       const Retention& r = t->options().retention;
       const bool retention_due = (r.max_events && dp.state.next - dp.state.earliest > r.max_events) ||
                                  (r.max_bytes && dp.state.bytes > r.max_bytes) ||
@@ -353,7 +378,7 @@ Status DurableLog::execute_batch(BatchRequest& r) {
   // Waiting for ring space or for an earlier producer's turn: keep committing
   // what lies below the holds, since producers may be waiting for us.
   auto make_progress = [&]() -> Status {
-    if (Status s = commit_group(false); !s.ok()) return s;
+    if (Status s = commit_group(false, true); !s.ok()) return s;
     std::this_thread::yield();
     return Status::Ok();
   };
@@ -402,7 +427,7 @@ Status DurableLog::execute_batch(BatchRequest& r) {
   }
   for (const BatchRequest::Ack& a : r.acks) raise_position(*a.acked, a.next);
   release_holds();
-  return commit_group(true);
+  return commit_group(true, false);
 }
 
 }  // namespace rill::detail

@@ -143,12 +143,15 @@ class DurableLog {
  private:
   explicit DurableLog(std::unique_ptr<Store> store, const BusOptions& options);
   void run() noexcept;
-  // Commits one group; with holds, stops below write batches' claims.
-  Status commit_group(bool force_sync);
+  // Commits one group: each partition up to its published bound, below a
+  // write batch's hold, and (capped) at most commit_events past the last
+  // group. REQUIRES: topics_mu_ held (the writer).
+  Status commit_group(bool force_sync, bool capped);
   Status execute_batch(BatchRequest& r);
   void fail(Status s) noexcept;
   bool sync_pending() const noexcept;
-  std::uint64_t max_pending() const noexcept;
+  std::uint64_t max_pending() const noexcept;    // the most in one partition
+  std::uint64_t total_pending() const noexcept;  // over all partitions
 
   std::unique_ptr<Store> store_;
   const BusOptions options_;

@@ -56,8 +56,13 @@ MDB_val as_val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(
 std::string_view as_view(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
 
 // Head record: timestamp (8), key size (4), metadata size (4), data size (4),
-// then key and metadata bytes.
+// then key and metadata bytes, then the data when it is at most
+// kDataInHeadMax bytes. Larger data lives in the partition's data database,
+// whose pages a reader of keys and metadata never touches; small data would
+// cost a second lookup to keep apart and shares the head's page anyway.
 constexpr std::size_t kHeadFixed = 20;
+constexpr std::size_t kDataInHeadMax = 256;
+std::size_t data_in_head(std::uint64_t data_size) { return data_size <= kDataInHeadMax ? data_size : 0; }
 
 std::string encode_options(std::uint32_t id, const TopicOptions& o) {
   nlohmann::json j = {
@@ -550,13 +555,15 @@ Status Store::read(const PartitionDbs& dbs, std::uint64_t from, std::uint64_t en
     e.timestamp_ns = std::int64_t(get_be(h, 8));
     const std::uint32_t ks = std::uint32_t(get_be(h + 8, 4)), ms = std::uint32_t(get_be(h + 12, 4));
     const std::uint32_t ds = std::uint32_t(get_be(h + 16, 4));
-    if (v.mv_size != kHeadFixed + ks + ms) {
+    if (v.mv_size != kHeadFixed + ks + ms + data_in_head(ds)) {
       out = Status::Corruption("store '" + path_ + "': a log record's sizes disagree");
       break;
     }
     e.key = std::string_view(h + kHeadFixed, ks);
     e.metadata = std::string_view(h + kHeadFixed + ks, ms);
-    if (ds) {
+    if (data_in_head(ds)) {
+      e.data = std::string_view(h + kHeadFixed + ks + ms, ds);
+    } else if (ds) {
       MDB_val dv;
       if ((rc = mdb_get(r.txn, dbs.data, &k, &dv)) != 0 || dv.mv_size != ds) {
         out = Status::Corruption("store '" + path_ + "': the data of offset " + std::to_string(offset) +
@@ -611,7 +618,8 @@ Status WriteTxn::append(const PartitionDbs& dbs, std::uint64_t offset, std::int6
                         std::string_view key, std::string_view metadata, std::string_view data) {
   OffsetKey k(offset);
   MDB_val kv = k.val();
-  MDB_val hv{kHeadFixed + key.size() + metadata.size(), nullptr};
+  const std::size_t inline_data = data_in_head(data.size());
+  MDB_val hv{kHeadFixed + key.size() + metadata.size() + inline_data, nullptr};
   // MDB_RESERVE: LMDB hands out the space and we write the record in place.
   int rc = mdb_put(txn_, dbs.log, &kv, &hv, MDB_APPEND | MDB_RESERVE);
   if (rc != 0) return check(rc, "cannot append to the log");
@@ -622,7 +630,9 @@ Status WriteTxn::append(const PartitionDbs& dbs, std::uint64_t offset, std::int6
   put_be(h + 16, data.size(), 4);
   if (!key.empty()) std::memcpy(h + kHeadFixed, key.data(), key.size());
   if (!metadata.empty()) std::memcpy(h + kHeadFixed + key.size(), metadata.data(), metadata.size());
-  if (!data.empty()) {
+  if (inline_data) {
+    std::memcpy(h + kHeadFixed + key.size() + metadata.size(), data.data(), inline_data);
+  } else if (!data.empty()) {
     MDB_val dv = as_val(data);
     if ((rc = mdb_put(txn_, dbs.data, &kv, &dv, MDB_APPEND)) != 0) {
       return check(rc, "cannot append to the log");
@@ -679,7 +689,8 @@ Status WriteTxn::trim(const PartitionDbs& dbs, std::uint64_t limit,
     const std::uint64_t size = get_be(h + 8, 4) + get_be(h + 12, 4) + get_be(h + 16, 4);
     e.data = std::string_view(nullptr, 0);
     if (e.offset >= limit || keep(e, size)) break;
-    const bool has_data = get_be(h + 16, 4) != 0;
+    const std::uint64_t data_size = get_be(h + 16, 4);
+    const bool has_data = data_size != 0 && data_in_head(data_size) == 0;
     MDB_val dk = k;
     char key_copy[8];
     std::memcpy(key_copy, k.mv_data, 8);

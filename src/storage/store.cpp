@@ -118,11 +118,18 @@ std::string encode_state(const PartitionState& s) {
   return v;
 }
 
-// A read-only transaction, aborted on scope exit.
-struct ReadTxn {
+// A transaction aborted on scope exit unless committed.
+struct ScopedTxn {
   MDB_txn* txn = nullptr;
-  ~ReadTxn() {
+  ~ScopedTxn() {
     if (txn) mdb_txn_abort(txn);
+  }
+  // Read-only transactions are committed too: database handles opened in
+  // them then stay valid for the environment's life.
+  int commit() {
+    const int rc = mdb_txn_commit(txn);
+    txn = nullptr;
+    return rc;
   }
 };
 
@@ -240,38 +247,35 @@ Status Store::open_env(const BusOptions& options) {
 }
 
 Status Store::check_format(bool fresh) {
-  MDB_txn* txn = nullptr;
-  int rc = mdb_txn_begin(env_, nullptr, read_only_ ? MDB_RDONLY : 0, &txn);
+  ScopedTxn scoped;
+  int rc = mdb_txn_begin(env_, nullptr, read_only_ ? MDB_RDONLY : 0, &scoped.txn);
   if (rc != 0) return error(rc, "cannot begin a transaction");
-  auto fail = [&](Status s) {
-    mdb_txn_abort(txn);
-    return s;
-  };
+  MDB_txn* txn = scoped.txn;
   const unsigned create = read_only_ ? 0 : MDB_CREATE;
   if ((rc = mdb_dbi_open(txn, "meta", create, &meta_)) != 0) {
-    if (rc == MDB_NOTFOUND) return fail(Status::Corruption("'" + path_ + "' holds an LMDB file that is not a rill store"));
-    return fail(error(rc, "cannot open the meta database"));
+    if (rc == MDB_NOTFOUND) return Status::Corruption("'" + path_ + "' holds an LMDB file that is not a rill store");
+    return error(rc, "cannot open the meta database");
   }
   MDB_val k = as_val("format"), v;
   rc = mdb_get(txn, meta_, &k, &v);
   if (rc == MDB_NOTFOUND) {
-    if (!fresh) return fail(Status::Corruption("'" + path_ + "' has no format version: not a rill store"));
+    if (!fresh) return Status::Corruption("'" + path_ + "' has no format version: not a rill store");
     char buf[4];
     put_be(buf, kFormatVersion, 4);
     MDB_val nv{4, buf};
-    if ((rc = mdb_put(txn, meta_, &k, &nv, 0)) != 0) return fail(error(rc, "cannot write the format version"));
+    if ((rc = mdb_put(txn, meta_, &k, &nv, 0)) != 0) return error(rc, "cannot write the format version");
   } else if (rc != 0) {
-    return fail(error(rc, "cannot read the format version"));
+    return error(rc, "cannot read the format version");
   } else {
     const std::uint64_t version = v.mv_size == 4 ? get_be(static_cast<const char*>(v.mv_data), 4) : 0;
     if (version != kFormatVersion) {
-      return fail(Status::Corruption("store '" + path_ + "' has format version " + std::to_string(version) +
-                                     "; this rill reads version " + std::to_string(kFormatVersion)));
+      return Status::Corruption("store '" + path_ + "' has format version " + std::to_string(version) +
+                                "; this rill reads version " + std::to_string(kFormatVersion));
     }
   }
-  if ((rc = mdb_dbi_open(txn, "topics", create, &topics_)) != 0) return fail(error(rc, "cannot open 'topics'"));
-  if ((rc = mdb_dbi_open(txn, "cursors", create, &cursors_)) != 0) return fail(error(rc, "cannot open 'cursors'"));
-  rc = mdb_txn_commit(txn);  // read-only too: opened handles then stay valid
+  if ((rc = mdb_dbi_open(txn, "topics", create, &topics_)) != 0) return error(rc, "cannot open 'topics'");
+  if ((rc = mdb_dbi_open(txn, "cursors", create, &cursors_)) != 0) return error(rc, "cannot open 'cursors'");
+  rc = scoped.commit();
   if (rc != 0) return error(rc, "cannot commit");
   if (!read_only_ && fresh) return sync();
   return Status::Ok();
@@ -316,59 +320,55 @@ Result<std::vector<StoredTopic>> Store::load_topics() {
   if (!read_only_) writer = std::unique_lock<std::mutex>(write_mu_);
   std::shared_lock<std::shared_mutex> shared(txn_mu_);
   if (!env_) return closed_status();
-  MDB_txn* txn = nullptr;
-  // Opening databases by name needs a write transaction when writable (the
-  // handles then stay valid for the environment's life).
-  int rc = mdb_txn_begin(env_, nullptr, read_only_ ? MDB_RDONLY : 0, &txn);
+  // Opening databases by name needs a write transaction when writable.
+  ScopedTxn scoped;
+  int rc = mdb_txn_begin(env_, nullptr, read_only_ ? MDB_RDONLY : 0, &scoped.txn);
   if (rc != 0) return error(rc, "cannot begin a transaction");
-  auto fail = [&](Status s) {
-    mdb_txn_abort(txn);
-    return s;
-  };
+  MDB_txn* txn = scoped.txn;
   std::vector<StoredTopic> out;
   MDB_cursor* cur = nullptr;
-  if ((rc = mdb_cursor_open(txn, topics_, &cur)) != 0) return fail(error(rc, "cannot read topics"));
+  if ((rc = mdb_cursor_open(txn, topics_, &cur)) != 0) return error(rc, "cannot read topics");
   MDB_val k, v;
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
     StoredTopic t;
     t.name = std::string(as_view(k));
     if (!decode_options(as_view(v), t.id, t.options)) {
       mdb_cursor_close(cur);
-      return fail(Status::Corruption("store '" + path_ + "': the configuration of topic '" + t.name +
-                                     "' is unreadable"));
+      return Status::Corruption("store '" + path_ + "': the configuration of topic '" + t.name +
+                                     "' is unreadable");
     }
     out.push_back(std::move(t));
   }
   mdb_cursor_close(cur);
-  if (rc != MDB_NOTFOUND) return fail(error(rc, "cannot read topics"));
+  if (rc != MDB_NOTFOUND) return error(rc, "cannot read topics");
   for (StoredTopic& t : out) {
     for (std::uint32_t p = 0; p < t.options.partitions; ++p) {
       const std::string key = partition_key(t.id, p);
       MDB_val pk = as_val(key), pv;
       if ((rc = mdb_get(txn, meta_, &pk, &pv)) != 0 || pv.mv_size != 24) {
-        return fail(Status::Corruption("store '" + path_ + "': partition " + std::to_string(p) + " of topic '" +
-                                       t.name + "' has no state record"));
+        return Status::Corruption("store '" + path_ + "': partition " + std::to_string(p) + " of topic '" +
+                                       t.name + "' has no state record");
       }
       const char* b = static_cast<const char*>(pv.mv_data);
       t.partitions.push_back(PartitionState{get_be(b, 8), get_be(b + 8, 8), get_be(b + 16, 8)});
       Result<PartitionDbs> dbs = open_partition_dbs(txn, t.id, p, false);
-      if (!dbs.ok()) return fail(dbs.status());
+      if (!dbs.ok()) return dbs.status();
       t.dbs.push_back(*dbs);
       // Touch the newest event: walks the tree from root to last leaf, so a
       // damaged page shows up here as Corruption rather than later.
       MDB_cursor* c = nullptr;
-      if ((rc = mdb_cursor_open(txn, dbs->log, &c)) != 0) return fail(error(rc, "cannot read a partition"));
+      if ((rc = mdb_cursor_open(txn, dbs->log, &c)) != 0) return error(rc, "cannot read a partition");
       MDB_val lk, lv;
       rc = mdb_cursor_get(c, &lk, &lv, MDB_LAST);
       mdb_cursor_close(c);
-      if (rc != 0 && rc != MDB_NOTFOUND) return fail(error(rc, "cannot read topic '" + t.name + "'"));
+      if (rc != 0 && rc != MDB_NOTFOUND) return error(rc, "cannot read topic '" + t.name + "'");
       if (rc == 0 && (lk.mv_size != 8 || get_be(static_cast<const char*>(lk.mv_data), 8) >= t.partitions[p].next)) {
-        return fail(Status::Corruption("store '" + path_ + "': the log of topic '" + t.name +
-                                       "' disagrees with its state record"));
+        return Status::Corruption("store '" + path_ + "': the log of topic '" + t.name +
+                                       "' disagrees with its state record");
       }
     }
   }
-  rc = mdb_txn_commit(txn);  // read-only too: opened handles then stay valid
+  rc = scoped.commit();
   if (rc != 0) return error(rc, "cannot commit");
   return out;
 }
@@ -376,7 +376,7 @@ Result<std::vector<StoredTopic>> Store::load_topics() {
 Result<std::vector<StoredCursor>> Store::load_cursors() {
   std::shared_lock<std::shared_mutex> shared(txn_mu_);
   if (!env_) return closed_status();
-  ReadTxn r;
+  ScopedTxn r;
   int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.txn);
   if (rc != 0) return error(rc, "cannot begin a transaction");
   MDB_cursor* cur = nullptr;
@@ -532,7 +532,7 @@ Status Store::read(const PartitionDbs& dbs, std::uint64_t from, std::uint64_t en
   first_kept = end;
   std::shared_lock<std::shared_mutex> shared(txn_mu_);
   if (!env_) return closed_status();
-  ReadTxn r;
+  ScopedTxn r;
   int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.txn);
   if (rc != 0) return error(rc, "cannot begin a read transaction");
   MDB_cursor* cur = nullptr;
@@ -584,7 +584,7 @@ Result<std::uint64_t> Store::lower_bound_timestamp(const PartitionDbs& dbs, std:
                                                    std::uint64_t hi) {
   std::shared_lock<std::shared_mutex> shared(txn_mu_);
   if (!env_) return closed_status();
-  ReadTxn r;
+  ScopedTxn r;
   int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.txn);
   if (rc != 0) return error(rc, "cannot begin a read transaction");
   while (lo < hi) {

@@ -82,6 +82,7 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
     sp.next = end;
     ring.publish(end);
     topic_->after_publish();
+    if (log_) ring_writer(s, end);
     first = s;
     return Status::Ok();
   }
@@ -131,6 +132,7 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
   // Our turn: every earlier claim is published, so last_ts is theirs.
   stamp_and_publish(ring, s, n, opt.precise_timestamps);
   topic_->after_publish();
+  if (log_) ring_writer(s, s + n);
   first = s;
   return Status::Ok();
 }

@@ -166,20 +166,30 @@ void DurableLog::run() noexcept {
     }
     const Deadline now = SteadyClock::now();
     const std::uint64_t pending = max_pending();
-    const bool due = stopping || sync_pending() || pending >= options_.commit_events ||
+    const bool sync = sync_pending();
+    const bool due = stopping || sync || pending >= options_.commit_events ||
                      ((pending > 0 || acks_dirty_.load(std::memory_order_relaxed)) &&
                       now - last_commit >= options_.commit_interval);
     if (due) {
-      if (!stopping && pending < options_.commit_events) {
+      if (!stopping && sync && pending < options_.commit_events) {
         // Group commit: publishers just woken by the last commit are about
-        // to append; give them the core while that adds events, so one
-        // fsync covers them all instead of a trickle of tiny groups.
+        // to append. While events keep arriving (and for at most 500 us),
+        // give them the core, so that one fsync covers them all instead of
+        // a trickle of small groups each paying its own.
+        const Deadline start = SteadyClock::now();
+        Deadline last_growth = start;
         std::uint64_t before = total_pending();
-        for (int i = 0; i < 16; ++i) {
+        for (;;) {
           std::this_thread::yield();
           const std::uint64_t after = total_pending();
-          if (after == before) break;
-          before = after;
+          const Deadline t = SteadyClock::now();
+          if (after != before) {
+            before = after;
+            last_growth = t;
+          } else if (t - last_growth >= std::chrono::microseconds(50)) {
+            break;
+          }
+          if (t - start >= std::chrono::microseconds(500) || after >= options_.commit_events) break;
         }
       }
       if (Status s = commit_group(stopping, !stopping); !s.ok()) fail(std::move(s));
@@ -257,6 +267,10 @@ Status DurableLog::commit_group(bool force_sync, bool capped) {
         // Safe: the writer's hard gate (at g.from) keeps these slots. They
         // were written on the producers' cores: request lines ahead.
         if (seq + 8 < g.to) prefetch_for_read(&ring.slot(seq + 8));
+        if (seq + 4 < g.to) {
+          const EventRecord& ahead = ring.slot(seq + 4);  // prefetched 4 events ago
+          if (ahead.block) prefetch_for_read(ahead.block->data);
+        }
         const EventRecord& rec = ring.slot(seq);
         const std::string_view key(rec.head(), rec.key_size);
         const std::string_view meta(rec.head() + rec.key_size, rec.meta_size);

@@ -29,6 +29,7 @@
 #pragma once
 
 #include <atomic>
+#include <bit>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -121,6 +122,9 @@ class DurableLog {
   // Producers of sync topics (and waiters) ring this so the writer starts
   // a group now rather than at the next interval.
   void nudge() noexcept { writer_bell_.notify(); }
+  // The largest power of two <= commit_events, minus one: producers wake
+  // the writer when their offsets cross a multiple of it.
+  std::uint64_t group_mask() const noexcept { return std::bit_floor(std::uint64_t{options_.commit_events}) - 1; }
   // Consumers' acks on durable topics mark the cursors dirty.
   void mark_acks_dirty() noexcept {
     if (!acks_dirty_.load(std::memory_order_relaxed)) acks_dirty_.store(true, std::memory_order_relaxed);

@@ -129,6 +129,7 @@ std::uint64_t DurableLog::total_pending() const noexcept {
 
 void DurableLog::run() noexcept {
   Deadline last_commit = SteadyClock::now();
+  int last_group_waiters = 0;
   for (;;) {
     const bool stopping = stop_.load(std::memory_order_acquire);
     BatchRequest* batch = nullptr;
@@ -172,25 +173,18 @@ void DurableLog::run() noexcept {
                       now - last_commit >= options_.commit_interval);
     if (due) {
       if (!stopping && sync && pending < options_.commit_events) {
-        // Group commit: publishers just woken by the last commit are about
-        // to append. While events keep arriving (and for at most 500 us),
-        // give them the core, so that one fsync covers them all instead of
-        // a trickle of small groups each paying its own.
+        // Group commit: the publishers the last group woke are appending
+        // again. Wait (at most 500 us) until as many are waiting for a
+        // commit as before the last one, so that one fsync covers them all
+        // rather than a trickle of small groups each paying its own. A lone
+        // sync publisher is back at once: no delay.
         const Deadline start = SteadyClock::now();
-        Deadline last_growth = start;
-        std::uint64_t before = total_pending();
-        for (;;) {
+        while (waiters_.load(std::memory_order_acquire) < last_group_waiters &&
+               total_pending() < options_.commit_events &&
+               SteadyClock::now() - start < std::chrono::microseconds(500)) {
           std::this_thread::yield();
-          const std::uint64_t after = total_pending();
-          const Deadline t = SteadyClock::now();
-          if (after != before) {
-            before = after;
-            last_growth = t;
-          } else if (t - last_growth >= std::chrono::microseconds(50)) {
-            break;
-          }
-          if (t - start >= std::chrono::microseconds(500) || after >= options_.commit_events) break;
         }
+        last_group_waiters = waiters_.load(std::memory_order_acquire);
       }
       if (Status s = commit_group(stopping, !stopping); !s.ok()) fail(std::move(s));
       last_commit = SteadyClock::now();
@@ -353,7 +347,9 @@ Status DurableLog::wait_committed(TopicCore& topic, std::uint32_t partition, std
            (cancelled && cancelled->load(std::memory_order_relaxed));
   };
   // Commits take a while (an fsync): yield, then sleep on the durable bell.
+  waiters_.fetch_add(1, std::memory_order_acq_rel);
   wait_until(WaitStrategy::kBlocking, durable_bell_, deadline, stop);
+  waiters_.fetch_sub(1, std::memory_order_acq_rel);
   if (done()) return Status::Ok();
   if (failed()) return failure();
   if (topic.closed() || stop_.load() || (cancelled && cancelled->load())) {

@@ -166,6 +166,7 @@ class DurableLog {
   std::thread writer_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> acks_dirty_{false};
+  std::atomic<int> waiters_{0};  // threads in wait_committed
   Doorbell writer_bell_;   // the writer sleeps here
   Doorbell durable_bell_;  // waiters for commits sleep here
   Deadline last_fsync_{};

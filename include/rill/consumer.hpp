@@ -10,6 +10,14 @@
 // right after its last ack; what was delivered but not acked is delivered
 // again (at-least-once). Order is kept within a partition, not across.
 //
+// Durable topics (TopicOptions::durability): producers never wait for
+// consumers; a consumer that falls out of the ring window reads the events
+// it missed from disk, in order, then returns to the ring. Acks are
+// committed with the writer's groups, and a name resumes after its last
+// committed ack across restarts. poll may then also fail with OutOfRange
+// (retention deleted the position; see ConsumerOptions::jump_to_earliest)
+// or with a storage error (IOError, Corruption).
+//
 // A Consumer is a move-only handle used by one thread at a time; close() may
 // also be called from another thread to wake a blocked poll. A Consumer may
 // outlive its Bus or topic; its calls then return Closed.
@@ -35,7 +43,8 @@ struct ConsumerStats {
   std::uint64_t delivered = 0;  // events handed out by poll/poll_batch
   std::uint64_t acked = 0;      // events covered by acks
   // Events this consumer never saw: a start position older than the oldest
-  // event held, or a lossy (kDropOldest) topic that overran this consumer.
+  // event held, a lossy (kDropOldest) topic that overran this consumer, or
+  // (durable topics) events deleted by retention before it read them.
   std::uint64_t skipped = 0;
 };
 
@@ -49,7 +58,9 @@ class Consumer {
   ~Consumer();  // closes
 
   // The next event of any of this consumer's partitions.
-  // Allocates: no. Fails: TimedOut, Closed.
+  // Allocates: no (durable topics: reading from disk allocates for events
+  // larger than kInlineEventBytes). Fails: TimedOut, Closed; durable
+  // topics also OutOfRange, IOError, Corruption.
   Result<Event> poll(Timeout timeout = kForever);
 
   // Every event available in one partition, up to `max` (at most

@@ -62,10 +62,13 @@ enum class Durability : std::uint8_t {
   // loses at most the events and acks not yet in a committed group: at most
   // commit_interval's worth. A power loss or OS crash may also lose groups
   // committed since the last fsync, which the writer issues at least every
-  // BusOptions::async_fsync_interval and at close.
+  // BusOptions::async_fsync_interval and at close; as LMDB documents for
+  // unsynced commits, such a crash inside that window can also damage the
+  // store (where that matters, use kSync).
   kAsync,
-  // A publish completes only when its event is committed and fsynced;
-  // concurrent publishers share one commit and one fsync (group commit).
+  // A publish completes only when its event is committed with LMDB's
+  // ordered commit (data pages fsynced, then the meta page written and
+  // fsynced); concurrent publishers share that commit (group commit).
   // Consumers see only committed events. A completed publish survives a
   // process crash and a power loss.
   kSync,

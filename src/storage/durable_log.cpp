@@ -306,12 +306,9 @@ Status DurableLog::commit_group(bool force_sync, bool capped) {
       if (!cs.ok()) return cs;
     }
     return Status::Ok();
-  });
+  }, /*durable=*/sync_needed);
   if (!s.ok()) return s;
-  if (sync_needed) {
-    if (Status ss = store_->sync(); !ss.ok()) return ss;
-    last_fsync_ = SteadyClock::now();
-  }
+  if (sync_needed) last_fsync_ = SteadyClock::now();
 
   // Publish the group: committed offsets, the writer's gates, cursors.
   for (GroupPart& g : parts) {

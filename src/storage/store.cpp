@@ -221,8 +221,8 @@ Status Store::open_env(const BusOptions& options) {
   if (max_map_size_ && map_size_ > max_map_size_) map_size_ = max_map_size_;
   if (!fresh && std::uint64_t(st.st_size) > map_size_) map_size_ = std::uint64_t(st.st_size);
   mdb_env_set_mapsize(env_, map_size_);
-  // MDB_NOSYNC: commits are written (a process crash keeps them) but
-  // fsynced only by sync(), which is how group commit shares one fsync.
+  // MDB_NOSYNC by default: async groups are written (a process crash keeps
+  // them) and fsynced by sync(); durable writes clear it for their commit.
   unsigned flags = MDB_NOTLS | MDB_NOSYNC;
   if (read_only_) flags = MDB_NOTLS | MDB_RDONLY;
   rc = mdb_env_open(env_, path_.c_str(), flags, 0600);
@@ -433,15 +433,14 @@ Result<StoredTopic> Store::create_topic(std::string_view name, const TopicOption
       if (Status ps = w.put_state(t.id, p, PartitionState{}); !ps.ok()) return ps;
     }
     return Status::Ok();
-  });
+  }, /*durable=*/true);
   if (!s.ok()) return s;
-  if (Status ss = sync(); !ss.ok()) return ss;
   return t;
 }
 
 Status Store::drop_topic(const StoredTopic& t) {
   if (read_only_) return Status::InvalidArgument("the store is open read-only");
-  Status s = write([&](WriteTxn& w) -> Status {
+  return write([&](WriteTxn& w) -> Status {
     MDB_val nk = as_val(t.name);
     int rc = mdb_del(w.txn_, topics_, &nk, nullptr);
     if (rc != 0 && rc != MDB_NOTFOUND) return error(rc, "cannot delete topic '" + t.name + "'");
@@ -469,9 +468,7 @@ Status Store::drop_topic(const StoredTopic& t) {
     mdb_cursor_close(cur);
     if (rc != 0 && rc != MDB_NOTFOUND) return error(rc, "cannot delete cursors");
     return Status::Ok();
-  });
-  if (!s.ok()) return s;
-  return sync();
+  }, /*durable=*/true);
 }
 
 // ------------------------------------------------------------ data plane
@@ -491,9 +488,21 @@ Status Store::grow_map() {
   return Status::Ok();
 }
 
-Status Store::write(const std::function<Status(WriteTxn&)>& fn) {
+Status Store::write(const std::function<Status(WriteTxn&)>& fn, bool durable) {
   if (read_only_) return Status::InvalidArgument("the store is open read-only");
   std::lock_guard<std::mutex> lock(write_mu_);
+  // The environment runs with MDB_NOSYNC; a durable commit clears it for
+  // one transaction. Only writers (under write_mu_) touch the flags.
+  struct SyncScope {
+    MDB_env* env;
+    bool on;
+    SyncScope(MDB_env* e, bool durable_commit) : env(e), on(durable_commit && e) {
+      if (on) mdb_env_set_flags(env, MDB_NOSYNC, 0);
+    }
+    ~SyncScope() {
+      if (on) mdb_env_set_flags(env, MDB_NOSYNC, 1);
+    }
+  } sync_scope(env_, durable);
   for (;;) {
     int rc;
     {

@@ -121,9 +121,15 @@ class Store {
   Status drop_topic(const StoredTopic& topic);
 
   // ---- data plane
-  // Runs fn in one write transaction and commits it (no fsync: call sync()).
-  // fn may run more than once (after the map grows): it must be repeatable.
-  Status write(const std::function<Status(WriteTxn&)>& fn);
+  // Runs fn in one write transaction and commits it. fn may run more than
+  // once (after the map grows): it must be repeatable.
+  //  durable: LMDB's ordered commit — fsync the data pages, then write and
+  //    fsync the meta page — so a power loss at any moment leaves either
+  //    the previous or this transaction. Returns once both are on disk.
+  //  otherwise: written without fsync (MDB_NOSYNC): a process crash keeps
+  //    it; a power loss before the next durable commit or sync() may lose
+  //    it (LMDB: such a loss can also damage the store).
+  Status write(const std::function<Status(WriteTxn&)>& fn, bool durable = false);
   // fsyncs everything committed so far.
   Status sync();
 

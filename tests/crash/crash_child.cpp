@@ -4,7 +4,9 @@
 //    publish completes it reports "P <partition> <offset> <data>";
 //  * an exactly-once stage: consumer "stage" of "in", each event turned
 //    into one event of "out" (key "<partition>:<offset>") and acked in the
-//    same write batch; after each commit it reports "A <partition> <offset>".
+//    same write batch; after each commit it reports "A <partition> <offset>";
+//  * a producer publishing to "async" (kAsync durability) that reports
+//    "D <offset> <data>" for every event wait_durable has confirmed.
 // Each report is one write(2) of one line to stdout (a pipe): atomic, so the
 // parent reads whole lines even when the kill lands mid-run.
 #include <unistd.h>
@@ -49,6 +51,11 @@ int main(int argc, char** argv) {
   if (!in.ok()) die("topic in", in.status());
   auto out = bus->ensure_topic("out", t);
   if (!out.ok()) die("topic out", out.status());
+  rill::TopicOptions a = t;
+  a.partitions = 1;
+  a.durability = rill::Durability::kAsync;
+  auto async_topic = bus->ensure_topic("async", a);
+  if (!async_topic.ok()) die("topic async", async_topic.status());
   auto stage = in->consumer({.name = "stage"});
   if (!stage.ok()) die("consumer", stage.status());
   report("R");  // ready
@@ -61,6 +68,20 @@ int main(int argc, char** argv) {
       auto id = p->publish(rill::Message{.key = std::to_string(i % 7), .data = data});
       if (!id.ok()) die("publish", id.status());
       report("P " + std::to_string(id->partition) + " " + std::to_string(id->offset) + " " + data);
+    }
+  });
+
+  std::thread async_producer([&] {
+    auto p = async_topic->producer();
+    if (!p.ok()) die("async producer", p.status());
+    for (long i = 0;; ++i) {
+      const std::string data = "c" + cycle + "-a" + std::to_string(i);
+      auto id = p->publish(rill::Message{.data = data});
+      if (!id.ok()) die("async publish", id.status());
+      if (i % 16 == 15) {  // confirm now and then; everything up to here is durable
+        if (auto s = p->wait_durable(*id); !s.ok()) die("wait_durable", s);
+        report("D " + std::to_string(id->offset) + " " + data);
+      }
     }
   });
 

@@ -6,7 +6,9 @@
 //  * offsets are contiguous in every partition;
 //  * the stage's cursor is never behind an ack the child reported;
 //  * the stage produced exactly one output per acked input and none for
-//    inputs not acked.
+//    inputs not acked;
+//  * on the async topic, every event the child saw confirmed durable is
+//    there, and its offsets are contiguous (a crash loses only a tail).
 // While a child runs, a read-only open of the same store must work.
 // RILL_CRASH_CYCLES sets the number of cycles (default 100).
 #include <catch2/catch.hpp>
@@ -39,6 +41,7 @@ struct ChildReports {
   bool ready = false;
   std::map<std::pair<std::uint32_t, std::uint64_t>, std::string> published;  // (partition, offset) -> data
   std::map<std::uint32_t, std::uint64_t> acked_next;                         // partition -> highest ack + 1
+  std::map<std::uint64_t, std::string> durable_async;                        // async offset -> data
 };
 
 void parse(const std::string& line, ChildReports& r) {
@@ -53,6 +56,11 @@ void parse(const std::string& line, ChildReports& r) {
     std::string data;
     in >> p >> o >> data;
     r.published[{p, o}] = data;
+  } else if (kind == 'D') {
+    std::uint64_t o;
+    std::string data;
+    in >> o >> data;
+    r.durable_async[o] = data;
   } else if (kind == 'A') {
     std::uint32_t p;
     std::uint64_t o;
@@ -120,7 +128,7 @@ ChildReports run_and_kill(const std::string& path, int cycle, std::chrono::milli
     auto tool = Bus::open(ro);
     INFO(tool.status().to_string());
     REQUIRE(tool.ok());
-    CHECK(tool->list_topics() == std::vector<std::string>{"in", "out"});
+    CHECK(tool->list_topics() == std::vector<std::string>{"async", "in", "out"});
   }
   consume(false, std::chrono::steady_clock::now() + run_for, false);
   REQUIRE(::kill(pid, SIGKILL) == 0);
@@ -176,12 +184,14 @@ TEST_CASE("SIGKILL at random moments loses no completed publish and keeps the st
   std::mt19937 rng(20261122);
   std::map<std::pair<std::uint32_t, std::uint64_t>, std::string> all_published;
   std::map<std::uint32_t, std::uint64_t> all_acked;
+  std::map<std::uint64_t, std::string> all_durable_async;
 
   for (int cycle = 0; cycle < cycles; ++cycle) {
     const auto run_for = std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 60)(rng));
     ChildReports r = run_and_kill(path, cycle, run_for, cycle % 10 == 0);
     for (auto& [id, data] : r.published) all_published[id] = data;
     for (auto& [p, next] : r.acked_next) all_acked[p] = std::max(all_acked[p], next);
+    for (auto& [o, data] : r.durable_async) all_durable_async[o] = data;
 
     BusOptions o;
     o.path = path;
@@ -224,7 +234,19 @@ TEST_CASE("SIGKILL at random moments loses no completed publish and keeps the st
     std::uint64_t acked_inputs = 0;
     for (auto& [p, c] : cursor) acked_inputs += c;
     REQUIRE(outputs.size() == acked_inputs);
+
+    // The async topic: whatever was confirmed durable survived.
+    auto async_topic = bus->topic("async");
+    REQUIRE(async_topic.ok());
+    const auto async_events = read_all(*async_topic);
+    for (const auto& [offset, data] : all_durable_async) {
+      auto it = async_events.find({0, offset});
+      INFO("cycle " << cycle << ": confirmed async event at " << offset);
+      REQUIRE(it != async_events.end());
+      REQUIRE(it->second.second == data);
+    }
   }
   INFO("completed publishes checked: " << all_published.size());
   CHECK(all_published.size() > std::size_t(cycles));  // the children did real work
+  CHECK(!all_durable_async.empty());
 }

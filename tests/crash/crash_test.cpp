@@ -9,7 +9,8 @@
 //    inputs not acked;
 //  * on the async topic, every event the child saw confirmed durable is
 //    there, and its offsets are contiguous (a crash loses only a tail).
-// While a child runs, a read-only open of the same store must work.
+// While a child runs, a read-only open of the same store must work and a
+// second writer must be refused with the child's pid.
 // RILL_CRASH_CYCLES sets the number of cycles (default 100).
 #include <catch2/catch.hpp>
 #include <poll.h>
@@ -129,6 +130,13 @@ ChildReports run_and_kill(const std::string& path, int cycle, std::chrono::milli
     INFO(tool.status().to_string());
     REQUIRE(tool.ok());
     CHECK(tool->list_topics() == std::vector<std::string>{"async", "in", "out"});
+    // A second writer is refused, naming the child as the holder.
+    BusOptions rw;
+    rw.path = path;
+    auto writer = Bus::open(rw);
+    REQUIRE(!writer.ok());
+    CHECK(writer.status().is_already_exists());
+    CHECK(writer.status().to_string().find("process " + std::to_string(pid)) != std::string::npos);
   }
   consume(false, std::chrono::steady_clock::now() + run_for, false);
   REQUIRE(::kill(pid, SIGKILL) == 0);

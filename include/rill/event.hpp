@@ -25,7 +25,7 @@ namespace rill {
 
 // Events whose key + metadata + data fit in this many bytes live inline in
 // the ring slot and in the Event: no allocation on publish or consume.
-inline constexpr std::size_t kInlineEventBytes = 96;
+inline constexpr std::size_t kInlineEventBytes = 100;
 
 // Where an event sits: partition and offset. Offsets start at 0, grow by 1
 // per event and are never reused within a partition.
@@ -38,25 +38,28 @@ struct EventId {
 namespace detail {
 
 // The bytes of one event as stored in a ring slot and in an Event. 128
-// bytes: a 32-byte header and 96 inline bytes, so an event of up to 32 bytes
-// touches a single cache line.
+// bytes: a 28-byte header and 100 inline bytes, so an event of up to 36
+// bytes touches a single cache line. Where the bytes live follows from the
+// sizes and the block (no layout field, to keep 100 bytes inline):
+//   no block                         key|metadata|data in inline_bytes
+//   block, key+metadata <= inline    key|metadata inline; data is the block
+//   block, key+metadata >  inline    key|metadata|data contiguous in the block
 struct EventRecord {
-  enum Layout : std::uint32_t {
-    kAllInline = 0,   // key|metadata|data in inline_bytes
-    kHeadInline = 1,  // key|metadata in inline_bytes; data is the whole block
-    kAllInBlock = 2,  // key|metadata|data contiguous in the block
-  };
+  enum Layout : std::uint32_t { kAllInline, kHeadInline, kAllInBlock };
   std::int64_t timestamp_ns = 0;
+  BufferRep* block = nullptr;  // one counted reference when non-null
   std::uint32_t key_size = 0;
   std::uint32_t meta_size = 0;
   std::uint32_t data_size = 0;
-  std::uint32_t layout = kAllInline;
-  BufferRep* block = nullptr;  // one counted reference when non-null
   char inline_bytes[kInlineEventBytes];
 
-  const char* head() const noexcept { return layout == kAllInBlock ? block->data : inline_bytes; }
+  Layout layout() const noexcept {
+    if (!block) return kAllInline;
+    return std::size_t(key_size) + meta_size <= kInlineEventBytes ? kHeadInline : kAllInBlock;
+  }
+  const char* head() const noexcept { return layout() == kAllInBlock ? block->data : inline_bytes; }
   const char* data_ptr() const noexcept {
-    switch (layout) {
+    switch (layout()) {
       case kAllInline: return inline_bytes + key_size + meta_size;
       case kHeadInline: return block->data;
       default: return block->data + key_size + meta_size;
@@ -64,9 +67,11 @@ struct EventRecord {
   }
   // Bytes of inline_bytes in use (what a copy must carry).
   std::size_t inline_used() const noexcept {
-    return layout == kAllInBlock ? 0
-           : layout == kHeadInline ? std::size_t(key_size) + meta_size
-                                   : std::size_t(key_size) + meta_size + data_size;
+    switch (layout()) {
+      case kAllInline: return std::size_t(key_size) + meta_size + data_size;
+      case kHeadInline: return std::size_t(key_size) + meta_size;
+      default: return 0;
+    }
   }
   // Copies `o` into this record (which holds no block). Retains o's block.
   void copy_from(const EventRecord& o) noexcept {

@@ -30,7 +30,7 @@ Buffer Buffer::copy_of(std::string_view bytes) {
 }
 
 Buffer Event::data_buffer() const {
-  if (rec_.layout == detail::EventRecord::kHeadInline) {
+  if (rec_.layout() == detail::EventRecord::kHeadInline) {
     rec_.block->retain();
     return Buffer::from_rep(rec_.block);
   }

@@ -77,7 +77,6 @@ inline void write_record(EventRecord& slot, PreparedEvent& p, std::int64_t times
   slot.key_size = p.key_size;
   slot.meta_size = p.meta_size;
   slot.data_size = p.data_size;
-  slot.layout = p.layout;
   slot.block = p.block;
   p.block = nullptr;
   const Message& m = *p.message;

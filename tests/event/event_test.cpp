@@ -32,10 +32,10 @@ TEST_CASE("key, metadata and data arrive byte-exact in every layout", "[event]")
   struct Case {
     std::size_t key, meta, data;
   };
-  // Inline (<= 96 bytes), head inline with data in a block, all in a block,
+  // Inline (<= 100 bytes), head inline with data in a block, all in a block,
   // and the edges of each.
-  const Case cases[] = {{0, 0, 0},  {0, 0, 8},     {3, 10, 83},   {3, 10, 84},   {0, 0, 96},
-                        {0, 0, 97}, {40, 56, 500}, {40, 57, 500}, {200, 300, 5000}, {1, 0, 100000}};
+  const Case cases[] = {{0, 0, 0},   {0, 0, 8},     {3, 10, 87},   {3, 10, 88},      {0, 0, 100},
+                        {0, 0, 101}, {40, 60, 500}, {40, 61, 500}, {200, 300, 5000}, {1, 0, 100000}};
   int seed = 0;
   for (const Case& c : cases) {
     const std::string key = pattern(c.key, seed++), meta = pattern(c.meta, seed++), data = pattern(c.data, seed++);

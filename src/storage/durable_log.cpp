@@ -130,6 +130,7 @@ std::uint64_t DurableLog::total_pending() const noexcept {
 void DurableLog::run() noexcept {
   Deadline last_commit = SteadyClock::now();
   int last_group_waiters = 0;
+  int groups_since_decay = 0;
   for (;;) {
     const bool stopping = stop_.load(std::memory_order_acquire);
     BatchRequest* batch = nullptr;
@@ -184,7 +185,14 @@ void DurableLog::run() noexcept {
                SteadyClock::now() - start < std::chrono::microseconds(500)) {
           std::this_thread::yield();
         }
-        last_group_waiters = waiters_.load(std::memory_order_acquire);
+        // The target is the most waiters seen at a commit, decaying by one
+        // every 64 groups: one early commit (a publisher slow to come back)
+        // must not shrink every later group.
+        last_group_waiters = std::max(waiters_.load(std::memory_order_acquire), last_group_waiters);
+        if (++groups_since_decay == 64) {
+          groups_since_decay = 0;
+          if (last_group_waiters > 0) --last_group_waiters;
+        }
       }
       if (Status s = commit_group(stopping, !stopping); !s.ok()) fail(std::move(s));
       last_commit = SteadyClock::now();
@@ -343,7 +351,9 @@ Status DurableLog::wait_committed(TopicCore& topic, std::uint32_t partition, std
     return done() || failed() || topic.closed() || stop_.load(std::memory_order_acquire) ||
            (cancelled && cancelled->load(std::memory_order_relaxed));
   };
-  // Commits take a while (an fsync): yield, then sleep on the durable bell.
+  // A commit takes a fraction of a millisecond (its fsyncs): yield for up
+  // to 2 ms, which keeps a busy pipeline's publishers from paying a futex
+  // wake-up per group, then sleep on the durable bell.
   waiters_.fetch_add(1, std::memory_order_acq_rel);
   wait_until(WaitStrategy::kBlocking, durable_bell_, deadline, stop);
   waiters_.fetch_sub(1, std::memory_order_acq_rel);

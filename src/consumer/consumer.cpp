@@ -19,6 +19,21 @@ namespace detail {
 
 namespace {
 std::atomic<std::uint64_t> next_consumer_id{1};
+
+// The first seq in [lo, hi) whose timestamp is >= t, or hi. Timestamps are
+// non-decreasing within a partition. REQUIRES: the caller keeps [lo, hi)
+// from being overwritten (a gate or a pin).
+std::uint64_t first_at_or_after(EventRing& ring, std::uint64_t lo, std::uint64_t hi, std::int64_t t) {
+  while (lo < hi) {
+    const std::uint64_t mid = lo + (hi - lo) / 2;
+    if (ring.slot(mid).timestamp_ns < t) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
 }  // namespace
 
 ConsumerImpl::ConsumerImpl(std::shared_ptr<TopicCore> topic, ConsumerOptions options)
@@ -106,17 +121,7 @@ Status ConsumerImpl::attach() {
     if (pos.kind() == Position::Kind::kTimestamp) {
       // Binary search the held events (our gate protects them) for the first
       // timestamp >= t; timestamps are non-decreasing within a partition.
-      std::uint64_t lo = start;
-      std::uint64_t hi = ring.published();
-      const std::int64_t t = std::int64_t(pos.value());
-      while (lo < hi) {
-        const std::uint64_t mid = lo + (hi - lo) / 2;
-        if (ring.slot(mid).timestamp_ns < t) {
-          lo = mid + 1;
-        } else {
-          hi = mid;
-        }
-      }
+      const std::uint64_t lo = first_at_or_after(ring, start, ring.published(), std::int64_t(pos.value()));
       ring.advance(gate, lo);
       start = lo;
     }
@@ -181,17 +186,8 @@ Status ConsumerImpl::attach_durable(TopicCore::NameState& ns, std::uint32_t p) {
         std::this_thread::yield();
         continue;
       }
-      std::uint64_t l = base, h = ring.published();
-      while (l < h) {
-        const std::uint64_t mid = l + (h - l) / 2;
-        if (ring.slot(mid).timestamp_ns < t) {
-          l = mid + 1;
-        } else {
-          h = mid;
-        }
-      }
+      want = first_at_or_after(ring, base, ring.published(), t);
       ring.unpin(gate);
-      want = l;
       break;
     }
   }

@@ -63,7 +63,7 @@ set style fill solid 0.8 border -1
 set boxwidth 0.8
 set ylabel "million events (round trips) per second, log scale"
 set logscale y
-set yrange [0.5:*]
+set yrange [0.001:*]
 set xtics rotate by 60 right
 set grid ytics
 set key off

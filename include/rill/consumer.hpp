@@ -46,6 +46,9 @@ struct ConsumerStats {
   // event held, a lossy (kDropOldest) topic that overran this consumer, or
   // (durable topics) events deleted by retention before it read them.
   std::uint64_t skipped = 0;
+  // Durable topics: delivered events that were read back from disk because
+  // the consumer was behind the ring window (included in `delivered`).
+  std::uint64_t from_disk = 0;
 };
 
 class Consumer {

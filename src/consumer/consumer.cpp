@@ -232,6 +232,7 @@ std::size_t ConsumerImpl::read_disk(Cursor& c, std::uint64_t end, std::size_t ma
   }
   c.read += n;
   delivered_.fetch_add(n, std::memory_order_relaxed);
+  from_disk_.fetch_add(n, std::memory_order_relaxed);
   return n;
 }
 

@@ -35,7 +35,7 @@ class ConsumerImpl {
   const std::shared_ptr<TopicCore>& shared_topic() const noexcept { return topic_; }
   ConsumerStats stats() const noexcept {
     return ConsumerStats{delivered_.load(std::memory_order_relaxed), acked_.load(std::memory_order_relaxed),
-                         skipped_.load(std::memory_order_relaxed)};
+                         skipped_.load(std::memory_order_relaxed), from_disk_.load(std::memory_order_relaxed)};
   }
 
  private:
@@ -91,6 +91,7 @@ class ConsumerImpl {
   std::atomic<std::uint64_t> delivered_{0};
   std::atomic<std::uint64_t> acked_{0};
   std::atomic<std::uint64_t> skipped_{0};
+  std::atomic<std::uint64_t> from_disk_{0};
 };
 
 }  // namespace rill::detail

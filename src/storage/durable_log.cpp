@@ -93,38 +93,28 @@ void DurableLog::fail(Status s) noexcept {
   }
 }
 
-bool DurableLog::sync_pending() const noexcept {
-  for (const auto& t : topics_) {
-    const DurableTopic* d = t->durable();
-    if (!d->sync) continue;
-    for (std::uint32_t p = 0; p < t->partitions(); ++p) {
-      if (t->ring(p).published() > d->parts[p].state.next) return true;
-    }
-  }
-  return false;
-}
-
-std::uint64_t DurableLog::max_pending() const noexcept {
-  std::uint64_t most = 0;
+DurableLog::Pending DurableLog::pending() const noexcept {
+  Pending out;
   for (const auto& t : topics_) {
     const DurableTopic* d = t->durable();
     for (std::uint32_t p = 0; p < t->partitions(); ++p) {
-      const std::uint64_t pending = t->ring(p).published() - d->parts[p].state.next;
+      const std::uint64_t n = t->ring(p).published() - d->parts[p].state.next;
+      if (n == 0) continue;
+      out.total += n;
+      out.most = std::max(out.most, n);
+      out.sync = out.sync || d->sync;
       // A ring half full of uncommitted events is about to stall producers.
-      if (pending * 2 >= t->options().capacity) return ~std::uint64_t{0};
-      most = std::max(most, pending);
+      out.near_full = out.near_full || n * 2 >= t->options().capacity;
     }
   }
-  return most;
+  return out;
 }
 
-std::uint64_t DurableLog::total_pending() const noexcept {
-  std::uint64_t total = 0;
-  for (const auto& t : topics_) {
-    const DurableTopic* d = t->durable();
-    for (std::uint32_t p = 0; p < t->partitions(); ++p) total += t->ring(p).published() - d->parts[p].state.next;
-  }
-  return total;
+void DurableLog::finish_batch(BatchRequest& request, Status status) {
+  std::lock_guard<std::mutex> lock(batch_mu_);
+  request.done = true;
+  request.status = std::move(status);
+  batch_cv_.notify_all();
 }
 
 void DurableLog::run() noexcept {
@@ -146,12 +136,7 @@ void DurableLog::run() noexcept {
     std::unique_lock<std::mutex> topics_lock(topics_mu_);
     if (failed()) {
       topics_lock.unlock();
-      if (batch) {
-        std::lock_guard<std::mutex> lock(batch_mu_);
-        batch->done = true;
-        batch->status = failure();
-        batch_cv_.notify_all();
-      }
+      if (batch) finish_batch(*batch, failure());
       if (stopping) return;
       writer_bell_.sleep([&] { return stop_.load() || batches_queued_.load() != 0; }, SteadyClock::now() + std::chrono::milliseconds(50));
       continue;
@@ -159,21 +144,18 @@ void DurableLog::run() noexcept {
     if (batch) {
       Status s = execute_batch(*batch);
       topics_lock.unlock();
-      std::lock_guard<std::mutex> lock(batch_mu_);
-      batch->done = true;
-      batch->status = std::move(s);
-      batch_cv_.notify_all();
+      finish_batch(*batch, std::move(s));
       last_commit = SteadyClock::now();
       continue;
     }
     const Deadline now = SteadyClock::now();
-    const std::uint64_t pending = max_pending();
-    const bool sync = sync_pending();
-    const bool due = stopping || sync || pending >= options_.commit_events ||
-                     ((pending > 0 || acks_dirty_.load(std::memory_order_relaxed)) &&
+    const Pending pending_now = pending();
+    const bool full_group = pending_now.near_full || pending_now.most >= options_.commit_events;
+    const bool due = stopping || pending_now.sync || full_group ||
+                     ((pending_now.total > 0 || acks_dirty_.load(std::memory_order_relaxed)) &&
                       now - last_commit >= options_.commit_interval);
     if (due) {
-      if (!stopping && sync && pending < options_.commit_events) {
+      if (!stopping && pending_now.sync && !full_group) {
         // Group commit: the publishers the last group woke are appending
         // again. Wait (at most 500 us) until as many are waiting for a
         // commit as before the last one, so that one fsync covers them all
@@ -181,7 +163,7 @@ void DurableLog::run() noexcept {
         // sync publisher is back at once: no delay.
         const Deadline start = SteadyClock::now();
         while (waiters_.load(std::memory_order_acquire) < last_group_waiters &&
-               total_pending() < options_.commit_events &&
+               pending().total < options_.commit_events &&
                SteadyClock::now() - start < std::chrono::microseconds(500)) {
           std::this_thread::yield();
         }
@@ -207,7 +189,7 @@ void DurableLog::run() noexcept {
         [&] {
           if (stop_.load(std::memory_order_acquire) || batches_queued_.load(std::memory_order_acquire)) return true;
           std::lock_guard<std::mutex> lock(topics_mu_);
-          return sync_pending();
+          return pending().sync;
         },
         until);
   }

@@ -153,9 +153,17 @@ class DurableLog {
   Status commit_group(bool force_sync, bool capped);
   Status execute_batch(BatchRequest& r);
   void fail(Status s) noexcept;
-  bool sync_pending() const noexcept;
-  std::uint64_t max_pending() const noexcept;    // the most in one partition
-  std::uint64_t total_pending() const noexcept;  // over all partitions
+  // Events published but not yet committed, over the durable partitions.
+  // REQUIRES: topics_mu_ held.
+  struct Pending {
+    std::uint64_t total = 0;  // over all partitions
+    std::uint64_t most = 0;   // in one partition
+    bool sync = false;        // some are on a sync topic
+    bool near_full = false;   // some ring is half full of them
+  };
+  Pending pending() const noexcept;
+  // Hands a batch's outcome to the thread waiting in run_batch.
+  void finish_batch(BatchRequest& request, Status status);
 
   std::unique_ptr<Store> store_;
   const BusOptions options_;

@@ -108,10 +108,7 @@ Status ConsumerImpl::attach() {
       std::optional<std::uint32_t> fresh = ring.attach(start);
       if (!fresh) {
         undo_new_gates(ns);
-        return Status::ResourceExhausted("topic '" + topic_->name() + "' already has max_consumers (" +
-                                         std::to_string(topic_->options().max_consumers) +
-                                         ") consumer names on partition " + std::to_string(p) +
-                                         "; remove unused names with Topic::remove_consumer");
+        return too_many_names(p);
       }
       if (owned != TopicCore::kNoGate) ring.detach(owned);
       if (owned == TopicCore::kNoGate) new_gates_.push_back(p);
@@ -159,9 +156,7 @@ Status ConsumerImpl::attach_durable(TopicCore::NameState& ns, std::uint32_t p) {
     std::uint64_t g = want;
     std::optional<std::uint32_t> fresh = ring.attach(g);
     if (!fresh) {
-      return Status::ResourceExhausted("topic '" + topic_->name() + "' already has max_consumers (" +
-                                       std::to_string(topic_->options().max_consumers) +
-                                       ") consumer names; remove unused names with Topic::remove_consumer");
+      return too_many_names(p);
     }
     gate = *fresh;
     ns.gate[p] = gate;
@@ -234,6 +229,13 @@ std::size_t ConsumerImpl::read_disk(Cursor& c, std::uint64_t end, std::size_t ma
   delivered_.fetch_add(n, std::memory_order_relaxed);
   from_disk_.fetch_add(n, std::memory_order_relaxed);
   return n;
+}
+
+Status ConsumerImpl::too_many_names(std::uint32_t partition) const {
+  return Status::ResourceExhausted("topic '" + topic_->name() + "' already has max_consumers (" +
+                                   std::to_string(topic_->options().max_consumers) +
+                                   ") consumer names on partition " + std::to_string(partition) +
+                                   "; remove unused names with Topic::remove_consumer");
 }
 
 void ConsumerImpl::undo_new_gates(TopicCore::NameState& ns) noexcept {
@@ -323,11 +325,8 @@ std::size_t ConsumerImpl::take(Cursor& c, std::uint64_t available, std::size_t m
 }
 
 Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout timeout) {
-  if (!enter()) return Status::Closed("consumer '" + options_.name + "' is closed");
-  struct Leave {
-    ConsumerImpl* self;
-    ~Leave() { self->leave(); }
-  } leave_guard{this};
+  const InCall call(*this);
+  if (!call) return Status::Closed("consumer '" + options_.name + "' is closed");
   max = std::clamp<std::size_t>(max, 1, batch_.size());
   const std::size_t k = cursors_.size();
   auto try_take = [&]() -> std::size_t {
@@ -384,22 +383,16 @@ Result<std::atomic<std::uint64_t>*> ConsumerImpl::durable_ack_target(const Event
     return Status::InvalidArgument("a write batch acks events of durable topics only; topic '" + topic_->name() +
                                    "' is memory-only");
   }
-  if (!enter()) return Status::Closed("consumer '" + options_.name + "' is closed");
-  struct Leave {
-    ConsumerImpl* self;
-    ~Leave() { self->leave(); }
-  } leave_guard{this};
+  const InCall call(*this);
+  if (!call) return Status::Closed("consumer '" + options_.name + "' is closed");
   Cursor* cursor = nullptr;
   if (Status s = check_ack(e, cursor); !s.ok()) return s;
   return cursor->durable_acked;
 }
 
 Status ConsumerImpl::ack(const Event& e) {
-  if (!enter()) return Status::Closed("consumer '" + options_.name + "' is closed");
-  struct Leave {
-    ConsumerImpl* self;
-    ~Leave() { self->leave(); }
-  } leave_guard{this};
+  const InCall call(*this);
+  if (!call) return Status::Closed("consumer '" + options_.name + "' is closed");
   if (topic_->closed()) return Status::Closed("topic '" + topic_->name() + "' is closed");
   Cursor* cursor = nullptr;
   if (Status s = check_ack(e, cursor); !s.ok()) return s;

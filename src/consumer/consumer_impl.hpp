@@ -71,9 +71,26 @@ class ConsumerImpl {
   static constexpr std::uint32_t kCloseRequested = 2;
   bool enter() noexcept;  // false when closed
   void leave() noexcept;
+  // enter() for the scope of a call; false when the consumer is closed.
+  class InCall {
+   public:
+    explicit InCall(ConsumerImpl& c) noexcept : c_(c), entered_(c.enter()) {}
+    ~InCall() {
+      if (entered_) c_.leave();
+    }
+    InCall(const InCall&) = delete;
+    InCall& operator=(const InCall&) = delete;
+    explicit operator bool() const noexcept { return entered_; }
+
+   private:
+    ConsumerImpl& c_;
+    const bool entered_;
+  };
   bool stopped() const noexcept;
 
   void detach() noexcept;  // frees the name for the next consumer; its gates stay
+  // ResourceExhausted: every gate of the partition's ring is taken.
+  Status too_many_names(std::uint32_t partition) const;
   // A failed attach gives back the gates it took for partitions the name
   // never read. REQUIRES: registry mutex held.
   void undo_new_gates(TopicCore::NameState& ns) noexcept;

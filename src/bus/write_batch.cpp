@@ -2,8 +2,9 @@
 
 #include <cassert>
 
-#include "common/hash.hpp"
 #include "consumer/consumer_impl.hpp"
+#include "event/record_writer.hpp"
+#include "producer/producer_impl.hpp"
 #include "storage/durable_log.hpp"
 #include "topic/topic_core.hpp"
 
@@ -24,28 +25,15 @@ Status WriteBatch::publish(const Topic& topic, const Message& m) {
   if (o.producers != ProducerMode::kMulti) {
     return Status::InvalidArgument("topic '" + core->name() + "' is single-producer; a write batch needs kMulti");
   }
-  const std::string_view data = m.buffer.empty() ? m.data : m.buffer.view();
-  const std::size_t size = m.key.size() + m.metadata.size() + data.size();
-  if (size > o.max_event_size) {
-    return Status::InvalidArgument("event of " + std::to_string(size) + " bytes exceeds topic '" + core->name() +
-                                   "''s max_event_size of " + std::to_string(o.max_event_size));
-  }
-  std::uint32_t partition = 0;
-  if (m.partition != kAnyPartition) {
-    if (m.partition < 0 || m.partition >= std::int64_t(o.partitions)) {
-      return Status::InvalidArgument("partition " + std::to_string(m.partition) + " is out of range; topic '" +
-                                     core->name() + "' has " + std::to_string(o.partitions));
-    }
-    partition = std::uint32_t(m.partition);
-  } else if (!m.key.empty()) {
-    partition = std::uint32_t(detail::hash_key(m.key) % o.partitions);
-  }
+  if (Status s = detail::check_event_size(m, o.max_event_size); !s.ok()) return s;
+  Result<std::uint32_t> partition = detail::choose_partition(*core, m, 0);  // keyless: partition 0
+  if (!partition.ok()) return partition.status();
   detail::BatchRequest::Item item;
   item.topic = core;
-  item.partition = partition;
+  item.partition = *partition;
   item.key = std::string(m.key);
   item.metadata = std::string(m.metadata);
-  item.data = std::string(data);
+  item.data = std::string(detail::message_data(m));
   item.index = request_->items.size();
   request_->items.push_back(std::move(item));
   return Status::Ok();

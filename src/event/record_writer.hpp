@@ -30,18 +30,28 @@ struct PreparedEvent {
   }
 };
 
+// The bytes a message publishes as its data: its Buffer when it has one.
+inline std::string_view message_data(const Message& m) noexcept { return m.buffer.empty() ? m.data : m.buffer.view(); }
+
+// Ok when key + metadata + data fit max_event_size; otherwise
+// InvalidArgument (the caller publishes nothing).
+inline Status check_event_size(const Message& m, std::uint32_t max_event_size) {
+  const std::size_t total = m.key.size() + m.metadata.size() + message_data(m).size();
+  if (total <= max_event_size) return Status::Ok();
+  return Status::InvalidArgument("event of " + std::to_string(total) + " bytes (key + metadata + data) exceeds " +
+                                 "the topic's max_event_size of " + std::to_string(max_event_size) +
+                                 "; nothing was published");
+}
+
 // Checks the size limit and picks the layout; copies large events into one
 // new block (or shares message.buffer). Allocates: only above
 // kInlineEventBytes. Fails: InvalidArgument when larger than max_event_size.
 // Inline: it is on the per-event path.
 inline Status prepare_event(const Message& m, std::uint32_t max_event_size, PreparedEvent& out) {
-  const std::string_view data = m.buffer.empty() ? m.data : m.buffer.view();
+  if (Status s = check_event_size(m, max_event_size); !s.ok()) return s;
+  const std::string_view data = message_data(m);
   const std::size_t head = m.key.size() + m.metadata.size();
   const std::size_t total = head + data.size();
-  if (total > max_event_size) {
-    return Status::InvalidArgument("event of " + std::to_string(total) + " bytes (key + metadata + data) exceeds " +
-                                   "the topic's max_event_size of " + std::to_string(max_event_size));
-  }
   out.message = &m;
   out.key_size = static_cast<std::uint32_t>(m.key.size());
   out.meta_size = static_cast<std::uint32_t>(m.metadata.size());

@@ -216,11 +216,7 @@ Result<std::size_t> Producer::publish_batch(std::span<const Message> messages, T
   for (const Message& m : messages) {
     Result<std::uint32_t> part = p.pick_partition(m);
     if (!part.ok()) return part.status();
-    const std::size_t size = m.key.size() + m.metadata.size() + (m.buffer.empty() ? m.data.size() : m.buffer.size());
-    if (size > max_size) {
-      return Status::InvalidArgument("message of " + std::to_string(size) + " bytes exceeds the topic's " +
-                                     "max_event_size of " + std::to_string(max_size) + "; nothing was published");
-    }
+    if (Status s = detail::check_event_size(m, max_size); !s.ok()) return s;
   }
   detail::LazyDeadline deadline(timeout);
   const bool sync = p.log_ && p.topic_->durable()->sync;

@@ -14,6 +14,21 @@
 
 namespace rill::detail {
 
+// Where a message goes: its explicit partition (validated), else its key's
+// hash, else `keyless`. Fails: InvalidArgument (partition out of range).
+inline Result<std::uint32_t> choose_partition(const TopicCore& topic, const Message& m, std::uint32_t keyless) {
+  const std::uint32_t parts = topic.partitions();
+  if (m.partition != kAnyPartition) {
+    if (m.partition < 0 || m.partition >= std::int64_t(parts)) {
+      return Status::InvalidArgument("partition " + std::to_string(m.partition) + " is out of range; topic '" +
+                                     topic.name() + "' has " + std::to_string(parts));
+    }
+    return std::uint32_t(m.partition);
+  }
+  if (!m.key.empty()) return std::uint32_t(hash_key(m.key) % parts);
+  return keyless;
+}
+
 class ProducerImpl {
  public:
   ProducerImpl(std::shared_ptr<TopicCore> topic, bool single)
@@ -30,18 +45,7 @@ class ProducerImpl {
                      bool may_wait, std::uint64_t& first);
 
   // Validates a message's partition; returns the partition to use.
-  Result<std::uint32_t> pick_partition(const Message& m) {
-    const std::uint32_t parts = topic_->partitions();
-    if (m.partition != kAnyPartition) {
-      if (m.partition < 0 || m.partition >= std::int64_t(parts)) {
-        return Status::InvalidArgument("partition " + std::to_string(m.partition) + " is out of range; topic '" +
-                                       topic_->name() + "' has " + std::to_string(parts));
-      }
-      return std::uint32_t(m.partition);
-    }
-    if (!m.key.empty()) return std::uint32_t(hash_key(m.key) % parts);
-    return sticky_;
-  }
+  Result<std::uint32_t> pick_partition(const Message& m) { return choose_partition(*topic_, m, sticky_); }
   // Keyless events go to one partition per publish call (a batch stays one
   // run) and the next call moves on: round-robin without splitting batches.
   void advance_sticky() noexcept {

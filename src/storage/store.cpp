@@ -135,6 +135,13 @@ struct ScopedTxn {
 
 }  // namespace
 
+// A read transaction and the shared hold on txn_mu_ that keeps the map
+// from being resized under it; the transaction ends first.
+struct Store::ReadScope {
+  std::shared_lock<std::shared_mutex> shared;
+  ScopedTxn scoped;
+};
+
 // ------------------------------------------------------------ opening
 
 Status Store::closed_status() const { return Status::Closed("store '" + path_ + "' is closed"); }
@@ -374,13 +381,11 @@ Result<std::vector<StoredTopic>> Store::load_topics() {
 }
 
 Result<std::vector<StoredCursor>> Store::load_cursors() {
-  std::shared_lock<std::shared_mutex> shared(txn_mu_);
-  if (!env_) return closed_status();
-  ScopedTxn r;
-  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.txn);
-  if (rc != 0) return error(rc, "cannot begin a transaction");
+  ReadScope r;
+  if (Status s = begin_read(r); !s.ok()) return s;
+  int rc = 0;
   MDB_cursor* cur = nullptr;
-  if ((rc = mdb_cursor_open(r.txn, cursors_, &cur)) != 0) return error(rc, "cannot read cursors");
+  if ((rc = mdb_cursor_open(r.scoped.txn, cursors_, &cur)) != 0) return error(rc, "cannot read cursors");
   std::vector<StoredCursor> out;
   MDB_val k, v;
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -473,6 +478,14 @@ Status Store::drop_topic(const StoredTopic& t) {
 
 // ------------------------------------------------------------ data plane
 
+Status Store::begin_read(ReadScope& r) {
+  r.shared = std::shared_lock<std::shared_mutex>(txn_mu_);
+  if (!env_) return closed_status();
+  const int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.scoped.txn);
+  if (rc != 0) return error(rc, "cannot begin a read transaction");
+  return Status::Ok();
+}
+
 Status Store::grow_map() {
   std::uint64_t next = map_size_ * 2;
   if (max_map_size_ && next > max_map_size_) next = max_map_size_;
@@ -539,13 +552,11 @@ Status Store::sync() {
 Status Store::read(const PartitionDbs& dbs, std::uint64_t from, std::uint64_t end, std::size_t max,
                    const std::function<void(const StoredEvent&)>& fn, std::uint64_t& first_kept) {
   first_kept = end;
-  std::shared_lock<std::shared_mutex> shared(txn_mu_);
-  if (!env_) return closed_status();
-  ScopedTxn r;
-  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.txn);
-  if (rc != 0) return error(rc, "cannot begin a read transaction");
+  ReadScope r;
+  if (Status s = begin_read(r); !s.ok()) return s;
+  int rc = 0;
   MDB_cursor* cur = nullptr;
-  if ((rc = mdb_cursor_open(r.txn, dbs.log, &cur)) != 0) return error(rc, "cannot read the log");
+  if ((rc = mdb_cursor_open(r.scoped.txn, dbs.log, &cur)) != 0) return error(rc, "cannot read the log");
   OffsetKey start(from);
   MDB_val k = start.val(), v;
   std::size_t n = 0;
@@ -574,7 +585,7 @@ Status Store::read(const PartitionDbs& dbs, std::uint64_t from, std::uint64_t en
       e.data = std::string_view(h + kHeadFixed + ks + ms, ds);
     } else if (ds) {
       MDB_val dv;
-      if ((rc = mdb_get(r.txn, dbs.data, &k, &dv)) != 0 || dv.mv_size != ds) {
+      if ((rc = mdb_get(r.scoped.txn, dbs.data, &k, &dv)) != 0 || dv.mv_size != ds) {
         out = Status::Corruption("store '" + path_ + "': the data of offset " + std::to_string(offset) +
                                  " is missing or of the wrong size");
         break;
@@ -591,16 +602,14 @@ Status Store::read(const PartitionDbs& dbs, std::uint64_t from, std::uint64_t en
 
 Result<std::uint64_t> Store::lower_bound_timestamp(const PartitionDbs& dbs, std::int64_t t, std::uint64_t lo,
                                                    std::uint64_t hi) {
-  std::shared_lock<std::shared_mutex> shared(txn_mu_);
-  if (!env_) return closed_status();
-  ScopedTxn r;
-  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.txn);
-  if (rc != 0) return error(rc, "cannot begin a read transaction");
+  ReadScope r;
+  if (Status s = begin_read(r); !s.ok()) return s;
+  int rc = 0;
   while (lo < hi) {
     const std::uint64_t mid = lo + (hi - lo) / 2;
     OffsetKey key(mid);
     MDB_val k = key.val(), v;
-    rc = mdb_get(r.txn, dbs.log, &k, &v);
+    rc = mdb_get(r.scoped.txn, dbs.log, &k, &v);
     if (rc == MDB_NOTFOUND) {  // deleted by retention meanwhile: search above
       lo = mid + 1;
       continue;

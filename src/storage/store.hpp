@@ -151,6 +151,10 @@ class Store {
   Status grow_map();
   Status error(int rc, std::string_view what) const;
   Status closed_status() const;
+  // Begins a read-only transaction under a shared hold on txn_mu_.
+  // Fails: Closed, IOError.
+  struct ReadScope;
+  Status begin_read(ReadScope& r);
 
   std::string path_;
   bool read_only_ = false;

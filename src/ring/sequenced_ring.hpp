@@ -27,8 +27,10 @@
 // Lossy rings (OverflowPolicy::kDropOldest, and durable topics) never wait
 // for consumers: a producer pushes lagging gates forward instead — except
 // "hard" gates (a durable topic's writer), which it waits for as usual. A consumer copying slots
-// pins the first seq it copies; a producer overwriting below a pin waits for
-// that copy to finish (a few hundred ns), never for the consumer's pace.
+// pins the first seq it copies; a producer whose new limit would overwrite a
+// pinned seq waits for that copy to finish (a few hundred ns), never for the
+// consumer's pace. Every refresh checks every pin: a gate another producer
+// pushed is no proof that its consumer's copy has finished.
 //
 // Thread-safety: producer methods are safe from several threads (multi-
 // producer) or one (single-producer sp_* state); consumer methods touch only
@@ -117,6 +119,10 @@ class SequencedRing {
     // shows up here; every other late attacher sees the floor (see above).
     const std::uint64_t again = scan_gates();
     if (again < f) f = again;
+    // Seqs below f may now be overwritten: wait out every copy in progress
+    // there, whoever pushed the gate past it (another producer's cached
+    // limit carries no handshake with the copying consumer).
+    if (lossy_) wait_for_pins(f);
     return f + capacity_;
   }
 
@@ -252,8 +258,9 @@ class SequencedRing {
     return lowest;
   }
 
-  // Lossy rings: every gate below `needed` jumps to it; waits for copies in
-  // progress below it to finish.
+  // Lossy rings: every soft gate below `needed` jumps to it. A consumer
+  // that pins after the jump sees it and reads on from there; one that
+  // pinned before is waited for by wait_for_pins.
   void push_gates(std::uint64_t needed) noexcept {
     const std::uint32_t n = gate_count_.load(std::memory_order_seq_cst);
     for (std::uint32_t i = 0; i < n; ++i) {
@@ -261,7 +268,19 @@ class SequencedRing {
       std::uint64_t cur = g.next.load(std::memory_order_seq_cst);
       if (cur == kDetached || cur >= needed || g.hard.load(std::memory_order_relaxed)) continue;
       raise(g.next, needed);
-      while (g.pin.load(std::memory_order_seq_cst) < needed) std::this_thread::yield();
+    }
+  }
+
+  // Lossy rings: returns once no consumer is copying a seq below `bound`.
+  // A copy pins its first seq and then re-reads its gate (pin()); the gate
+  // scan that produced `bound` came before these pin loads, so a consumer
+  // either saw its gate at or past `bound` or shows its pin here. The
+  // acquire load of the released unpin orders its copy before our writes.
+  void wait_for_pins(std::uint64_t bound) const noexcept {
+    const std::uint32_t n = gate_count_.load(std::memory_order_seq_cst);
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const Gate& g = gates_[i];
+      while (g.pin.load(std::memory_order_seq_cst) < bound) std::this_thread::yield();
     }
   }
 

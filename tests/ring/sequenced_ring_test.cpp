@@ -184,3 +184,49 @@ TEST_CASE("a lossy ring pushes a lagging gate forward instead of waiting", "[rin
   for (std::uint64_t q = first; q < 20; ++q) CHECK(ring.slot(q).seq == q);
   ring.unpin(*gate);
 }
+
+TEST_CASE("a lossy ring never overwrites a seq a consumer is copying, whichever producer pushed its gate",
+          "[ring][concurrency]") {
+  // Three producers overrun a tiny lossy ring while one consumer copies
+  // slowly under a pin. A producer whose refresh finds the gate already
+  // pushed by another must still wait for the copy in progress.
+  constexpr int kProducers = 3;
+  constexpr std::uint64_t kPerProducer = 20000;
+  constexpr std::uint64_t kTotal = kProducers * kPerProducer;
+  Ring ring(8, 2, true);
+  std::uint64_t pos = 0;
+  auto gate = ring.attach(pos);
+  REQUIRE(gate);
+  std::vector<std::thread> producers;
+  for (int p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&] {
+      for (std::uint64_t i = 0; i < kPerProducer; ++i) {
+        const std::uint64_t s = ring.claim(1);
+        while (!ring.mp_has_room(s + 1)) std::this_thread::yield();
+        ring.slot(s).seq = s;
+        while (!ring.mp_turn(s)) std::this_thread::yield();
+        ring.publish(s + 1);
+      }
+    });
+  }
+  std::uint64_t read = 0, copied = 0;
+  long torn = 0;
+  while (read < kTotal) {
+    const std::uint64_t end = ring.published();
+    if (end <= read) {
+      std::this_thread::yield();
+      continue;
+    }
+    const std::uint64_t first = ring.pin(*gate, read);
+    for (std::uint64_t q = first; q < end; ++q) {
+      torn += ring.slot(q).seq != q;  // overwritten under the pin
+      ++copied;
+      std::this_thread::yield();      // a slow copy: producers lap the ring meanwhile
+    }
+    ring.unpin(*gate);
+    read = std::max(first, end);
+  }
+  for (auto& t : producers) t.join();
+  CHECK(torn == 0);
+  CHECK(copied > 0);
+}

@@ -31,6 +31,7 @@
 
 #include "rill/event.hpp"
 #include "rill/options.hpp"
+#include "rill/pull.hpp"
 #include "rill/status.hpp"
 
 namespace rill {
@@ -76,6 +77,22 @@ class Consumer {
   // an earlier ack is a no-op. Allocates: no. Fails: InvalidArgument (the
   // event came from another consumer, or was not delivered yet), Closed.
   Status ack(const Event& e);
+
+  // The pull model (rill/pull.hpp): a future of the next event, with the
+  // data ConsumerOptions::selector chose, placed where ::allocator said.
+  // Never blocks. Use pull() or poll(), not both at once: poll fails with
+  // InvalidArgument while pulled events are buffered. Allocates: one small
+  // state per pull.
+  PullFuture pull();
+
+  // Pulls events and calls `handler` on each, in order, until it returns
+  // false, `max_events` were handled, no event came for `idle_timeout`, or
+  // the consumer was closed. Returns the number handled. The handler acks
+  // (PulledEvent::acknowledge) what it wants acked. Fails: as a future's
+  // wait; an exception from the handler ends the call with InvalidArgument
+  // carrying its message (its event is not acked).
+  Result<std::size_t> process(const EventHandler& handler, Timeout idle_timeout = kForever,
+                              std::size_t max_events = ~std::size_t{0});
 
   // Thread-safe; idempotent. Wakes a blocked poll (it returns Closed) and
   // frees the name for the next consumer; the name's acked positions stay.

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "rill/data_view.hpp"
+
 namespace rill {
 
 // Blocking calls take a Timeout; kForever waits until success or close.
@@ -175,6 +177,14 @@ struct ConsumerOptions {
   // stats().skipped. false: poll returns OutOfRange (the consumer stays at
   // its position; reopen it elsewhere).
   bool jump_to_earliest = true;
+
+  // The pull model (Consumer::pull, Consumer::process; rill/pull.hpp).
+  // selector: which bytes of each event's data to take; empty: all of them.
+  // allocator: where the selected bytes go; empty with a selector: a buffer
+  // rill allocates per event. Both empty: pulled events show the event's
+  // own data, zero-copy. poll() and poll_batch() ignore both.
+  DataSelector selector{};
+  DataAllocator allocator{};
 };
 
 struct ProducerOptions {

@@ -43,7 +43,15 @@ ConsumerImpl::ConsumerImpl(std::shared_ptr<TopicCore> topic, ConsumerOptions opt
       cursor_of_(topic_->partitions(), -1),
       batch_(options_.max_batch) {}
 
-ConsumerImpl::~ConsumerImpl() { detach(); }
+ConsumerImpl::~ConsumerImpl() {
+  if (pulls_) pulls_->disown();
+  detach();
+}
+
+const std::shared_ptr<PullQueue>& ConsumerImpl::pulls() {
+  if (!pulls_) pulls_ = std::make_shared<PullQueue>(this);
+  return pulls_;
+}
 
 // Reserves this name on the requested partitions and attaches a gate in
 // each, positioned per options. Called once, before the handle is shared.
@@ -426,8 +434,16 @@ Consumer& Consumer::operator=(Consumer&& o) noexcept {
 }
 Consumer::~Consumer() { close(); }
 
+namespace {
+Status pulled_not_handed_out() {
+  return Status::InvalidArgument(
+      "this consumer holds pulled events not yet handed out: use pull() or poll(), not both at once");
+}
+}  // namespace
+
 Result<Event> Consumer::poll(Timeout timeout) {
   assert(impl_ && "poll() needs a valid Consumer");
+  if (impl_->pull_buffered()) return pulled_not_handed_out();
   Result<std::span<const Event>> batch = impl_->poll_batch(1, timeout);
   if (!batch.ok()) return batch.status();
   return (*batch)[0];
@@ -435,6 +451,7 @@ Result<Event> Consumer::poll(Timeout timeout) {
 
 Result<std::span<const Event>> Consumer::poll_batch(std::size_t max, Timeout timeout) {
   assert(impl_ && "poll_batch() needs a valid Consumer");
+  if (impl_->pull_buffered()) return pulled_not_handed_out();
   return impl_->poll_batch(max, timeout);
 }
 

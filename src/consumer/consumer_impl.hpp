@@ -8,6 +8,7 @@
 #include <span>
 #include <vector>
 
+#include "consumer/pull_queue.hpp"
 #include "rill/consumer.hpp"
 #include "topic/topic_core.hpp"
 
@@ -29,6 +30,11 @@ class ConsumerImpl {
   // a write batch); validates e like ack() does.
   Result<std::atomic<std::uint64_t>*> durable_ack_target(const Event& e);
   void close() noexcept;  // thread-safe
+
+  // The pull model's queue, made on first use; disowned when this dies.
+  const std::shared_ptr<PullQueue>& pulls();
+  // True while pull() holds events of a poll_batch not yet handed out.
+  bool pull_buffered() const noexcept { return pulls_ && pulls_->buffered(); }
 
   const ConsumerOptions& options() const noexcept { return options_; }
   const TopicCore& topic() const noexcept { return *topic_; }
@@ -102,6 +108,7 @@ class ConsumerImpl {
   std::vector<Cursor> cursors_;
   std::vector<int> cursor_of_;         // partition -> index in cursors_, or -1
   std::size_t next_ = 0;               // round-robin start for the next poll
+  std::shared_ptr<PullQueue> pulls_;
   std::vector<Event> batch_;           // reused: poll_batch never allocates
   bool attached_ = false;
   std::atomic<std::uint32_t> state_{0};

@@ -1,0 +1,50 @@
+// The pull model's engine: futures of one consumer, completed in pull
+// order by whichever thread waits on one of them.
+//
+// Thread-safety: as the Consumer (one thread at a time). Lifetime: shared
+// by the ConsumerImpl, its futures and its PulledEvents; the ConsumerImpl
+// disowns it on destruction, after which everything returns Closed.
+// Allocation: one slot per pull(); per event, what the selector and
+// allocator ask for (a descriptor of several runs, rill's own buffer).
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <optional>
+
+#include "rill/pull.hpp"
+
+namespace rill::detail {
+
+class ConsumerImpl;
+
+struct PullSlot {
+  std::optional<Result<std::optional<PulledEvent>>> value;  // set once complete
+  bool abandoned = false;  // its future was dropped before completing
+};
+
+class PullQueue : public std::enable_shared_from_this<PullQueue> {
+ public:
+  explicit PullQueue(ConsumerImpl* consumer) noexcept : consumer_(consumer) {}
+  void disown() noexcept { consumer_ = nullptr; }
+
+  std::shared_ptr<PullSlot> enqueue();
+  // Completes pending slots in order until `slot` is complete: Ok; or
+  // TimedOut (slot still pending). Waits at most `timeout` overall.
+  Status drive(const PullSlot& slot, Timeout timeout);
+  Status ack(const Event& e);
+  bool buffered() const noexcept { return batch_next_ < batch_.size(); }
+
+ private:
+  // The next event, selected and placed; nullopt at the end of the stream.
+  // TimedOut when none came in time (nothing consumed).
+  Result<std::optional<PulledEvent>> next(Timeout timeout);
+  Result<PulledEvent> select(const Event& e);
+
+  ConsumerImpl* consumer_;
+  std::deque<std::shared_ptr<PullSlot>> pending_;
+  std::span<const Event> batch_;  // the consumer's last poll_batch, handed out one by one
+  std::size_t batch_next_ = 0;
+};
+
+}  // namespace rill::detail

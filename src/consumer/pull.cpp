@@ -70,14 +70,17 @@ Result<std::optional<PulledEvent>> PullQueue::next(Timeout timeout) {
     batch_ = *r;
     batch_next_ = 0;
   }
-  Result<PulledEvent> e = select(batch_[batch_next_++]);
+  // Move the event out: the consumer's batch storage is not const, and
+  // take() refills every entry it hands out, so nothing reads it again.
+  Result<PulledEvent> e = select(std::move(const_cast<Event&>(batch_[batch_next_++])));
   if (!e.ok()) return e.status();
   return std::optional<PulledEvent>(std::move(*e));
 }
 
-Result<PulledEvent> PullQueue::select(const Event& e) {
+Result<PulledEvent> PullQueue::select(Event&& taken) {
   PulledEvent out;
-  out.event_ = e;
+  out.event_ = std::move(taken);
+  const Event& e = out.event_;
   out.queue_ = shared_from_this();
   const ConsumerOptions& o = consumer_->options();
   const std::string_view data = e.data();
@@ -173,8 +176,10 @@ PullFuture Consumer::pull() {
 Result<std::size_t> Consumer::process(const EventHandler& handler, Timeout idle_timeout, std::size_t max_events) {
   assert(impl_ && "process() needs a valid Consumer");
   std::size_t handled = 0;
+  const std::shared_ptr<detail::PullQueue>& q = impl_->pulls();
   while (handled < max_events) {
-    Result<std::optional<PulledEvent>> r = pull().wait(idle_timeout);
+    // Futures pulled earlier come first; without any, no future is made.
+    Result<std::optional<PulledEvent>> r = q->has_pending() ? pull().wait(idle_timeout) : q->next_direct(idle_timeout);
     if (!r.ok()) {
       if (r.status().is_timed_out()) break;  // idle: done for now
       return r.status();

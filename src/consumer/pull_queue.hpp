@@ -32,6 +32,14 @@ class PullQueue : public std::enable_shared_from_this<PullQueue> {
   // Completes pending slots in order until `slot` is complete: Ok; or
   // TimedOut (slot still pending). Waits at most `timeout` overall.
   Status drive(const PullSlot& slot, Timeout timeout);
+  // The next event with no future in between (process()): only when no
+  // future is pending, so pull order holds. nullopt at the end of the
+  // stream; TimedOut when none came in time.
+  Result<std::optional<PulledEvent>> next_direct(Timeout timeout) {
+    if (!consumer_) return Status::Closed("the consumer was destroyed");
+    return next(timeout);
+  }
+  bool has_pending() const noexcept { return !pending_.empty(); }
   Status ack(const Event& e);
   bool buffered() const noexcept { return batch_next_ < batch_.size(); }
 
@@ -39,7 +47,7 @@ class PullQueue : public std::enable_shared_from_this<PullQueue> {
   // The next event, selected and placed; nullopt at the end of the stream.
   // TimedOut when none came in time (nothing consumed).
   Result<std::optional<PulledEvent>> next(Timeout timeout);
-  Result<PulledEvent> select(const Event& e);
+  Result<PulledEvent> select(Event&& taken);
 
   ConsumerImpl* consumer_;
   std::deque<std::shared_ptr<PullSlot>> pending_;

@@ -187,9 +187,29 @@ struct ConsumerOptions {
   DataAllocator allocator{};
 };
 
+struct Message;  // rill/producer.hpp
+
+// Checks a message before anything of it is published: Ok, or why it is
+// refused. A refusal (or an exception) fails the publish with
+// InvalidArgument carrying the reason; nothing is published, and a batch
+// with a refused message publishes none of its messages.
+using Validator = std::function<Status(const Message&)>;
+
+// Picks the partition, below `partitions`, of a message that names none
+// (Message::partition == kAnyPartition). Called once per message, on the
+// publishing thread. An answer out of range (or an exception) fails the
+// publish with InvalidArgument. Built-ins: rill::round_robin_partitions(),
+// rill::key_hash_partitions() (rill/producer.hpp).
+using PartitionSelector = std::function<std::uint32_t(const Message&, std::uint32_t partitions)>;
+
 struct ProducerOptions {
   // Reserved for the producer's name in stats and durable logs; may be empty.
   std::string name{};
+  // Empty: every message is accepted.
+  Validator validator{};
+  // Empty: the key's hash for keyed messages, round-robin for keyless ones
+  // (one partition per publish call, so a batch stays one run).
+  PartitionSelector partition_selector{};
 };
 
 // ---------------------------------------------------------------- the bus

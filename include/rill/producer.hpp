@@ -38,6 +38,17 @@ struct Message {
   std::int64_t partition = kAnyPartition;
 };
 
+// The partition rill's default rule gives a keyed message: a stable hash
+// of the key (FNV-1a, the same in every process and build) modulo
+// `partitions`. REQUIRES: partitions >= 1.
+std::uint32_t key_partition(std::string_view key, std::uint32_t partitions) noexcept;
+
+// Built-in partition selectors (ProducerOptions::partition_selector).
+// Every message to the next partition in turn, keyed or not.
+PartitionSelector round_robin_partitions();
+// The key's hash (key_partition); keyless messages to partition 0.
+PartitionSelector key_hash_partitions();
+
 class Producer {
  public:
   Producer() noexcept;  // an empty handle; every call on it is a contract violation

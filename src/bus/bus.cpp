@@ -163,7 +163,7 @@ Status Topic::remove_consumer(std::string_view name) const {
   return core_->remove_name(std::string(name));
 }
 
-Result<Producer> Topic::producer(ProducerOptions) const {
+Result<Producer> Topic::producer(ProducerOptions options) const {
   if (core_->closed()) return Status::Closed("topic '" + core_->name() + "' is closed");
   if (const detail::DurableTopic* d = core_->durable(); d && d->log->read_only()) {
     return Status::InvalidArgument("topic '" + core_->name() + "' belongs to a read-only bus: no producers");
@@ -173,7 +173,7 @@ Result<Producer> Topic::producer(ProducerOptions) const {
     return Status::AlreadyExists("topic '" + core_->name() +
                                  "' is single-producer and already has a live Producer");
   }
-  return Producer(std::make_unique<detail::ProducerImpl>(core_, single));
+  return Producer(std::make_unique<detail::ProducerImpl>(core_, single, std::move(options)));
 }
 
 Result<Consumer> Topic::consumer(ConsumerOptions options) const {

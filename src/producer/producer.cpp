@@ -4,6 +4,7 @@
 // sleeper count (blocking wait strategy). No lock, no allocation, no
 // read-modify-write, no memory barrier on a single-producer topic.
 #include <algorithm>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -137,7 +138,68 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
   return Status::Ok();
 }
 
+namespace {
+
+// Runs a user hook; an exception becomes InvalidArgument naming the hook.
+template <class F>
+Status guarded_hook(const char* what, F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& ex) {
+    return Status::InvalidArgument(std::string(what) + " threw: " + ex.what() + "; nothing was published");
+  } catch (...) {
+    return Status::InvalidArgument(std::string(what) + " threw a non-exception; nothing was published");
+  }
+}
+
+}  // namespace
+
+Result<std::uint32_t> ProducerImpl::select_partition(const Message& m) {
+  const std::uint32_t parts = topic_->partitions();
+  std::uint32_t chosen = 0;
+  Status s = guarded_hook("the partition selector", [&] {
+    chosen = options_.partition_selector(m, parts);
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  if (chosen >= parts) {
+    return Status::InvalidArgument("the partition selector chose partition " + std::to_string(chosen) +
+                                   "; topic '" + topic_->name() + "' has " + std::to_string(parts) +
+                                   "; nothing was published");
+  }
+  return chosen;
+}
+
+Status ProducerImpl::run_validator(const Message& m) const {
+  Status verdict;
+  if (Status thrown = guarded_hook("the validator", [&] {
+        verdict = options_.validator(m);
+        return Status::Ok();
+      });
+      !thrown.ok()) {
+    return thrown;
+  }
+  if (verdict.ok()) return verdict;
+  return Status::InvalidArgument("the validator refused the event: " + std::string(verdict.message()) +
+                                 "; nothing was published");
+}
+
 }  // namespace detail
+
+std::uint32_t key_partition(std::string_view key, std::uint32_t partitions) noexcept {
+  return std::uint32_t(detail::hash_key(key) % partitions);
+}
+
+PartitionSelector round_robin_partitions() {
+  return [next = std::uint32_t{0}](const Message&, std::uint32_t partitions) mutable {
+    if (next >= partitions) next = 0;
+    return next++;
+  };
+}
+
+PartitionSelector key_hash_partitions() {
+  return [](const Message& m, std::uint32_t partitions) { return key_partition(m.key, partitions); };
+}
 
 Producer::Producer() noexcept = default;
 Producer::Producer(std::unique_ptr<detail::ProducerImpl> impl) noexcept : impl_(std::move(impl)) {}
@@ -159,6 +221,7 @@ void Producer::close() noexcept {
 namespace {
 
 Result<EventId> publish_one(detail::ProducerImpl& p, const Message& m, detail::LazyDeadline& deadline, bool may_wait) {
+  if (Status s = p.validate(m); !s.ok()) return s;
   Result<std::uint32_t> part = p.pick_partition(m);
   if (!part.ok()) return part.status();
   detail::PreparedEvent prepared;
@@ -169,7 +232,7 @@ Result<EventId> publish_one(detail::ProducerImpl& p, const Message& m, detail::L
     prepared.discard();
     return s;
   }
-  if (m.partition == kAnyPartition && m.key.empty()) p.advance_sticky();
+  if (m.partition == kAnyPartition && m.key.empty() && p.default_partitioning()) p.advance_sticky();
   return EventId{*part, offset};
 }
 
@@ -212,12 +275,20 @@ Result<std::size_t> Producer::publish_batch(std::span<const Message> messages, T
   assert(impl_ && "publish_batch() needs a valid Producer");
   detail::ProducerImpl& p = *impl_;
   const std::uint32_t max_size = p.topic_->options().max_event_size;
-  // Validate everything first: an invalid message publishes nothing.
+  // Validate everything first: an invalid message publishes nothing. A
+  // partition selector is asked once per message, here.
+  std::vector<std::uint32_t> selected;
+  if (!p.default_partitioning()) selected.reserve(messages.size());
   for (const Message& m : messages) {
+    if (Status s = p.validate(m); !s.ok()) return s;
     Result<std::uint32_t> part = p.pick_partition(m);
     if (!part.ok()) return part.status();
     if (Status s = detail::check_event_size(m, max_size); !s.ok()) return s;
+    if (!p.default_partitioning()) selected.push_back(*part);
   }
+  auto partition_of = [&](std::size_t i) {
+    return p.default_partitioning() ? *p.pick_partition(messages[i]) : selected[i];
+  };
   detail::LazyDeadline deadline(timeout);
   const bool sync = p.log_ && p.topic_->durable()->sync;
   std::vector<std::uint64_t> last_offset;  // sync topics: per partition, the last published + 1
@@ -226,9 +297,9 @@ Result<std::size_t> Producer::publish_batch(std::span<const Message> messages, T
   detail::PreparedEvent prepared[detail::ProducerImpl::kMaxRun];
   std::size_t done = 0;
   while (done < messages.size()) {
-    const std::uint32_t part = *p.pick_partition(messages[done]);
+    const std::uint32_t part = partition_of(done);
     std::size_t n = 1;
-    while (done + n < messages.size() && n < max_run && *p.pick_partition(messages[done + n]) == part) ++n;
+    while (done + n < messages.size() && n < max_run && partition_of(done + n) == part) ++n;
     for (std::size_t i = 0; i < n; ++i) {
       Status s = detail::prepare_event(messages[done + i], max_size, prepared[i]);
       assert(s.ok() && "validated above");

@@ -31,8 +31,9 @@ inline Result<std::uint32_t> choose_partition(const TopicCore& topic, const Mess
 
 class ProducerImpl {
  public:
-  ProducerImpl(std::shared_ptr<TopicCore> topic, bool single)
+  ProducerImpl(std::shared_ptr<TopicCore> topic, bool single, ProducerOptions options = {})
       : topic_(std::move(topic)),
+        options_(std::move(options)),
         single_(single),
         log_(topic_->durable() ? topic_->durable()->log.get() : nullptr) {}
   ~ProducerImpl() {
@@ -44,8 +45,19 @@ class ProducerImpl {
   Status publish_run(std::uint32_t partition, PreparedEvent* prepared, std::size_t n, LazyDeadline& deadline,
                      bool may_wait, std::uint64_t& first);
 
-  // Validates a message's partition; returns the partition to use.
-  Result<std::uint32_t> pick_partition(const Message& m) { return choose_partition(*topic_, m, sticky_); }
+  // Validates a message's partition; returns the partition to use. With a
+  // partition selector, call it once per message (the selector may count).
+  Result<std::uint32_t> pick_partition(const Message& m) {
+    if (m.partition != kAnyPartition || !options_.partition_selector) return choose_partition(*topic_, m, sticky_);
+    return select_partition(m);
+  }
+  // True when pick_partition follows the default rule, which is pure.
+  bool default_partitioning() const noexcept { return !options_.partition_selector; }
+  // The validator's verdict (Ok without one).
+  Status validate(const Message& m) const {
+    if (!options_.validator) return Status::Ok();
+    return run_validator(m);
+  }
   // Keyless events go to one partition per publish call (a batch stays one
   // run) and the next call moves on: round-robin without splitting batches.
   void advance_sticky() noexcept {
@@ -74,7 +86,12 @@ class ProducerImpl {
     return log_->wait_committed(*topic_, id.partition, id.offset, deadline, &closed_);
   }
 
+  // Out of line: the user hooks, their exceptions and range check.
+  Result<std::uint32_t> select_partition(const Message& m);
+  Status run_validator(const Message& m) const;
+
   std::shared_ptr<TopicCore> topic_;
+  const ProducerOptions options_;
   const bool single_;
   DurableLog* const log_;  // null for memory-only topics
   const std::uint64_t group_mask_ = log_ ? log_->group_mask() : 0;

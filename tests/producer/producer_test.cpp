@@ -5,6 +5,7 @@
 #include <atomic>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -196,4 +197,73 @@ TEST_CASE("closing a producer from another thread ends its blocked publish", "[p
     CHECK(c.poll(1s).ok());
     CHECK(c.poll(0ms).status().is_timed_out());
   }
+}
+
+TEST_CASE("a validator refuses events with its reason, and a refused batch publishes nothing", "[producer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 2, .capacity = 64});
+  auto c = *t.consumer({.name = "c"});
+  ProducerOptions o;
+  o.validator = [](const Message& m) {
+    if (m.data.empty()) return Status::InvalidArgument("empty data");
+    if (m.data == "throw") throw std::runtime_error("validator exploded");
+    if (m.metadata.empty()) return Status::NotFound("no metadata");
+    return Status::Ok();
+  };
+  auto p = *t.producer(o);
+  auto empty = p.publish(Message{.metadata = "{}"});
+  CHECK(empty.status().is_invalid_argument());
+  CHECK(empty.status().message().find("empty data") != std::string_view::npos);
+  auto no_md = p.publish(Message{.data = "x"});
+  CHECK(no_md.status().is_invalid_argument());  // every refusal is InvalidArgument, with the reason
+  CHECK(no_md.status().message().find("no metadata") != std::string_view::npos);
+  auto thrown = p.try_publish(Message{.metadata = "{}", .data = "throw"});
+  CHECK(thrown.status().is_invalid_argument());
+  CHECK(thrown.status().message().find("validator exploded") != std::string_view::npos);
+  const std::vector<Message> batch{Message{.metadata = "{}", .data = "a"}, Message{.metadata = "{}"}};
+  CHECK(p.publish_batch(batch).status().is_invalid_argument());
+  CHECK(c.poll(0ms).status().is_timed_out());  // nothing of it was published
+  REQUIRE(p.publish(Message{.metadata = "{}", .data = "fine"}).ok());
+  CHECK(c.poll(1s)->data() == "fine");
+}
+
+TEST_CASE("partition selectors: round-robin ignores keys, user choices are checked", "[producer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 3, .capacity = 64});
+  ProducerOptions rr;
+  rr.partition_selector = round_robin_partitions();
+  auto p = *t.producer(rr);
+  for (std::uint32_t i = 0; i < 6; ++i) CHECK(p.publish("same-key", "", "v")->partition == i % 3);
+  // A batch asks once per message: runs split where the answer changes.
+  const std::vector<Message> batch(6, Message{.key = "k", .data = "b"});
+  REQUIRE(*p.publish_batch(batch) == 6);
+  std::vector<std::size_t> per_partition(3, 0);
+  const auto stats = t.stats();
+  for (std::size_t i = 0; i < 3; ++i) per_partition[i] = stats[i].next_offset;
+  CHECK(per_partition == std::vector<std::size_t>{4, 4, 4});
+  // An explicit partition still wins.
+  CHECK(p.publish(Message{.data = "x", .partition = 2})->partition == 2);
+  p.close();
+
+  ProducerOptions hashed;
+  hashed.partition_selector = key_hash_partitions();
+  auto h = *t.producer(hashed);
+  auto plain = *t.producer();
+  for (int k = 0; k < 20; ++k) {
+    const std::string key = "sensor-" + std::to_string(k);
+    const std::uint32_t expect = key_partition(key, 3);
+    CHECK(h.publish(key, "", "v")->partition == expect);
+    CHECK(plain.publish(key, "", "v")->partition == expect);  // the default rule for keyed events
+  }
+
+  ProducerOptions bad;
+  bad.partition_selector = [](const Message& m, std::uint32_t parts) -> std::uint32_t {
+    if (m.key == "throw") throw std::runtime_error("selector exploded");
+    return parts;  // one past the last
+  };
+  auto b = *t.producer(bad);
+  auto out_of_range = b.publish("k", "", "v");
+  CHECK(out_of_range.status().is_invalid_argument());
+  CHECK(out_of_range.status().message().find("chose partition 3") != std::string_view::npos);
+  CHECK(b.publish("throw", "", "v").status().message().find("selector exploded") != std::string_view::npos);
 }

@@ -94,6 +94,11 @@ class Consumer {
   Result<std::size_t> process(const EventHandler& handler, Timeout idle_timeout = kForever,
                               std::size_t max_events = ~std::size_t{0});
 
+  // for (const PulledEvent& e : consumer.pulled(100ms)) { ... }: pulls until
+  // no event comes within `idle_timeout`, the consumer closes, or a pull
+  // fails (the range's status() says which).
+  PullRange pulled(Timeout idle_timeout = kForever) { return PullRange(*this, idle_timeout); }
+
   // Thread-safe; idempotent. Wakes a blocked poll (it returns Closed) and
   // frees the name for the next consumer; the name's acked positions stay.
   void close() noexcept;

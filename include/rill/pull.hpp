@@ -26,6 +26,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 
@@ -107,5 +108,41 @@ class PullFuture {
 
 // process(): called per event; return false to stop after this one.
 using EventHandler = std::function<bool(const PulledEvent&)>;
+
+class Consumer;
+
+// Range iteration over pulled events (Consumer::pulled): the loop ends when
+// no event came within the idle timeout, the consumer was closed, or a pull
+// failed; status() then says which (TimedOut, Ok, or the error).
+class PullRange {
+ public:
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = PulledEvent;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    const PulledEvent& operator*() const { return *current_; }
+    const PulledEvent* operator->() const { return &*current_; }
+    iterator& operator++();
+    friend bool operator==(const iterator& a, const iterator& b) { return a.range_ == b.range_; }
+
+   private:
+    friend class PullRange;
+    explicit iterator(PullRange* r) : range_(r) { ++*this; }
+    PullRange* range_ = nullptr;
+    std::optional<PulledEvent> current_;
+  };
+  iterator begin() { return iterator(this); }
+  iterator end() { return iterator(); }
+  const Status& status() const noexcept { return status_; }
+
+ private:
+  friend class Consumer;
+  PullRange(Consumer& c, Timeout idle) noexcept : consumer_(&c), idle_(idle) {}
+  Consumer* consumer_;
+  Timeout idle_;
+  Status status_;
+};
 
 }  // namespace rill

@@ -173,6 +173,18 @@ PullFuture Consumer::pull() {
   return PullFuture(q, q->enqueue());
 }
 
+PullRange::iterator& PullRange::iterator::operator++() {
+  Result<std::optional<PulledEvent>> r = range_->consumer_->pull().wait(range_->idle_);
+  if (r.ok() && *r) {
+    current_ = std::move(**r);
+    return *this;
+  }
+  range_->status_ = r.ok() ? Status::Ok() : r.status();  // Ok: closed
+  range_ = nullptr;
+  current_.reset();
+  return *this;
+}
+
 Result<std::size_t> Consumer::process(const EventHandler& handler, Timeout idle_timeout, std::size_t max_events) {
   assert(impl_ && "process() needs a valid Consumer");
   std::size_t handled = 0;

@@ -469,3 +469,20 @@ TEST_CASE("durable topics: a selective pull reads old events from disk byte for 
   }
   CHECK(c.stats().from_disk > 0);
 }
+
+TEST_CASE("range iteration over pulled events ends when the topic runs dry and says why", "[pull]") {
+  Bus bus;
+  auto t = make_topic(bus, {.capacity = 64});
+  auto p = *t.producer();
+  for (int i = 0; i < 5; ++i) REQUIRE(p.publish(Message{.data = std::to_string(i)}).ok());
+  auto c = *t.consumer({.name = "c"});
+  std::vector<std::string> seen;
+  auto range = c.pulled(20ms);
+  for (const PulledEvent& e : range) seen.push_back(e.data().to_string());
+  CHECK(seen == std::vector<std::string>{"0", "1", "2", "3", "4"});
+  CHECK(range.status().is_timed_out());
+  c.close();
+  auto after_close = c.pulled(1s);
+  for (const PulledEvent& e : after_close) FAIL("no event after close: " << e.data().to_string());
+  CHECK(after_close.status().ok());
+}

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "rill/multi_consumer.hpp"
 #include "rill/options.hpp"
 #include "rill/status.hpp"
 #include "rill/topic.hpp"
@@ -60,6 +61,11 @@ class Bus {
   Result<Producer> producer(std::string_view topic, ProducerOptions options = {}) const;
   Result<Consumer> consumer(std::string_view topic, ConsumerOptions options) const;
 
+  // One consumer over several topics (rill/multi_consumer.hpp), reading
+  // options.topics or options.assignment. Fails: as update_topics/assign
+  // (NotFound, InvalidArgument, AlreadyExists), Closed.
+  Result<MultiConsumer> multi_consumer(MultiConsumerOptions options) const;
+
   // Commits a write batch (see rill/write_batch.hpp) and fsyncs it. On Ok
   // every event and ack of it is durable; on any error none is. TimedOut
   // only while the batch had not started (nothing of it was published).
@@ -75,7 +81,7 @@ class Bus {
  private:
   struct Empty {};
   explicit Bus(Empty) noexcept;
-  std::unique_ptr<detail::BusCore> core_;
+  std::shared_ptr<detail::BusCore> core_;
 };
 
 }  // namespace rill

@@ -135,6 +135,7 @@ class Consumer {
  private:
   friend class Topic;
   friend class WriteBatch;
+  friend class MultiConsumer;
   explicit Consumer(std::unique_ptr<detail::ConsumerImpl> impl) noexcept;
   std::unique_ptr<detail::ConsumerImpl> impl_;
 };

@@ -7,6 +7,7 @@
 
 #include "common/names.hpp"
 #include "consumer/consumer_impl.hpp"
+#include "consumer/multi_consumer_impl.hpp"
 #include "producer/producer_impl.hpp"
 #include "storage/durable_log.hpp"
 #include "topic/topic_core.hpp"
@@ -67,6 +68,7 @@ class BusCore {
       log_->add_topic(core);
     } else {
       core = std::make_shared<TopicCore>(std::string(name), options);
+      core->set_bus_bell(bell_);
     }
     topics_.emplace(std::string(name), core);
     return core;
@@ -122,6 +124,10 @@ class BusCore {
   }
 
   const BusOptions& options() const noexcept { return options_; }
+  const std::shared_ptr<Doorbell>& shared_bell() const noexcept { return bell_; }
+  // Rung by every publish to any of this bus's topics: multi-topic
+  // consumers sleep here.
+  Doorbell& bell() noexcept { return *bell_; }
 
  private:
   std::shared_ptr<TopicCore> make_durable(StoredTopic stored) {
@@ -138,11 +144,14 @@ class BusCore {
     const TopicOptions options = stored.options;
     std::string name = stored.name;
     d->stored = std::move(stored);
-    return std::make_shared<TopicCore>(std::move(name), options, std::move(d));
+    auto core = std::make_shared<TopicCore>(std::move(name), options, std::move(d));
+    core->set_bus_bell(bell_);  // before the writer or anyone else sees it
+    return core;
   }
 
   const BusOptions options_;
   const std::shared_ptr<DurableLog> log_;
+  const std::shared_ptr<Doorbell> bell_ = std::make_shared<Doorbell>();
   mutable std::mutex mu_;
   bool closed_ = false;
   std::map<std::string, std::shared_ptr<TopicCore>, std::less<>> topics_;
@@ -191,7 +200,7 @@ Bus::Bus(Empty) noexcept {}
 
 Bus::Bus(BusOptions options) {
   assert(options.path.empty() && "a bus with a path must be opened with Bus::open");
-  core_ = std::make_unique<detail::BusCore>(std::move(options), nullptr);
+  core_ = std::make_shared<detail::BusCore>(std::move(options), nullptr);
 }
 
 Result<Bus> Bus::open(BusOptions options) {
@@ -206,7 +215,7 @@ Result<Bus> Bus::open(BusOptions options) {
     log = std::move(*opened);
   }
   Bus bus{Empty{}};
-  bus.core_ = std::make_unique<detail::BusCore>(std::move(options), log);
+  bus.core_ = std::make_shared<detail::BusCore>(std::move(options), log);
   if (log) {
     if (Status s = bus.core_->restore(); !s.ok()) {
       bus.core_.reset();  // stops the writer before the store closes
@@ -284,6 +293,22 @@ Result<Producer> Bus::producer(std::string_view topic_name, ProducerOptions opti
   auto t = topic(topic_name);
   if (!t.ok()) return t.status();
   return t->producer(std::move(options));
+}
+
+Result<MultiConsumer> Bus::multi_consumer(MultiConsumerOptions options) const {
+  if (Status s = detail::validate_name("consumer name", options.name); !s.ok()) return s;
+  std::weak_ptr<detail::BusCore> weak = core_;
+  auto open_topic = [weak](std::string_view name) -> Result<Topic> {
+    std::shared_ptr<detail::BusCore> core = weak.lock();
+    if (!core) return Status::Closed("the bus is gone");
+    auto r = core->open(name);
+    if (!r.ok()) return r.status();
+    return Topic(std::move(*r));
+  };
+  MultiConsumer c(std::make_unique<MultiConsumer::Impl>(options, std::move(open_topic), core_->shared_bell()));
+  Status s = options.assignment.empty() ? c.update_topics(options.topics) : c.assign(options.assignment);
+  if (!s.ok()) return s;
+  return c;
 }
 
 Result<Consumer> Bus::consumer(std::string_view topic_name, ConsumerOptions options) const {

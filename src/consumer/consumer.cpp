@@ -288,7 +288,7 @@ void ConsumerImpl::leave() noexcept {
 void ConsumerImpl::close() noexcept {
   const std::uint32_t old = state_.fetch_or(kCloseRequested, std::memory_order_acq_rel);
   if (old & kCloseRequested) return;
-  topic_->data_bell().wake_all();  // a blocked poll returns Closed
+  topic_->wake_consumers();  // a blocked poll (single- or multi-topic) returns Closed
   if (!(old & kInCall)) detach();  // else the call in flight detaches on leave()
 }
 
@@ -351,20 +351,26 @@ Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout
   };
   if (std::size_t n = try_take()) return std::span<const Event>(batch_.data(), n);
   if (!error_.ok()) return std::exchange(error_, Status::Ok());
+  if (timeout == Timeout::zero()) {  // a try: no spinning (multi-topic consumers poll this way)
+    if (stopped()) return Status::Closed("consumer '" + options_.name + "' or its topic is closed");
+    return Status::TimedOut("no event within the timeout");
+  }
   const Deadline deadline = deadline_after(timeout);
   std::size_t n = 0;
-  wait_until(topic_->options().wait, topic_->data_bell(), deadline, [&] {
-    if (stopped()) return true;
-    for (const Cursor& c : cursors_) {
-      if (topic_->visible(c.partition) > c.read) return true;
-    }
-    return false;
-  });
+  wait_until(topic_->options().wait, topic_->data_bell(), deadline, [&] { return has_work(); });
   if (stopped()) return Status::Closed("consumer '" + options_.name + "' or its topic is closed");
   n = try_take();
   if (!error_.ok()) return std::exchange(error_, Status::Ok());
   if (n == 0) return Status::TimedOut("no event within the timeout");  // a literal: no allocation
   return std::span<const Event>(batch_.data(), n);
+}
+
+bool ConsumerImpl::has_work() const noexcept {
+  if (stopped()) return true;
+  for (const Cursor& c : cursors_) {
+    if (topic_->visible(c.partition) > c.read) return true;
+  }
+  return false;
 }
 
 Status ConsumerImpl::check_ack(const Event& e, Cursor*& cursor) {

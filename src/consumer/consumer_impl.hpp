@@ -25,6 +25,12 @@ class ConsumerImpl {
   Status attach();
 
   Result<std::span<const Event>> poll_batch(std::size_t max, Timeout timeout);
+  // True when a poll would not wait: an event is visible or the consumer
+  // or its topic is closed. The owner's thread; safe against close().
+  bool ready_to_poll() noexcept {
+    const InCall call(*this);
+    return !call || has_work();
+  }
   Status ack(const Event& e);
   // Durable topics: the name's durable position that acking e raises (for
   // a write batch); validates e like ack() does.
@@ -93,6 +99,7 @@ class ConsumerImpl {
     const bool entered_;
   };
   bool stopped() const noexcept;
+  bool has_work() const noexcept;  // REQUIRES: in a call (cursors stay)
 
   void detach() noexcept;  // frees the name for the next consumer; its gates stay
   // ResourceExhausted: every gate of the partition's ring is taken.

@@ -89,7 +89,7 @@ void DurableLog::fail(Status s) noexcept {
   durable_bell_.wake_all();
   for (auto& t : topics_) {  // REQUIRES: topics_mu_ held (the writer)
     t->space_bell().wake_all();
-    t->data_bell().wake_all();
+    t->wake_consumers();
   }
 }
 

@@ -51,7 +51,7 @@ TopicCore::~TopicCore() {
 
 void TopicCore::close() noexcept {
   closed_.store(true, std::memory_order_seq_cst);
-  data_bell_.wake_all();
+  wake_consumers();
   space_bell_.wake_all();
 }
 

@@ -49,9 +49,21 @@ class TopicCore {
   Doorbell& data_bell() noexcept { return data_bell_; }    // consumers sleep here
   Doorbell& space_bell() noexcept { return space_bell_; }  // producers sleep here
 
-  // After publishing: wakes sleeping consumers (blocking strategy only).
+  // After publishing: wakes sleeping consumers (blocking strategy only),
+  // and multi-topic consumers sleeping on the bus's bell.
   void after_publish() noexcept {
-    if (blocking_) data_bell_.notify();
+    if (blocking_) {
+      data_bell_.notify();
+      if (bus_bell_) bus_bell_->notify();
+    }
+  }
+  // The bell of the bus that owns this topic, rung with every publish (and
+  // on close). REQUIRES: set before the topic is shared.
+  void set_bus_bell(std::shared_ptr<Doorbell> bell) noexcept { bus_bell_ = std::move(bell); }
+  // Wakes every consumer waiting on this topic, single- or multi-topic.
+  void wake_consumers() noexcept {
+    data_bell_.wake_all();
+    if (bus_bell_) bus_bell_->wake_all();
   }
   // After acking (freeing ring space): wakes sleeping producers.
   void after_ack() noexcept {
@@ -105,6 +117,7 @@ class TopicCore {
   const bool blocking_;
   std::vector<std::unique_ptr<EventRing>> rings_;
   Doorbell data_bell_;
+  std::shared_ptr<Doorbell> bus_bell_;  // null for a topic without a bus
   Doorbell space_bell_;
   std::atomic<bool> closed_{false};
   std::atomic<bool> single_taken_{false};

@@ -18,6 +18,10 @@
 // (retention deleted the position; see ConsumerOptions::jump_to_earliest)
 // or with a storage error (IOError, Corruption).
 //
+// Several live instances of one name: ConsumerOptions::mode. kExclusive
+// (default) refuses a second; kStandby keeps it waiting and lets it take
+// over, from the last ack, when the active instance closes.
+//
 // A Consumer is a move-only handle used by one thread at a time; close() may
 // also be called from another thread to wake a blocked poll. A Consumer may
 // outlive its Bus or topic; its calls then return Closed.
@@ -107,6 +111,10 @@ class Consumer {
   const std::string& name() const noexcept;
   const std::string& topic() const noexcept;
   ConsumerStats stats() const noexcept;
+  // False while this instance is a standby (ConsumerMode::kStandby) waiting
+  // for the active instance of its name to close; its polls then wait for
+  // the takeover (TimedOut if it does not come in time).
+  bool active() const noexcept;
 
   // Range-for over events, blocking until one arrives; the loop ends when
   // the consumer, its topic or the bus is closed.

@@ -156,6 +156,17 @@ class Position {
   std::uint64_t value_;
 };
 
+// How several live instances of one consumer name share its partitions.
+enum class ConsumerMode : std::uint8_t {
+  // One live instance per name and partition; a second is refused with
+  // AlreadyExists. The default.
+  kExclusive,
+  // Failover: a second instance waits as a standby (its polls deliver
+  // nothing, Consumer::active() is false); when the active instance closes,
+  // one standby takes over, resuming right after the name's last ack.
+  kStandby,
+};
+
 struct ConsumerOptions {
   // Mandatory: 1-249 characters of [A-Za-z0-9._-]. The topic keeps each
   // name's acked positions (and holds producers back for them) until
@@ -166,6 +177,8 @@ struct ConsumerOptions {
 
   // Partitions to read; empty means all of them.
   std::vector<std::uint32_t> partitions{};
+
+  ConsumerMode mode = ConsumerMode::kExclusive;
 
   // Most events poll_batch() returns at once (>= 1; capped at the topic's
   // capacity). Larger batches

@@ -76,10 +76,15 @@ Status ConsumerImpl::attach() {
   TopicCore::NameState& ns = topic_->name_state(options_.name);
   for (std::uint32_t p : wanted) {
     if (ns.live[p]) {
+      if (options_.mode == ConsumerMode::kStandby) {
+        standby_.store(true, std::memory_order_release);  // wait for the active one (stand_by)
+        return Status::Ok();
+      }
       return Status::AlreadyExists("consumer '" + options_.name + "' is already live on partition " +
                                    std::to_string(p) + " of topic '" + topic_->name() + "'");
     }
   }
+  standby_.store(false, std::memory_order_release);
   for (std::uint32_t p : wanted) {
     if (topic_->durable()) {
       if (Status s = attach_durable(ns, p); !s.ok()) {
@@ -89,7 +94,7 @@ Status ConsumerImpl::attach() {
       continue;
     }
     EventRing& ring = topic_->ring(p);
-    const Position& pos = options_.position;
+    const Position& pos = position_;
     const std::uint32_t owned = ns.gate[p];
     // Where the name's acks left off; a new name starts at the earliest held.
     const std::uint64_t acked_next = owned == TopicCore::kNoGate ? 0 : ring.gate_next(owned);
@@ -143,7 +148,7 @@ Status ConsumerImpl::attach_durable(TopicCore::NameState& ns, std::uint32_t p) {
   EventRing& ring = topic_->ring(p);
   DurableTopic& d = *topic_->durable();
   DurablePartition& dp = d.parts[p];
-  const Position& pos = options_.position;
+  const Position& pos = position_;
   const std::uint64_t earliest = dp.earliest.load(std::memory_order_acquire);
   const std::uint64_t top = ring.published();
   const std::uint64_t acked = ns.acked[p].load(std::memory_order_acquire);
@@ -269,6 +274,23 @@ void ConsumerImpl::detach() noexcept {
   cursors_.clear();
   std::fill(cursor_of_.begin(), cursor_of_.end(), -1);
   attached_ = false;
+  topic_->name_released();  // a standby of this name may take over
+}
+
+Status ConsumerImpl::stand_by(Deadline deadline) {
+  for (;;) {
+    const std::uint64_t epoch = topic_->release_epoch();
+    // Take over from the last ack, whatever position this instance asked
+    // for: the name's history belongs to the instance that went.
+    position_ = Position::unread();
+    if (Status s = attach(); !s.ok()) return s;
+    if (!standby_.load(std::memory_order_acquire)) return Status::Ok();
+    const bool changed = wait_until(WaitStrategy::kBlocking, topic_->data_bell(), deadline, [&] {
+      return stopped() || topic_->release_epoch() != epoch;
+    });
+    if (stopped()) return Status::Closed("consumer '" + options_.name + "' or its topic is closed");
+    if (!changed) return Status::TimedOut("standby: the active instance is still live");
+  }
 }
 
 bool ConsumerImpl::enter() noexcept {
@@ -335,6 +357,9 @@ std::size_t ConsumerImpl::take(Cursor& c, std::uint64_t available, std::size_t m
 Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout timeout) {
   const InCall call(*this);
   if (!call) return Status::Closed("consumer '" + options_.name + "' is closed");
+  if (standby_.load(std::memory_order_acquire)) {
+    if (Status s = stand_by(deadline_after(timeout)); !s.ok()) return s;
+  }
   max = std::clamp<std::size_t>(max, 1, batch_.size());
   const std::size_t k = cursors_.size();
   auto try_take = [&]() -> std::size_t {
@@ -366,7 +391,7 @@ Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout
 }
 
 bool ConsumerImpl::has_work() const noexcept {
-  if (stopped()) return true;
+  if (stopped() || standby_.load(std::memory_order_acquire)) return true;  // a standby's poll checks itself
   for (const Cursor& c : cursors_) {
     if (topic_->visible(c.partition) > c.read) return true;
   }
@@ -478,6 +503,11 @@ const std::string& Consumer::name() const noexcept {
 const std::string& Consumer::topic() const noexcept {
   assert(impl_ && "topic() needs a valid Consumer");
   return impl_->topic().name();
+}
+
+bool Consumer::active() const noexcept {
+  assert(impl_ && "active() needs a valid Consumer");
+  return impl_->active();
 }
 
 ConsumerStats Consumer::stats() const noexcept {

@@ -23,6 +23,8 @@ class ConsumerImpl {
   // once, before the handle is shared. Fails: AlreadyExists,
   // ResourceExhausted, InvalidArgument (partition list), Closed.
   Status attach();
+  // False while a standby instance waits for the active one to close.
+  bool active() const noexcept { return !standby_.load(std::memory_order_acquire); }
 
   Result<std::span<const Event>> poll_batch(std::size_t max, Timeout timeout);
   // True when a poll would not wait: an event is visible or the consumer
@@ -100,6 +102,10 @@ class ConsumerImpl {
   };
   bool stopped() const noexcept;
   bool has_work() const noexcept;  // REQUIRES: in a call (cursors stay)
+  // A standby's poll: takes over when the name is free (Ok: now active),
+  // else waits until the deadline for the active instance to go.
+  Status stand_by(Deadline deadline);
+  std::atomic<bool> standby_{false};
 
   void detach() noexcept;  // frees the name for the next consumer; its gates stay
   // ResourceExhausted: every gate of the partition's ring is taken.
@@ -111,6 +117,7 @@ class ConsumerImpl {
 
   std::shared_ptr<TopicCore> topic_;
   const ConsumerOptions options_;
+  Position position_ = options_.position;  // where attach() starts; a standby's takeover resets it to unread
   const std::uint64_t id_;             // process-unique; stamps delivered Events
   std::vector<Cursor> cursors_;
   std::vector<int> cursor_of_;         // partition -> index in cursors_, or -1

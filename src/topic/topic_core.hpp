@@ -60,6 +60,13 @@ class TopicCore {
   // The bell of the bus that owns this topic, rung with every publish (and
   // on close). REQUIRES: set before the topic is shared.
   void set_bus_bell(std::shared_ptr<Doorbell> bell) noexcept { bus_bell_ = std::move(bell); }
+  // Bumped (and consumers woken) each time a live consumer lets its name
+  // go: standby instances wait for it to change.
+  std::uint64_t release_epoch() const noexcept { return release_epoch_.load(std::memory_order_acquire); }
+  void name_released() noexcept {
+    release_epoch_.fetch_add(1, std::memory_order_acq_rel);
+    wake_consumers();
+  }
   // Wakes every consumer waiting on this topic, single- or multi-topic.
   void wake_consumers() noexcept {
     data_bell_.wake_all();
@@ -118,6 +125,7 @@ class TopicCore {
   std::vector<std::unique_ptr<EventRing>> rings_;
   Doorbell data_bell_;
   std::shared_ptr<Doorbell> bus_bell_;  // null for a topic without a bus
+  std::atomic<std::uint64_t> release_epoch_{0};
   Doorbell space_bell_;
   std::atomic<bool> closed_{false};
   std::atomic<bool> single_taken_{false};

@@ -77,8 +77,9 @@ class Consumer {
   // Allocates: no. Fails: TimedOut, Closed.
   Result<std::span<const Event>> poll_batch(std::size_t max, Timeout timeout = kForever);
 
-  // Cumulative ack in the event's partition. Acking an event at or before
-  // an earlier ack is a no-op. Allocates: no. Fails: InvalidArgument (the
+  // Cumulative ack in the event's partition (individual, for this event
+  // alone, in kShared mode or with individual_acks). Acking an event at or
+  // before an earlier ack is a no-op. Allocates: no. Fails: InvalidArgument (the
   // event came from another consumer, or was not delivered yet), Closed.
   Status ack(const Event& e);
 
@@ -102,6 +103,16 @@ class Consumer {
   // no event comes within `idle_timeout`, the consumer closes, or a pull
   // fails (the range's status() says which).
   PullRange pulled(Timeout idle_timeout = kForever) { return PullRange(*this, idle_timeout); }
+
+  // Individual acks only (ConsumerMode::kShared, ConsumerOptions::
+  // individual_acks): gives the event back for redelivery, to any instance
+  // of the name, after `delay`. An event already redelivered
+  // max_redeliveries times goes to the dead-letter topic instead, with
+  // `reason` in its metadata (under "dead_letter"), and counts as acked.
+  // Fails: InvalidArgument (cumulative acks; an event this instance does
+  // not hold), Closed; the dead-letter publish's failure (the event is
+  // then still held: nack or ack it again).
+  Status nack(const Event& e, Timeout delay = Timeout::zero(), std::string_view reason = {});
 
   // Thread-safe; idempotent. Wakes a blocked poll (it returns Closed) and
   // frees the name for the next consumer; the name's acked positions stay.

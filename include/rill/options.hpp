@@ -165,6 +165,12 @@ enum class ConsumerMode : std::uint8_t {
   // nothing, Consumer::active() is false); when the active instance closes,
   // one standby takes over, resuming right after the name's last ack.
   kStandby,
+  // Work sharing: instances of the name receive disjoint events and ack
+  // each event on its own (acks are individual); the name's position is
+  // its lowest unacked event. When an instance closes, the events it holds
+  // unacked go to the others. Order holds per instance, not per partition.
+  // Memory-only topics with OverflowPolicy kBlock or kFail.
+  kShared,
 };
 
 struct ConsumerOptions {
@@ -179,6 +185,19 @@ struct ConsumerOptions {
   std::vector<std::uint32_t> partitions{};
 
   ConsumerMode mode = ConsumerMode::kExclusive;
+
+  // Acks one event at a time instead of cumulatively (always so in
+  // kShared): the name's position moves over the contiguous acked prefix,
+  // so events may be processed and acked out of order (parallel handlers).
+  // Enables Consumer::nack. Memory-only topics, kBlock or kFail.
+  bool individual_acks = false;
+
+  // With individual acks: a nacked event that was already redelivered this
+  // many times goes to `dead_letter_topic` instead (with the reason in its
+  // metadata) and counts as acked. 0: redeliver without limit. A limit
+  // needs a dead-letter topic: an existing multi-producer topic of the bus.
+  std::uint32_t max_redeliveries = 0;
+  std::string dead_letter_topic{};
 
   // Most events poll_batch() returns at once (>= 1; capped at the topic's
   // capacity). Larger batches

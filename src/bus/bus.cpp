@@ -68,7 +68,7 @@ class BusCore {
       log_->add_topic(core);
     } else {
       core = std::make_shared<TopicCore>(std::string(name), options);
-      core->set_bus_bell(bell_);
+      core->set_bus(bell_, lookup());
     }
     topics_.emplace(std::string(name), core);
     return core;
@@ -125,6 +125,16 @@ class BusCore {
 
   const BusOptions& options() const noexcept { return options_; }
   const std::shared_ptr<Doorbell>& shared_bell() const noexcept { return bell_; }
+  // Lets topics find their siblings without keeping the bus alive.
+  void set_self(std::weak_ptr<BusCore> self) noexcept { self_ = std::move(self); }
+  TopicCore::TopicLookup lookup() const {
+    return [self = self_](std::string_view name) -> std::shared_ptr<TopicCore> {
+      std::shared_ptr<BusCore> core = self.lock();
+      if (!core) return nullptr;
+      auto r = core->open(name);
+      return r.ok() ? std::move(*r) : nullptr;
+    };
+  }
   // Rung by every publish to any of this bus's topics: multi-topic
   // consumers sleep here.
   Doorbell& bell() noexcept { return *bell_; }
@@ -145,13 +155,14 @@ class BusCore {
     std::string name = stored.name;
     d->stored = std::move(stored);
     auto core = std::make_shared<TopicCore>(std::move(name), options, std::move(d));
-    core->set_bus_bell(bell_);  // before the writer or anyone else sees it
+    core->set_bus(bell_, lookup());  // before the writer or anyone else sees it
     return core;
   }
 
   const BusOptions options_;
   const std::shared_ptr<DurableLog> log_;
   const std::shared_ptr<Doorbell> bell_ = std::make_shared<Doorbell>();
+  std::weak_ptr<BusCore> self_;
   mutable std::mutex mu_;
   bool closed_ = false;
   std::map<std::string, std::shared_ptr<TopicCore>, std::less<>> topics_;
@@ -201,6 +212,7 @@ Bus::Bus(Empty) noexcept {}
 Bus::Bus(BusOptions options) {
   assert(options.path.empty() && "a bus with a path must be opened with Bus::open");
   core_ = std::make_shared<detail::BusCore>(std::move(options), nullptr);
+  core_->set_self(core_);
 }
 
 Result<Bus> Bus::open(BusOptions options) {
@@ -216,6 +228,7 @@ Result<Bus> Bus::open(BusOptions options) {
   }
   Bus bus{Empty{}};
   bus.core_ = std::make_shared<detail::BusCore>(std::move(options), log);
+  bus.core_->set_self(bus.core_);
   if (log) {
     if (Status s = bus.core_->restore(); !s.ok()) {
       bus.core_.reset();  // stops the writer before the store closes

@@ -11,7 +11,10 @@
 #include "common/clock.hpp"
 #include "common/names.hpp"
 #include "consumer/consumer_impl.hpp"
+#include "consumer/shared_group.hpp"
 #include "event/record_writer.hpp"
+#include "producer/producer_impl.hpp"
+#include "rill/json.hpp"
 #include "ring/wait.hpp"
 
 namespace rill {
@@ -70,21 +73,43 @@ Status ConsumerImpl::attach() {
     if (seen[p]) return Status::InvalidArgument("partition " + std::to_string(p) + " is listed twice");
     seen[p] = true;
   }
+  if (Status s = check_individual_acks(); !s.ok()) return s;
 
   std::lock_guard<std::mutex> lock(topic_->registry_mutex());
   if (topic_->closed()) return Status::Closed("topic '" + topic_->name() + "' is closed");
   TopicCore::NameState& ns = topic_->name_state(options_.name);
+  if (individual()) {
+    // Joining the name's live group (shared mode), or taking up its state.
+    if (ns.group && ns.group->instances() > 0) {
+      if (options_.mode != ConsumerMode::kShared) {
+        return Status::AlreadyExists("consumer '" + options_.name + "' is live (shared) on topic '" +
+                                     topic_->name() + "'");
+      }
+      if (ns.group->partitions() != wanted) {
+        return Status::InvalidArgument("shared instances of consumer '" + options_.name +
+                                       "' must read the same partitions");
+      }
+      return join_group(ns.group);
+    }
+    if (ns.group && ns.group->partitions() == wanted) {
+      for (std::uint32_t p : wanted) {
+        if (ns.live[p]) return name_is_live(p);
+      }
+      for (std::uint32_t p : wanted) ns.live[p] = true;
+      return join_group(ns.group);
+    }
+  }
   for (std::uint32_t p : wanted) {
     if (ns.live[p]) {
       if (options_.mode == ConsumerMode::kStandby) {
         standby_.store(true, std::memory_order_release);  // wait for the active one (stand_by)
         return Status::Ok();
       }
-      return Status::AlreadyExists("consumer '" + options_.name + "' is already live on partition " +
-                                   std::to_string(p) + " of topic '" + topic_->name() + "'");
+      return name_is_live(p);
     }
   }
   standby_.store(false, std::memory_order_release);
+  ns.group.reset();  // a cumulative consumer (or other partitions) starts from the gates
   for (std::uint32_t p : wanted) {
     if (topic_->durable()) {
       if (Status s = attach_durable(ns, p); !s.ok()) {
@@ -140,6 +165,59 @@ Status ConsumerImpl::attach() {
     cursors_.push_back(Cursor{p, gate, start, start, &ring});
   }
   for (std::uint32_t p : wanted) ns.live[p] = true;
+  attached_ = true;
+  if (individual()) {
+    // The name's first individual-ack instance: the group takes over the
+    // cursors just positioned.
+    std::vector<SharedGroup::PartitionInit> init;
+    for (const Cursor& c : cursors_) init.push_back({c.partition, c.gate, c.read});
+    ns.group = std::make_shared<SharedGroup>(*topic_, init);
+    cursors_.clear();
+    std::fill(cursor_of_.begin(), cursor_of_.end(), -1);
+    attached_ = false;
+    return join_group(ns.group);
+  }
+  return Status::Ok();
+}
+
+Status ConsumerImpl::name_is_live(std::uint32_t p) const {
+  return Status::AlreadyExists("consumer '" + options_.name + "' is already live on partition " + std::to_string(p) +
+                               " of topic '" + topic_->name() + "'");
+}
+
+Status ConsumerImpl::check_individual_acks() {
+  if (!individual()) {
+    if (options_.max_redeliveries > 0 || !options_.dead_letter_topic.empty()) {
+      return Status::InvalidArgument("max_redeliveries and dead_letter_topic need individual acks "
+                                     "(ConsumerMode::kShared or ConsumerOptions::individual_acks)");
+    }
+    return Status::Ok();
+  }
+  if (topic_->durable() || topic_->options().overflow == OverflowPolicy::kDropOldest) {
+    return Status::InvalidArgument("individual acks and shared mode need a memory-only topic with overflow "
+                                   "kBlock or kFail; topic '" + topic_->name() + "' is " +
+                                   (topic_->durable() ? "durable" : "lossy (kDropOldest)"));
+  }
+  if (options_.max_redeliveries > 0 && options_.dead_letter_topic.empty()) {
+    return Status::InvalidArgument("max_redeliveries needs a dead_letter_topic to send exhausted events to");
+  }
+  if (!options_.dead_letter_topic.empty()) {
+    dead_letter_ = topic_->sibling(options_.dead_letter_topic);
+    if (!dead_letter_) {
+      return Status::NotFound("dead-letter topic '" + options_.dead_letter_topic + "' does not exist on this bus");
+    }
+    if (dead_letter_->options().producers == ProducerMode::kSingle) {
+      return Status::InvalidArgument("dead-letter topic '" + options_.dead_letter_topic +
+                                     "' is single-producer; dead letters need a multi-producer topic");
+    }
+  }
+  offsets_.resize(batch_.size());
+  return Status::Ok();
+}
+
+Status ConsumerImpl::join_group(std::shared_ptr<SharedGroup> group) {
+  group_ = std::move(group);
+  group_->join();
   attached_ = true;
   return Status::Ok();
 }
@@ -268,6 +346,12 @@ void ConsumerImpl::detach() noexcept {
   std::lock_guard<std::mutex> lock(topic_->registry_mutex());
   if (!attached_) return;
   TopicCore::NameState& ns = topic_->name_state(options_.name);
+  if (group_) {  // what this instance holds unacked goes to the others
+    if (group_->leave(id_) == 0) {
+      for (std::uint32_t p : group_->partitions()) ns.live[p] = false;
+    }
+    group_.reset();
+  }
   // The gates stay with the name, at the acked positions: unacked events
   // stay protected for the next consumer of this name.
   for (const Cursor& c : cursors_) ns.live[c.partition] = false;
@@ -361,6 +445,7 @@ Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout
     if (Status s = stand_by(deadline_after(timeout)); !s.ok()) return s;
   }
   max = std::clamp<std::size_t>(max, 1, batch_.size());
+  if (group_) return poll_group(max, timeout);
   const std::size_t k = cursors_.size();
   auto try_take = [&]() -> std::size_t {
     for (std::size_t j = 0; j < k; ++j) {
@@ -390,7 +475,83 @@ Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout
   return std::span<const Event>(batch_.data(), n);
 }
 
+Result<std::span<const Event>> ConsumerImpl::poll_group(std::size_t max, Timeout timeout) {
+  const Deadline deadline = deadline_after(timeout);
+  for (;;) {
+    std::int64_t next_due = INT64_MAX;
+    std::uint32_t partition = 0;
+    const std::int64_t now = now_ns(false);
+    if (const std::size_t n = group_->take(id_, max, now, partition, offsets_.data(), next_due)) {
+      // The group's gate (at the lowest unacked offset) protects every
+      // offset handed out until it is acked: copy without the lock.
+      EventRing& ring = topic_->ring(partition);
+      for (std::size_t i = 0; i < n; ++i) {
+        Event& e = batch_[i];
+        e.record().reset();
+        e.record().copy_from(ring.slot(offsets_[i]));
+        e.set_origin(EventId{partition, offsets_[i]}, id_);
+      }
+      delivered_.fetch_add(n, std::memory_order_relaxed);
+      return std::span<const Event>(batch_.data(), n);
+    }
+    if (stopped()) return Status::Closed("consumer '" + options_.name + "' or its topic is closed");
+    if (SteadyClock::now() >= deadline) return Status::TimedOut("no event within the timeout");
+    Deadline until = deadline;  // wake for the earliest delayed redelivery too
+    if (next_due != INT64_MAX) until = std::min(until, SteadyClock::now() + std::chrono::nanoseconds(next_due - now));
+    wait_until(topic_->options().wait, topic_->data_bell(), until, [&] { return has_work(); });
+  }
+}
+
+Status ConsumerImpl::nack(const Event& e, Timeout delay, std::string_view reason) {
+  const InCall call(*this);
+  if (!call) return Status::Closed("consumer '" + options_.name + "' is closed");
+  if (!group_) {
+    return Status::InvalidArgument("nack() needs individual acks (ConsumerMode::kShared or "
+                                   "ConsumerOptions::individual_acks)");
+  }
+  if (e.origin() != id_) {
+    return Status::InvalidArgument("nack() needs an event delivered to this consumer ('" + options_.name + "')");
+  }
+  const std::uint32_t max_deliveries = options_.max_redeliveries ? options_.max_redeliveries + 1 : 0;
+  bool dead = false;
+  Result<std::uint32_t> deliveries =
+      group_->nack(id_, e.partition(), e.offset(), delay.count(), now_ns(false), max_deliveries, dead);
+  if (!deliveries.ok()) return deliveries.status();
+  if (!dead) return Status::Ok();
+  if (Status s = dead_letter(e, *deliveries, reason); !s.ok()) return s;  // still held: nack or ack again
+  Status s = group_->ack(id_, e.partition(), e.offset());
+  if (s.ok()) acked_.fetch_add(1, std::memory_order_relaxed);
+  return s;
+}
+
+Status ConsumerImpl::dead_letter(const Event& e, std::uint32_t deliveries, std::string_view reason) {
+  nlohmann::json info = {{"reason", reason.empty() ? "nacked" : std::string(reason)},
+                         {"topic", topic_->name()},
+                         {"partition", e.partition()},
+                         {"offset", e.offset()},
+                         {"consumer", options_.name},
+                         {"deliveries", deliveries}};
+  Result<nlohmann::json> md = parse_metadata(e.metadata());
+  nlohmann::json out = md.ok() ? std::move(*md) : nlohmann::json{{"original_metadata", std::string(e.metadata())}};
+  out["dead_letter"] = std::move(info);
+  const std::string metadata = out.dump();
+  if (!dead_letter_producer_) dead_letter_producer_ = std::make_unique<ProducerImpl>(dead_letter_, false);
+  ProducerImpl& p = *dead_letter_producer_;
+  const Message m{e.key(), metadata, e.data(), {}, kAnyPartition};
+  Result<std::uint32_t> part = p.pick_partition(m);
+  if (!part.ok()) return part.status();
+  PreparedEvent prepared;
+  if (Status s = prepare_event(m, dead_letter_->options().max_event_size, prepared); !s.ok()) return s;
+  LazyDeadline deadline(kForever);
+  std::uint64_t first = 0;
+  Status s = p.publish_run(*part, &prepared, 1, deadline, true, first);
+  if (!s.ok()) prepared.discard();
+  if (m.key.empty()) p.advance_sticky();
+  return s;
+}
+
 bool ConsumerImpl::has_work() const noexcept {
+  if (group_) return stopped() || group_->has_work();
   if (stopped() || standby_.load(std::memory_order_acquire)) return true;  // a standby's poll checks itself
   for (const Cursor& c : cursors_) {
     if (topic_->visible(c.partition) > c.read) return true;
@@ -433,6 +594,15 @@ Status ConsumerImpl::ack(const Event& e) {
   const InCall call(*this);
   if (!call) return Status::Closed("consumer '" + options_.name + "' is closed");
   if (topic_->closed()) return Status::Closed("topic '" + topic_->name() + "' is closed");
+  if (group_) {  // individual
+    if (e.origin() != id_) {
+      return Status::InvalidArgument("ack() needs an event delivered to this consumer ('" + options_.name +
+                                     "'); this one came from another consumer or none");
+    }
+    Status s = group_->ack(id_, e.partition(), e.offset());
+    if (s.ok()) acked_.fetch_add(1, std::memory_order_relaxed);
+    return s;
+  }
   Cursor* cursor = nullptr;
   if (Status s = check_ack(e, cursor); !s.ok()) return s;
   Cursor& c = *cursor;
@@ -503,6 +673,11 @@ const std::string& Consumer::name() const noexcept {
 const std::string& Consumer::topic() const noexcept {
   assert(impl_ && "topic() needs a valid Consumer");
   return impl_->topic().name();
+}
+
+Status Consumer::nack(const Event& e, Timeout delay, std::string_view reason) {
+  assert(impl_ && "nack() needs a valid Consumer");
+  return impl_->nack(e, delay, reason);
 }
 
 bool Consumer::active() const noexcept {

@@ -14,6 +14,9 @@
 
 namespace rill::detail {
 
+class ProducerImpl;
+class SharedGroup;
+
 class ConsumerImpl {
  public:
   ConsumerImpl(std::shared_ptr<TopicCore> topic, ConsumerOptions options);
@@ -34,6 +37,8 @@ class ConsumerImpl {
     return !call || has_work();
   }
   Status ack(const Event& e);
+  // Individual acks only: gives the event back (see Consumer::nack).
+  Status nack(const Event& e, Timeout delay, std::string_view reason);
   // Durable topics: the name's durable position that acking e raises (for
   // a write batch); validates e like ack() does.
   Result<std::atomic<std::uint64_t>*> durable_ack_target(const Event& e);
@@ -102,6 +107,20 @@ class ConsumerImpl {
   };
   bool stopped() const noexcept;
   bool has_work() const noexcept;  // REQUIRES: in a call (cursors stay)
+
+  // Individual acks (shared mode, ConsumerOptions::individual_acks): the
+  // name's SharedGroup does dispatch and acks; cursors_ stay empty.
+  bool individual() const noexcept { return options_.mode == ConsumerMode::kShared || options_.individual_acks; }
+  Status check_individual_acks();  // options and topic allow it; resolves the dead-letter topic
+  Status join_group(std::shared_ptr<SharedGroup> group);
+  Result<std::span<const Event>> poll_group(std::size_t max, Timeout timeout);
+  // Publishes e to the dead-letter topic with why in its metadata.
+  Status dead_letter(const Event& e, std::uint32_t deliveries, std::string_view reason);
+  Status name_is_live(std::uint32_t partition) const;
+  std::shared_ptr<SharedGroup> group_;
+  std::vector<std::uint64_t> offsets_;  // take()'s offsets; sized once
+  std::shared_ptr<TopicCore> dead_letter_;
+  std::unique_ptr<ProducerImpl> dead_letter_producer_;
   // A standby's poll: takes over when the name is free (Ok: now active),
   // else waits until the deadline for the active instance to go.
   Status stand_by(Deadline deadline);

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -24,6 +25,8 @@ using EventRing = SequencedRing<EventRecord>;
 
 // Ok when the options describe a valid topic; otherwise why not.
 Status validate_topic_options(const TopicOptions& o);
+
+class SharedGroup;  // consumer/shared_group.hpp
 
 class TopicCore {
  public:
@@ -58,8 +61,15 @@ class TopicCore {
     }
   }
   // The bell of the bus that owns this topic, rung with every publish (and
-  // on close). REQUIRES: set before the topic is shared.
-  void set_bus_bell(std::shared_ptr<Doorbell> bell) noexcept { bus_bell_ = std::move(bell); }
+  // on close), and a way to find the bus's other topics (dead letters).
+  // REQUIRES: set before the topic is shared.
+  using TopicLookup = std::function<std::shared_ptr<TopicCore>(std::string_view)>;
+  void set_bus(std::shared_ptr<Doorbell> bell, TopicLookup lookup) noexcept {
+    bus_bell_ = std::move(bell);
+    lookup_ = std::move(lookup);
+  }
+  // A sibling topic of the same bus; null when unknown or the bus is gone.
+  std::shared_ptr<TopicCore> sibling(std::string_view name) const { return lookup_ ? lookup_(name) : nullptr; }
   // Bumped (and consumers woken) each time a live consumer lets its name
   // go: standby instances wait for it to change.
   std::uint64_t release_epoch() const noexcept { return release_epoch_.load(std::memory_order_acquire); }
@@ -95,6 +105,10 @@ class TopicCore {
     // batches; and what the writer last committed of it (writer only).
     std::unique_ptr<std::atomic<std::uint64_t>[]> acked;
     std::vector<std::uint64_t> persisted;
+    // Individual acks (shared mode): the name's dispatch and ack state; it
+    // outlives its instances, so a name that comes back repeats nothing it
+    // acked. Null for cumulative names.
+    std::shared_ptr<SharedGroup> group;
   };
   std::mutex& registry_mutex() noexcept { return registry_mu_; }
   // REQUIRES: registry_mutex held.
@@ -125,6 +139,7 @@ class TopicCore {
   std::vector<std::unique_ptr<EventRing>> rings_;
   Doorbell data_bell_;
   std::shared_ptr<Doorbell> bus_bell_;  // null for a topic without a bus
+  TopicLookup lookup_;
   std::atomic<std::uint64_t> release_epoch_{0};
   Doorbell space_bell_;
   std::atomic<bool> closed_{false};

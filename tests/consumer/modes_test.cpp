@@ -4,11 +4,13 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "rill/json.hpp"
 #include "rill/rill.hpp"
 #include "support/temp_dir.hpp"
 
@@ -178,4 +180,209 @@ TEST_CASE("durable topics: a standby resumes after the last committed ack", "[mo
   std::vector<std::string> expect;
   for (int i = 20; i < 40; ++i) expect.push_back(std::to_string(i));
   CHECK(rest == expect);
+}
+
+// ------------------------------------------------------------ shared mode
+
+namespace {
+
+ConsumerOptions shared(const char* name) { return {.name = name, .mode = ConsumerMode::kShared}; }
+
+std::vector<std::string> take_all(Consumer& c) {
+  std::vector<std::string> out;
+  for (;;) {
+    auto b = c.poll_batch(8, 0ms);
+    if (!b.ok()) return out;
+    for (const Event& e : *b) out.emplace_back(e.data());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("shared instances receive disjoint events that together are all of them", "[modes][shared]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 3, .capacity = 256});
+  auto a = *t.consumer(shared("n"));
+  auto b = *t.consumer(shared("n"));
+  publish_n(t, 0, 100);
+  std::set<std::string> got_a, got_b;
+  for (int round = 0; round < 100; ++round) {
+    if (auto x = a.poll_batch(4, 0ms); x.ok()) {
+      for (const Event& e : *x) {
+        got_a.insert(std::string(e.data()));
+        REQUIRE(a.ack(e).ok());
+      }
+    }
+    if (auto y = b.poll_batch(4, 0ms); y.ok()) {
+      for (const Event& e : *y) {
+        got_b.insert(std::string(e.data()));
+        REQUIRE(b.ack(e).ok());
+      }
+    }
+  }
+  CHECK(got_a.size() + got_b.size() == 100);
+  CHECK_FALSE(got_a.empty());
+  CHECK_FALSE(got_b.empty());
+  for (const auto& d : got_a) CHECK(got_b.count(d) == 0);
+}
+
+TEST_CASE("individual acks: the name resumes at its first unacked event, skipping later acked ones",
+          "[modes][shared]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 64});
+  publish_n(t, 0, 10);
+  {
+    auto c = *t.consumer({.name = "n", .individual_acks = true});
+    for (int i = 0; i < 8; ++i) {
+      auto e = c.poll(1s);
+      REQUIRE(e.ok());
+      if (i != 3 && i != 5) REQUIRE(c.ack(*e).ok());  // out of order is fine
+    }
+  }
+  auto c = *t.consumer({.name = "n", .individual_acks = true});
+  CHECK(take_all(c) == std::vector<std::string>{"3", "5", "8", "9"});
+}
+
+TEST_CASE("an instance that leaves hands its unacked events to the others", "[modes][shared]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 64});
+  auto a = *t.consumer(shared("n"));
+  auto b = *t.consumer(shared("n"));
+  publish_n(t, 0, 10);
+  auto batch = a.poll_batch(10, 1s);
+  REQUIRE(batch.ok());
+  REQUIRE(batch->size() == 10);
+  for (const Event& e : *batch) {
+    if (std::stoi(std::string(e.data())) % 2 == 0) REQUIRE(a.ack(e).ok());
+  }
+  const Event held = (*batch)[1];
+  a.close();
+  CHECK(take_all(b) == std::vector<std::string>{"1", "3", "5", "7", "9"});
+  // What b received is b's now: a stale copy of the old holder cannot ack it.
+  CHECK(b.ack(held).is_invalid_argument());
+}
+
+TEST_CASE("nack redelivers; after max_redeliveries the event goes to the dead-letter topic with the reason",
+          "[modes][shared]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 64});
+  auto dlq = *bus.create_topic("t.dlq");
+  auto dead = *dlq.consumer({.name = "inspector"});
+  ConsumerOptions o{.name = "n", .individual_acks = true, .max_redeliveries = 2, .dead_letter_topic = "t.dlq"};
+  auto c = *t.consumer(o);
+  auto p = *t.producer();
+  REQUIRE(p.publish(Message{.key = "k", .metadata = R"({"unit":"C"})", .data = "poison"}).ok());
+  REQUIRE(p.publish(Message{.data = "later"}).ok());
+  REQUIRE(p.publish(Message{.data = "parked"}).ok());
+  int deliveries = 0;
+  bool later = false, parked = false;
+  while (deliveries < 3 || !later || !parked) {  // poison: the first delivery and two redeliveries
+    auto e = c.poll(1s);
+    REQUIRE(e.ok());
+    if (e->data() == "later") {
+      REQUIRE(c.ack(*e).ok());
+      later = true;
+    } else if (e->data() == "parked") {
+      REQUIRE(c.nack(*e, std::chrono::hours(1)).ok());  // not due within this test
+      parked = true;
+    } else {
+      ++deliveries;
+      REQUIRE(c.nack(*e, 0ms, "cannot parse").ok());
+    }
+  }
+  auto d = dead.poll(1s);
+  REQUIRE(d.ok());
+  CHECK(d->data() == "poison");
+  CHECK(d->key() == "k");
+  auto md = parse_metadata(*d);
+  REQUIRE(md.ok());
+  CHECK((*md)["unit"] == "C");
+  CHECK((*md)["dead_letter"]["reason"] == "cannot parse");
+  CHECK((*md)["dead_letter"]["deliveries"] == 3);
+  CHECK((*md)["dead_letter"]["topic"] == "t");
+  CHECK((*md)["dead_letter"]["offset"] == 0);
+  // Dead-lettered counts as acked; the parked event is not due yet.
+  CHECK(c.poll(20ms).status().is_timed_out());
+}
+
+TEST_CASE("misuse of individual acks and shared mode gets clear errors", "[modes][shared][errors]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 2, .capacity = 64});
+  REQUIRE(bus.create_topic("single", {.producers = ProducerMode::kSingle}).ok());
+  auto cumulative = *t.consumer({.name = "plain"});
+  publish_n(t, 0, 1);
+  auto e = cumulative.poll(1s);
+  REQUIRE(e.ok());
+  CHECK(cumulative.nack(*e).is_invalid_argument());
+  CHECK(t.consumer({.name = "x", .max_redeliveries = 1}).status().is_invalid_argument());
+  CHECK(t.consumer({.name = "x", .individual_acks = true, .max_redeliveries = 1}).status().is_invalid_argument());
+  CHECK(t.consumer({.name = "x", .individual_acks = true, .dead_letter_topic = "missing"}).status().is_not_found());
+  CHECK(t.consumer({.name = "x", .individual_acks = true, .dead_letter_topic = "single"})
+            .status()
+            .is_invalid_argument());
+  auto lossy = *bus.create_topic("lossy", {.overflow = OverflowPolicy::kDropOldest});
+  CHECK(lossy.consumer(shared("x")).status().is_invalid_argument());
+  auto s = *t.consumer(shared("s"));
+  CHECK(t.consumer({.name = "s"}).status().is_already_exists());                     // exclusive vs shared
+  CHECK(t.consumer({.name = "s", .partitions = {0}, .mode = ConsumerMode::kShared})  // other partitions
+            .status()
+            .is_invalid_argument());
+  auto s2 = t.consumer(shared("s"));
+  CHECK(s2.ok());
+}
+
+TEST_CASE("shared stress: instances come and go; every event acked, none repeated after its ack",
+          "[modes][shared][stress]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 4, .capacity = 256});
+  constexpr int kEvents = 30000, kWorkers = 3;
+  std::vector<std::atomic<bool>> acked(kEvents);
+  std::vector<std::atomic<int>> delivered(kEvents);
+  std::atomic<int> acked_total{0}, violations{0}, failures{0};
+  auto keeper = *t.consumer(shared("w"));  // holds the name while workers come and go
+  std::thread producer([&] {
+    auto p = t.producer();
+    for (int i = 0; i < kEvents; ++i) {
+      if (!p.ok() || !p->publish(Message{.data = std::to_string(i)}).ok()) failures++;
+    }
+  });
+  std::vector<std::thread> workers;
+  for (int w = 0; w < kWorkers; ++w) {
+    workers.emplace_back([&, w] {
+      std::mt19937 rng(std::uint32_t(w) + 1);
+      while (acked_total < kEvents) {
+        auto c = t.consumer(shared("w"));
+        if (!c.ok()) {
+          failures++;
+          return;
+        }
+        const int batches = 1 + int(rng() % 20);
+        for (int b = 0; b < batches && acked_total < kEvents; ++b) {
+          auto batch = c->poll_batch(16, 20ms);
+          if (!batch.ok()) continue;
+          for (const Event& e : *batch) {
+            const int i = std::stoi(std::string(e.data()));
+            delivered[std::size_t(i)]++;
+            if (acked[std::size_t(i)]) violations++;  // delivered again after an ack
+            if (rng() % 20 == 0) continue;             // left unacked: goes to another instance later
+            if (c->ack(e).ok()) {
+              acked[std::size_t(i)] = true;
+              acked_total++;
+            }
+          }
+        }
+      }  // closes: the unacked events go back
+    });
+  }
+  // The keeper closes after a while, leaving the workers alone.
+  std::this_thread::sleep_for(10ms);
+  keeper.close();
+  producer.join();
+  for (auto& w : workers) w.join();
+  CHECK(failures == 0);
+  CHECK(violations == 0);
+  CHECK(acked_total == kEvents);
+  int never = 0;
+  for (auto& d : delivered) never += d == 0;
+  CHECK(never == 0);
 }

@@ -1,0 +1,103 @@
+// SharedGroup: the state of one consumer name read by several instances at
+// once (ConsumerMode::kShared), or by one instance that acks events one by
+// one (ConsumerOptions::individual_acks).
+//
+// Per partition the group keeps the name's ring gate at `base`, the lowest
+// offset not yet acked, and one entry per offset in [base, dispatch): who
+// holds it, whether it is acked, how often it was delivered. Instances take
+// batches: first events due for redelivery (returned by an instance that
+// left, or nacked and past their delay), then new ones from the ring. An
+// ack marks one entry; the gate moves over the acked prefix, so producers
+// wait only for what is really unprocessed, and the name resumes there.
+//
+// Thread-safety: every method locks the group's mutex, once per batch, ack
+// or nack (never per event of a batch). has_work() reads atomics only.
+// Allocation: entries live in per-partition deques bounded by the ring's
+// capacity; redelivery bookkeeping allocates per returned or nacked event.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <vector>
+
+#include "rill/status.hpp"
+#include "topic/topic_core.hpp"
+
+namespace rill::detail {
+
+class SharedGroup {
+ public:
+  struct PartitionInit {
+    std::uint32_t partition;
+    std::uint32_t gate;
+    std::uint64_t start;  // the gate's position: the name's first unacked offset
+  };
+  SharedGroup(TopicCore& topic, const std::vector<PartitionInit>& parts);
+
+  std::vector<std::uint32_t> partitions() const;
+
+  // Instances joining and leaving. leave() hands the instance's unacked
+  // events to the others (due at once) and returns how many remain joined.
+  void join() noexcept;
+  std::size_t leave(std::uint64_t instance);
+  std::size_t instances() const noexcept { return instances_.load(std::memory_order_acquire); }
+
+  // Hands up to `max` events of one partition to `instance`: their offsets
+  // into `offsets`, the partition into `partition`. Returns how many; 0
+  // when none is due. `next_due_ns` is lowered to when the earliest delayed
+  // redelivery becomes due (unchanged when none waits).
+  std::size_t take(std::uint64_t instance, std::size_t max, std::int64_t now_ns, std::uint32_t& partition,
+                   std::uint64_t* offsets, std::int64_t& next_due_ns);
+
+  // True when take() may hand something out (new events or redeliveries).
+  bool has_work() const noexcept;
+
+  // The event was processed. Ok also when already acked. Fails:
+  // InvalidArgument when `instance` does not hold it.
+  Status ack(std::uint64_t instance, std::uint32_t partition, std::uint64_t offset);
+
+  // Gives the event back for redelivery after `delay_ns`. Returns the
+  // number of deliveries so far; with `max_deliveries` > 0 and that many
+  // reached, the event stays with `instance` for dead-lettering (the caller
+  // publishes it, then acks it) and `dead` is set. Fails: as ack.
+  Result<std::uint32_t> nack(std::uint64_t instance, std::uint32_t partition, std::uint64_t offset,
+                             std::int64_t delay_ns, std::int64_t now_ns, std::uint32_t max_deliveries, bool& dead);
+
+ private:
+  struct Entry {
+    std::uint64_t holder = 0;  // the instance it was delivered to; 0: nobody
+    std::uint32_t deliveries = 0;
+    bool acked = false;
+    bool queued = false;  // waiting in due/delayed for redelivery
+  };
+  struct Part {
+    std::uint32_t partition = 0;
+    std::uint32_t gate = 0;
+    EventRing* ring = nullptr;
+    std::uint64_t base = 0;                    // == gate position: first unacked offset
+    std::atomic<std::uint64_t> dispatch{0};    // next offset never handed out
+    std::deque<Entry> entries;                 // offsets [base, dispatch)
+    std::set<std::uint64_t> due;               // offsets ready for redelivery, in order
+  };
+
+  Entry* find(Part& p, std::uint64_t offset) noexcept;
+  Part* part_of(std::uint32_t partition) noexcept;
+  void make_due(std::int64_t now_ns);  // moves delayed redeliveries whose time came into `due`
+  void settle(Part& p);                // advances base and the gate over the acked prefix
+
+  TopicCore& topic_;
+  mutable std::mutex mu_;
+  std::vector<std::unique_ptr<Part>> parts_;
+  std::multimap<std::int64_t, std::pair<Part*, std::uint64_t>> delayed_;  // due time -> event
+  std::size_t next_part_ = 0;  // round-robin start for take()
+  std::atomic<std::size_t> due_count_{0};
+  std::atomic<std::int64_t> earliest_delayed_{INT64_MAX};
+  std::atomic<std::size_t> instances_{0};
+};
+
+}  // namespace rill::detail

@@ -171,6 +171,13 @@ enum class ConsumerMode : std::uint8_t {
   // unacked go to the others. Order holds per instance, not per partition.
   // Memory-only topics with OverflowPolicy kBlock or kFail.
   kShared,
+  // As kShared, but every key belongs to one instance at a time, so events
+  // of a key are delivered in order, to one instance. When instances come
+  // or go, keys move; a key's new owner gets its events only once the old
+  // owner acked (or left with) the ones it held, so per-key order holds
+  // across rebalancing. Keyless events go to any instance. A nack lets a
+  // newer event of its key overtake it.
+  kKeyShared,
 };
 
 struct ConsumerOptions {

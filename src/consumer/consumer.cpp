@@ -80,10 +80,15 @@ Status ConsumerImpl::attach() {
   TopicCore::NameState& ns = topic_->name_state(options_.name);
   if (individual()) {
     // Joining the name's live group (shared mode), or taking up its state.
+    const bool keyed = options_.mode == ConsumerMode::kKeyShared;
     if (ns.group && ns.group->instances() > 0) {
-      if (options_.mode != ConsumerMode::kShared) {
+      if (!sharing()) {
         return Status::AlreadyExists("consumer '" + options_.name + "' is live (shared) on topic '" +
                                      topic_->name() + "'");
+      }
+      if (ns.group->keyed() != keyed) {
+        return Status::InvalidArgument("live instances of consumer '" + options_.name + "' use " +
+                                       (keyed ? "kShared" : "kKeyShared") + "; all instances need the same mode");
       }
       if (ns.group->partitions() != wanted) {
         return Status::InvalidArgument("shared instances of consumer '" + options_.name +
@@ -91,7 +96,7 @@ Status ConsumerImpl::attach() {
       }
       return join_group(ns.group);
     }
-    if (ns.group && ns.group->partitions() == wanted) {
+    if (ns.group && ns.group->partitions() == wanted && ns.group->keyed() == keyed) {
       for (std::uint32_t p : wanted) {
         if (ns.live[p]) return name_is_live(p);
       }
@@ -171,7 +176,7 @@ Status ConsumerImpl::attach() {
     // cursors just positioned.
     std::vector<SharedGroup::PartitionInit> init;
     for (const Cursor& c : cursors_) init.push_back({c.partition, c.gate, c.read});
-    ns.group = std::make_shared<SharedGroup>(*topic_, init);
+    ns.group = std::make_shared<SharedGroup>(*topic_, init, options_.mode == ConsumerMode::kKeyShared);
     cursors_.clear();
     std::fill(cursor_of_.begin(), cursor_of_.end(), -1);
     attached_ = false;
@@ -217,7 +222,7 @@ Status ConsumerImpl::check_individual_acks() {
 
 Status ConsumerImpl::join_group(std::shared_ptr<SharedGroup> group) {
   group_ = std::move(group);
-  group_->join();
+  group_->join(id_);
   attached_ = true;
   return Status::Ok();
 }
@@ -481,6 +486,7 @@ Result<std::span<const Event>> ConsumerImpl::poll_group(std::size_t max, Timeout
     std::int64_t next_due = INT64_MAX;
     std::uint32_t partition = 0;
     const std::int64_t now = now_ns(false);
+    const std::uint64_t epoch = group_->epoch();  // before take: a change after it wakes us
     if (const std::size_t n = group_->take(id_, max, now, partition, offsets_.data(), next_due)) {
       // The group's gate (at the lowest unacked offset) protects every
       // offset handed out until it is acked: copy without the lock.
@@ -498,7 +504,8 @@ Result<std::span<const Event>> ConsumerImpl::poll_group(std::size_t max, Timeout
     if (SteadyClock::now() >= deadline) return Status::TimedOut("no event within the timeout");
     Deadline until = deadline;  // wake for the earliest delayed redelivery too
     if (next_due != INT64_MAX) until = std::min(until, SteadyClock::now() + std::chrono::nanoseconds(next_due - now));
-    wait_until(topic_->options().wait, topic_->data_bell(), until, [&] { return has_work(); });
+    wait_until(topic_->options().wait, topic_->data_bell(), until,
+               [&] { return stopped() || group_->has_work(epoch); });
   }
 }
 
@@ -551,7 +558,7 @@ Status ConsumerImpl::dead_letter(const Event& e, std::uint32_t deliveries, std::
 }
 
 bool ConsumerImpl::has_work() const noexcept {
-  if (group_) return stopped() || group_->has_work();
+  if (group_) return stopped() || group_->has_work(group_->epoch());
   if (stopped() || standby_.load(std::memory_order_acquire)) return true;  // a standby's poll checks itself
   for (const Cursor& c : cursors_) {
     if (topic_->visible(c.partition) > c.read) return true;

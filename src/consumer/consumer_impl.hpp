@@ -110,7 +110,13 @@ class ConsumerImpl {
 
   // Individual acks (shared mode, ConsumerOptions::individual_acks): the
   // name's SharedGroup does dispatch and acks; cursors_ stay empty.
-  bool individual() const noexcept { return options_.mode == ConsumerMode::kShared || options_.individual_acks; }
+  bool individual() const noexcept {
+    return options_.mode == ConsumerMode::kShared || options_.mode == ConsumerMode::kKeyShared ||
+           options_.individual_acks;
+  }
+  bool sharing() const noexcept {
+    return options_.mode == ConsumerMode::kShared || options_.mode == ConsumerMode::kKeyShared;
+  }
   Status check_individual_acks();  // options and topic allow it; resolves the dead-letter topic
   Status join_group(std::shared_ptr<SharedGroup> group);
   Result<std::span<const Event>> poll_group(std::size_t max, Timeout timeout);

@@ -4,10 +4,25 @@
 #include <algorithm>
 
 #include "common/clock.hpp"
+#include "common/hash.hpp"
 
 namespace rill::detail {
 
-SharedGroup::SharedGroup(TopicCore& topic, const std::vector<PartitionInit>& parts) : topic_(topic) {
+namespace {
+
+// Rendezvous weight of (slot, instance): the instance with the highest
+// weight owns the slot, so a join or leave moves only the slots it must.
+std::uint64_t weight(std::uint64_t slot, std::uint64_t instance) noexcept {
+  std::uint64_t x = (slot + 1) * 0x9e3779b97f4a7c15ull ^ instance * 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 31;
+  x *= 0x94d049bb133111ebull;
+  return x ^ (x >> 29);
+}
+
+}  // namespace
+
+SharedGroup::SharedGroup(TopicCore& topic, const std::vector<PartitionInit>& parts, bool keyed)
+    : topic_(topic), keyed_(keyed) {
   for (const PartitionInit& init : parts) {
     auto p = std::make_unique<Part>();
     p->partition = init.partition;
@@ -17,6 +32,7 @@ SharedGroup::SharedGroup(TopicCore& topic, const std::vector<PartitionInit>& par
     p->dispatch.store(init.start, std::memory_order_relaxed);
     parts_.push_back(std::move(p));
   }
+  if (keyed_) slots_.resize(kSlots);
 }
 
 std::vector<std::uint32_t> SharedGroup::partitions() const {
@@ -25,17 +41,45 @@ std::vector<std::uint32_t> SharedGroup::partitions() const {
   return out;
 }
 
-void SharedGroup::join() noexcept { instances_.fetch_add(1, std::memory_order_acq_rel); }
+void SharedGroup::bump() noexcept {
+  epoch_.fetch_add(1, std::memory_order_acq_rel);
+  topic_.wake_consumers();
+}
 
-std::size_t SharedGroup::leave(std::uint64_t instance) {
-  std::size_t returned = 0;
+void SharedGroup::reassign_slots() {
+  if (!keyed_) return;
+  for (std::size_t s = 0; s < slots_.size(); ++s) {
+    std::uint64_t best = 0, best_w = 0;
+    for (std::uint64_t m : members_) {
+      const std::uint64_t w = weight(s, m);
+      if (best == 0 || w > best_w) {
+        best = m;
+        best_w = w;
+      }
+    }
+    slots_[s].owner = best;
+  }
+}
+
+void SharedGroup::join(std::uint64_t instance) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    members_.push_back(instance);
+    reassign_slots();
+  }
+  instances_.fetch_add(1, std::memory_order_acq_rel);
+  bump();  // keys moved to the newcomer; deferred events may be its now
+}
+
+std::size_t SharedGroup::leave(std::uint64_t instance) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::size_t returned = 0;
     for (auto& p : parts_) {
       for (std::size_t i = 0; i < p->entries.size(); ++i) {
         Entry& e = p->entries[i];
         if (e.holder != instance || e.acked) continue;
-        e.holder = 0;
+        unhold(e);
         if (!e.queued) {
           e.queued = true;
           p->due.insert(p->base + i);
@@ -44,9 +88,11 @@ std::size_t SharedGroup::leave(std::uint64_t instance) {
       }
     }
     due_count_.fetch_add(returned, std::memory_order_release);
+    members_.erase(std::remove(members_.begin(), members_.end(), instance), members_.end());
+    reassign_slots();
   }
   const std::size_t left = instances_.fetch_sub(1, std::memory_order_acq_rel) - 1;
-  if (returned) topic_.wake_consumers();
+  bump();
   return left;
 }
 
@@ -60,6 +106,38 @@ SharedGroup::Part* SharedGroup::part_of(std::uint32_t partition) noexcept {
 SharedGroup::Entry* SharedGroup::find(Part& p, std::uint64_t offset) noexcept {
   if (offset < p.base || offset >= p.base + p.entries.size()) return nullptr;
   return &p.entries[offset - p.base];
+}
+
+bool SharedGroup::may_take(std::uint64_t instance, std::uint16_t slot) const noexcept {
+  if (slot == kAnySlot) return true;
+  const KeySlot& k = slots_[slot];
+  return k.owner == instance && (k.held == 0 || k.holder == instance);
+}
+
+void SharedGroup::hand(Entry& e, std::uint64_t instance) noexcept {
+  e.holder = instance;
+  e.queued = false;
+  ++e.deliveries;
+  if (e.slot != kAnySlot) {
+    KeySlot& k = slots_[e.slot];
+    k.holder = instance;
+    ++k.held;
+  }
+}
+
+void SharedGroup::unhold(Entry& e) noexcept {
+  e.holder = 0;
+  if (e.slot != kAnySlot) {
+    KeySlot& k = slots_[e.slot];
+    if (--k.held == 0) k.holder = 0;
+  }
+}
+
+std::uint16_t SharedGroup::slot_of(const Part& p, std::uint64_t offset) const noexcept {
+  if (!keyed_) return kAnySlot;
+  const EventRecord& r = p.ring->slot(offset);
+  if (r.key_size == 0) return kAnySlot;
+  return std::uint16_t(hash_key(std::string_view(r.head(), r.key_size)) % kSlots);
 }
 
 void SharedGroup::make_due(std::int64_t now_ns) {
@@ -77,50 +155,78 @@ void SharedGroup::make_due(std::int64_t now_ns) {
 
 std::size_t SharedGroup::take(std::uint64_t instance, std::size_t max, std::int64_t now_ns, std::uint32_t& partition,
                               std::uint64_t* offsets, std::int64_t& next_due_ns) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   make_due(now_ns);
   const std::size_t k = parts_.size();
-  // Redeliveries first: they are the oldest work.
+  // Redeliveries first: they are the oldest work (keyed: only this
+  // instance's keys, and only keys nobody else still holds).
   for (std::size_t j = 0; j < k; ++j) {
     Part& p = *parts_[(next_part_ + j) % k];
-    if (p.due.empty()) continue;
     std::size_t n = 0;
-    while (n < max && !p.due.empty()) {
-      const std::uint64_t o = *p.due.begin();
-      p.due.erase(p.due.begin());
-      Entry& e = p.entries[o - p.base];
-      e.queued = false;
-      e.holder = instance;
-      ++e.deliveries;
-      offsets[n++] = o;
+    for (auto it = p.due.begin(); it != p.due.end() && n < max;) {
+      Entry& e = p.entries[*it - p.base];
+      if (!may_take(instance, e.slot)) {
+        ++it;
+        continue;
+      }
+      hand(e, instance);
+      offsets[n++] = *it;
+      it = p.due.erase(it);
     }
+    if (n == 0) continue;
     due_count_.fetch_sub(n, std::memory_order_release);
     next_part_ = (next_part_ + j + 1) % k;
     partition = p.partition;
     return n;
   }
-  // New events, round-robin over the partitions.
+  // New events, round-robin over the partitions. Keyed: events of keys
+  // owned (or still held) elsewhere are deferred, in order, to `due`.
+  bool deferred = false;
   for (std::size_t j = 0; j < k; ++j) {
     Part& p = *parts_[(next_part_ + j) % k];
-    const std::uint64_t from = p.dispatch.load(std::memory_order_relaxed);
+    std::uint64_t from = p.dispatch.load(std::memory_order_relaxed);
     const std::uint64_t available = topic_.visible(p.partition);
-    if (available <= from) continue;
-    const std::size_t n = std::size_t(std::min<std::uint64_t>(available - from, max));
-    for (std::size_t i = 0; i < n; ++i) {
-      p.entries.push_back(Entry{instance, 1, false, false});
-      offsets[i] = from + i;
+    const std::uint64_t scan_end = std::min<std::uint64_t>(available, from + 4 * max);
+    std::size_t n = 0;
+    std::size_t deferred_here = 0;
+    for (; from < scan_end && n < max; ++from) {
+      Entry e;
+      e.slot = slot_of(p, from);
+      if (may_take(instance, e.slot)) {
+        hand(e, instance);
+        offsets[n++] = from;
+      } else {
+        e.queued = true;
+        p.due.insert(from);
+        ++deferred_here;
+      }
+      p.entries.push_back(e);
     }
-    p.dispatch.store(from + n, std::memory_order_release);
+    p.dispatch.store(from, std::memory_order_release);
+    if (deferred_here) {
+      due_count_.fetch_add(deferred_here, std::memory_order_release);
+      deferred = true;
+    }
+    if (n == 0) continue;
     next_part_ = (next_part_ + j + 1) % k;
     partition = p.partition;
+    lock.unlock();
+    if (deferred) bump();  // their owners may be asleep
     return n;
   }
   if (!delayed_.empty()) next_due_ns = std::min(next_due_ns, delayed_.begin()->first);
+  lock.unlock();
+  if (deferred) bump();
   return 0;
 }
 
-bool SharedGroup::has_work() const noexcept {
-  if (due_count_.load(std::memory_order_acquire) > 0) return true;
+bool SharedGroup::has_work(std::uint64_t seen_epoch) const noexcept {
+  if (keyed_) {
+    // Due events may all belong to others: only a change is news.
+    if (epoch() != seen_epoch) return true;
+  } else if (due_count_.load(std::memory_order_acquire) > 0) {
+    return true;
+  }
   const std::int64_t delayed = earliest_delayed_.load(std::memory_order_acquire);
   if (delayed != INT64_MAX && delayed <= now_ns(false)) return true;
   for (const auto& p : parts_) {
@@ -142,19 +248,24 @@ void SharedGroup::settle(Part& p) {
 }
 
 Status SharedGroup::ack(std::uint64_t instance, std::uint32_t partition, std::uint64_t offset) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Part* p = part_of(partition);
-  Entry* e = p ? find(*p, offset) : nullptr;
-  if (p && !e && offset < p->base) return Status::Ok();  // acked (and settled) before
-  if (!e || (!e->acked && e->holder != instance)) {
-    return Status::InvalidArgument("ack() of offset " + std::to_string(offset) + " in partition " +
-                                   std::to_string(partition) +
-                                   ", which this instance does not hold (redelivered to another, or never delivered)");
+  bool freed_key = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Part* p = part_of(partition);
+    Entry* e = p ? find(*p, offset) : nullptr;
+    if (p && !e && offset < p->base) return Status::Ok();  // acked (and settled) before
+    if (!e || (!e->acked && e->holder != instance)) {
+      return Status::InvalidArgument("ack() of offset " + std::to_string(offset) + " in partition " +
+                                     std::to_string(partition) +
+                                     ", which this instance does not hold (redelivered to another, or never delivered)");
+    }
+    if (e->acked) return Status::Ok();
+    e->acked = true;
+    unhold(*e);
+    freed_key = keyed_ && e->slot != kAnySlot && slots_[e->slot].held == 0 && due_count_.load() > 0;
+    settle(*p);
   }
-  if (e->acked) return Status::Ok();
-  e->acked = true;
-  e->holder = 0;
-  settle(*p);
+  if (freed_key) bump();  // events of this key may wait for their new owner
   return Status::Ok();
 }
 
@@ -174,7 +285,7 @@ Result<std::uint32_t> SharedGroup::nack(std::uint64_t instance, std::uint32_t pa
     dead = true;  // stays held: the caller dead-letters it, then acks it
     return deliveries;
   }
-  e->holder = 0;
+  unhold(*e);
   e->queued = true;
   if (delay_ns <= 0) {
     p->due.insert(offset);
@@ -184,7 +295,7 @@ Result<std::uint32_t> SharedGroup::nack(std::uint64_t instance, std::uint32_t pa
     earliest_delayed_.store(delayed_.begin()->first, std::memory_order_release);
   }
   lock.unlock();
-  topic_.wake_consumers();
+  bump();
   return deliveries;
 }
 

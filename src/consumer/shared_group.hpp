@@ -37,13 +37,19 @@ class SharedGroup {
     std::uint32_t gate;
     std::uint64_t start;  // the gate's position: the name's first unacked offset
   };
-  SharedGroup(TopicCore& topic, const std::vector<PartitionInit>& parts);
+  // keyed: ConsumerMode::kKeyShared — every key has one owning instance
+  // (rendezvous hashing of 256 key slots over the joined instances); an
+  // event goes only to its key's owner, and only once no other instance
+  // holds an unacked event of that key, so per-key order survives
+  // rebalancing. Keyless events go to anyone.
+  SharedGroup(TopicCore& topic, const std::vector<PartitionInit>& parts, bool keyed);
 
   std::vector<std::uint32_t> partitions() const;
+  bool keyed() const noexcept { return keyed_; }
 
   // Instances joining and leaving. leave() hands the instance's unacked
   // events to the others (due at once) and returns how many remain joined.
-  void join() noexcept;
+  void join(std::uint64_t instance);
   std::size_t leave(std::uint64_t instance);
   std::size_t instances() const noexcept { return instances_.load(std::memory_order_acquire); }
 
@@ -54,8 +60,13 @@ class SharedGroup {
   std::size_t take(std::uint64_t instance, std::size_t max, std::int64_t now_ns, std::uint32_t& partition,
                    std::uint64_t* offsets, std::int64_t& next_due_ns);
 
-  // True when take() may hand something out (new events or redeliveries).
-  bool has_work() const noexcept;
+  // Changes whenever work may have appeared for some instance (acks, nacks,
+  // joins, leaves, events deferred to their key's owner).
+  std::uint64_t epoch() const noexcept { return epoch_.load(std::memory_order_acquire); }
+  // True when take() may hand something out: new events, redeliveries due,
+  // or (keyed) a change since `seen_epoch`, the epoch read before the last
+  // take that found nothing.
+  bool has_work(std::uint64_t seen_epoch) const noexcept;
 
   // The event was processed. Ok also when already acked. Fails:
   // InvalidArgument when `instance` does not hold it.
@@ -69,11 +80,19 @@ class SharedGroup {
                              std::int64_t delay_ns, std::int64_t now_ns, std::uint32_t max_deliveries, bool& dead);
 
  private:
+  static constexpr std::size_t kSlots = 256;
+  static constexpr std::uint16_t kAnySlot = 0xffff;  // keyless, or not keyed
   struct Entry {
     std::uint64_t holder = 0;  // the instance it was delivered to; 0: nobody
     std::uint32_t deliveries = 0;
+    std::uint16_t slot = kAnySlot;
     bool acked = false;
-    bool queued = false;  // waiting in due/delayed for redelivery
+    bool queued = false;  // waiting in due/delayed for (re)delivery
+  };
+  struct KeySlot {
+    std::uint64_t owner = 0;   // the instance its events go to
+    std::uint64_t holder = 0;  // the instance holding its unacked events
+    std::uint32_t held = 0;    // how many
   };
   struct Part {
     std::uint32_t partition = 0;
@@ -86,12 +105,22 @@ class SharedGroup {
   };
 
   Entry* find(Part& p, std::uint64_t offset) noexcept;
+  bool may_take(std::uint64_t instance, std::uint16_t slot) const noexcept;
+  void hand(Entry& e, std::uint64_t instance) noexcept;  // delivers e to instance
+  void unhold(Entry& e) noexcept;                        // e is no longer held (acked or given back)
+  std::uint16_t slot_of(const Part& p, std::uint64_t offset) const noexcept;
+  void reassign_slots();                                 // after a join or leave
+  void bump() noexcept;                                  // epoch_ + wake sleeping instances
   Part* part_of(std::uint32_t partition) noexcept;
   void make_due(std::int64_t now_ns);  // moves delayed redeliveries whose time came into `due`
   void settle(Part& p);                // advances base and the gate over the acked prefix
 
   TopicCore& topic_;
+  const bool keyed_;
   mutable std::mutex mu_;
+  std::vector<std::uint64_t> members_;  // joined instances
+  std::vector<KeySlot> slots_;          // keyed: kSlots of them
+  std::atomic<std::uint64_t> epoch_{0};
   std::vector<std::unique_ptr<Part>> parts_;
   std::multimap<std::int64_t, std::pair<Part*, std::uint64_t>> delayed_;  // due time -> event
   std::size_t next_part_ = 0;  // round-robin start for take()

@@ -543,18 +543,10 @@ Status ConsumerImpl::dead_letter(const Event& e, std::uint32_t deliveries, std::
   out["dead_letter"] = std::move(info);
   const std::string metadata = out.dump();
   if (!dead_letter_producer_) dead_letter_producer_ = std::make_unique<ProducerImpl>(dead_letter_, false);
-  ProducerImpl& p = *dead_letter_producer_;
   const Message m{e.key(), metadata, e.data(), {}, kAnyPartition};
-  Result<std::uint32_t> part = p.pick_partition(m);
-  if (!part.ok()) return part.status();
-  PreparedEvent prepared;
-  if (Status s = prepare_event(m, dead_letter_->options().max_event_size, prepared); !s.ok()) return s;
   LazyDeadline deadline(kForever);
-  std::uint64_t first = 0;
-  Status s = p.publish_run(*part, &prepared, 1, deadline, true, first);
-  if (!s.ok()) prepared.discard();
-  if (m.key.empty()) p.advance_sticky();
-  return s;
+  Result<EventId> id = dead_letter_producer_->publish_message(m, deadline, true);
+  return id.ok() ? Status::Ok() : id.status();
 }
 
 bool ConsumerImpl::has_work() const noexcept {

@@ -218,30 +218,30 @@ void Producer::close() noexcept {
   impl_->topic_->space_bell().wake_all();
 }
 
-namespace {
+namespace detail {
 
-Result<EventId> publish_one(detail::ProducerImpl& p, const Message& m, detail::LazyDeadline& deadline, bool may_wait) {
-  if (Status s = p.validate(m); !s.ok()) return s;
-  Result<std::uint32_t> part = p.pick_partition(m);
+Result<EventId> ProducerImpl::publish_message(const Message& m, LazyDeadline& deadline, bool may_wait) {
+  if (Status s = validate(m); !s.ok()) return s;
+  Result<std::uint32_t> part = pick_partition(m);
   if (!part.ok()) return part.status();
-  detail::PreparedEvent prepared;
-  if (Status s = detail::prepare_event(m, p.topic_->options().max_event_size, prepared); !s.ok()) return s;
+  PreparedEvent prepared;
+  if (Status s = prepare_event(m, topic_->options().max_event_size, prepared); !s.ok()) return s;
   std::uint64_t offset = 0;
-  Status s = p.publish_run(*part, &prepared, 1, deadline, may_wait, offset);
+  Status s = publish_run(*part, &prepared, 1, deadline, may_wait, offset);
   if (!s.ok()) {
     prepared.discard();
     return s;
   }
-  if (m.partition == kAnyPartition && m.key.empty() && p.default_partitioning()) p.advance_sticky();
+  if (m.partition == kAnyPartition && m.key.empty() && default_partitioning()) advance_sticky();
   return EventId{*part, offset};
 }
 
-}  // namespace
+}  // namespace detail
 
 Result<EventId> Producer::publish(const Message& m, Timeout timeout) {
   assert(impl_ && "publish() needs a valid Producer");
   detail::LazyDeadline deadline(timeout);
-  Result<EventId> id = publish_one(*impl_, m, deadline, true);
+  Result<EventId> id = impl_->publish_message(m, deadline, true);
   if (id.ok() && impl_->log_ && impl_->topic_->durable()->sync) {
     if (Status s = impl_->wait_durable(*id, deadline.get()); !s.ok()) return s;
   }
@@ -251,7 +251,7 @@ Result<EventId> Producer::publish(const Message& m, Timeout timeout) {
 Result<EventId> Producer::publish_async(const Message& m, Timeout timeout) {
   assert(impl_ && "publish_async() needs a valid Producer");
   detail::LazyDeadline deadline(timeout);
-  return publish_one(*impl_, m, deadline, true);
+  return impl_->publish_message(m, deadline, true);
 }
 
 Status Producer::wait_durable(EventId id, Timeout timeout) {
@@ -268,7 +268,7 @@ Status Producer::wait_durable(EventId id, Timeout timeout) {
 Result<EventId> Producer::try_publish(const Message& m) {
   assert(impl_ && "try_publish() needs a valid Producer");
   detail::LazyDeadline deadline(Timeout::zero());
-  return publish_one(*impl_, m, deadline, false);
+  return impl_->publish_message(m, deadline, false);
 }
 
 Result<std::size_t> Producer::publish_batch(std::span<const Message> messages, Timeout timeout) {

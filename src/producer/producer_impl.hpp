@@ -45,6 +45,10 @@ class ProducerImpl {
   Status publish_run(std::uint32_t partition, PreparedEvent* prepared, std::size_t n, LazyDeadline& deadline,
                      bool may_wait, std::uint64_t& first);
 
+  // One message: validator, partition, size, ring. Durable topics: returns
+  // at append (the caller waits for durability if it must).
+  Result<EventId> publish_message(const Message& m, LazyDeadline& deadline, bool may_wait);
+
   // Validates a message's partition; returns the partition to use. With a
   // partition selector, call it once per message (the selector may count).
   Result<std::uint32_t> pick_partition(const Message& m) {

@@ -241,6 +241,28 @@ using Validator = std::function<Status(const Message&)>;
 // rill::key_hash_partitions() (rill/producer.hpp).
 using PartitionSelector = std::function<std::uint32_t(const Message&, std::uint32_t partitions)>;
 
+// Producer::push: whether batches may be published out of order.
+enum class Ordering : std::uint8_t {
+  // One sender thread publishes the batches in push order: a partition
+  // sees pushed events in push order. The default.
+  kStrict,
+  // Two sender threads publish batches as they come (multi-producer
+  // topics; single-producer topics stay strict): more throughput when
+  // publishing waits, no order between batches.
+  kLoose,
+};
+
+// Producer::push batching (the Diaspora producer model).
+struct PushOptions {
+  // Events per batch handed to the sender. 0: adaptive — a batch goes as
+  // soon as a sender is free, and grows (up to 1024) while they are busy.
+  std::size_t batch_size = 0;
+  // Batches waiting or being published at most; push waits (try_push and
+  // timed pushes fail) while that many are pending. >= 1.
+  std::size_t max_batches = 4;
+  Ordering ordering = Ordering::kStrict;
+};
+
 struct ProducerOptions {
   // Reserved for the producer's name in stats and durable logs; may be empty.
   std::string name{};
@@ -249,6 +271,8 @@ struct ProducerOptions {
   // Empty: the key's hash for keyed messages, round-robin for keyless ones
   // (one partition per publish call, so a batch stays one run).
   PartitionSelector partition_selector{};
+  // Producer::push only.
+  PushOptions push{};
 };
 
 // ---------------------------------------------------------------- the bus

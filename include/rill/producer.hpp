@@ -15,6 +15,7 @@
 #include "rill/buffer.hpp"
 #include "rill/event.hpp"
 #include "rill/options.hpp"
+#include "rill/push.hpp"
 #include "rill/status.hpp"
 
 namespace rill {
@@ -92,6 +93,21 @@ class Producer {
   // On a kSync topic it returns once all of them are committed.
   // A message that is invalid stops the batch before anything is published.
   Result<std::size_t> publish_batch(std::span<const Message> messages, Timeout timeout = kForever);
+
+  // The Diaspora producer model (rill/push.hpp): copies the message into
+  // the batch being filled and returns a future of its EventId at once;
+  // sender threads publish whole batches (ProducerOptions::push). Waits
+  // at most `timeout` while max_batches batches are pending (then the
+  // future fails with TimedOut, nothing pushed). The validator runs here:
+  // a refusal fails the future at once. Once a handle pushes, its publish
+  // calls fail with InvalidArgument (the senders own the publishing).
+  // Allocates: the copies of the message's bytes, a batch per batch.
+  PushFuture push(const Message& m, Timeout timeout = kForever);
+  PushFuture try_push(const Message& m) { return push(m, Timeout::zero()); }
+  // Hands over the batch being filled; the future completes once
+  // everything pushed before it is published. Closing the producer fails
+  // what is still pending with Closed: flush().wait() first to publish all.
+  FlushFuture flush();
 
   // Thread-safe. Wakes a publish blocked on this handle; later calls return
   // Closed. On a single-producer topic the right to publish is released when

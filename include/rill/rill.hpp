@@ -10,6 +10,7 @@
 #include "rill/options.hpp"
 #include "rill/producer.hpp"
 #include "rill/pull.hpp"
+#include "rill/push.hpp"
 #include "rill/status.hpp"
 #include "rill/topic.hpp"
 #include "rill/write_batch.hpp"

@@ -215,6 +215,7 @@ const std::string& Producer::topic() const noexcept {
 void Producer::close() noexcept {
   if (!impl_) return;
   impl_->closed_.store(true, std::memory_order_relaxed);
+  if (impl_->loose_sender_) impl_->loose_sender_->closed_.store(true, std::memory_order_relaxed);
   impl_->topic_->space_bell().wake_all();
 }
 
@@ -238,8 +239,40 @@ Result<EventId> ProducerImpl::publish_message(const Message& m, LazyDeadline& de
 
 }  // namespace detail
 
+namespace {
+Status pushing() {
+  return Status::InvalidArgument("this producer pushes (Producer::push): its sender threads publish; "
+                                 "use another Producer handle to publish directly");
+}
+}  // namespace
+
+PushFuture Producer::push(const Message& m, Timeout timeout) {
+  assert(impl_ && "push() needs a valid Producer");
+  detail::ProducerImpl& p = *impl_;
+  if (!p.pusher_) {
+    if (p.options_.push.max_batches < 1) {
+      return detail::Pusher::refused(Status::InvalidArgument("ProducerOptions::push.max_batches must be >= 1"));
+    }
+    std::vector<detail::ProducerImpl*> senders{&p};
+    if (p.options_.push.ordering == Ordering::kLoose && !p.single_) {
+      p.loose_sender_ = std::make_unique<detail::ProducerImpl>(p.topic_, false, p.options_);
+      senders.push_back(p.loose_sender_.get());
+    }
+    p.pusher_ = std::make_shared<detail::Pusher>(p.options_.push, std::move(senders));
+    p.pusher_->start();
+  }
+  return p.pusher_->push(m, timeout);
+}
+
+FlushFuture Producer::flush() {
+  assert(impl_ && "flush() needs a valid Producer");
+  if (!impl_->pusher_) return FlushFuture();  // nothing was pushed
+  return impl_->pusher_->flush();
+}
+
 Result<EventId> Producer::publish(const Message& m, Timeout timeout) {
   assert(impl_ && "publish() needs a valid Producer");
+  if (impl_->pusher_) return pushing();
   detail::LazyDeadline deadline(timeout);
   Result<EventId> id = impl_->publish_message(m, deadline, true);
   if (id.ok() && impl_->log_ && impl_->topic_->durable()->sync) {
@@ -250,6 +283,7 @@ Result<EventId> Producer::publish(const Message& m, Timeout timeout) {
 
 Result<EventId> Producer::publish_async(const Message& m, Timeout timeout) {
   assert(impl_ && "publish_async() needs a valid Producer");
+  if (impl_->pusher_) return pushing();
   detail::LazyDeadline deadline(timeout);
   return impl_->publish_message(m, deadline, true);
 }
@@ -267,12 +301,14 @@ Status Producer::wait_durable(EventId id, Timeout timeout) {
 
 Result<EventId> Producer::try_publish(const Message& m) {
   assert(impl_ && "try_publish() needs a valid Producer");
+  if (impl_->pusher_) return pushing();
   detail::LazyDeadline deadline(Timeout::zero());
   return impl_->publish_message(m, deadline, false);
 }
 
 Result<std::size_t> Producer::publish_batch(std::span<const Message> messages, Timeout timeout) {
   assert(impl_ && "publish_batch() needs a valid Producer");
+  if (impl_->pusher_) return pushing();
   detail::ProducerImpl& p = *impl_;
   const std::uint32_t max_size = p.topic_->options().max_event_size;
   // Validate everything first: an invalid message publishes nothing. A

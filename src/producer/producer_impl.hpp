@@ -9,6 +9,7 @@
 #include "common/clock.hpp"
 #include "common/hash.hpp"
 #include "event/record_writer.hpp"
+#include "producer/pusher.hpp"
 #include "rill/producer.hpp"
 #include "topic/topic_core.hpp"
 
@@ -37,6 +38,7 @@ class ProducerImpl {
         single_(single),
         log_(topic_->durable() ? topic_->durable()->log.get() : nullptr) {}
   ~ProducerImpl() {
+    if (pusher_) pusher_->stop();  // its senders use this (and loose_sender_)
     if (single_) topic_->release_single_producer();
   }
 
@@ -101,6 +103,11 @@ class ProducerImpl {
   const std::uint64_t group_mask_ = log_ ? log_->group_mask() : 0;
   std::atomic<bool> closed_{false};
   std::uint32_t sticky_ = 0;
+  // Producer::push: made on the first push; from then on its sender
+  // threads publish through this ProducerImpl (and, for Ordering::kLoose on
+  // a multi-producer topic, through loose_sender_ too).
+  std::unique_ptr<ProducerImpl> loose_sender_;
+  std::shared_ptr<Pusher> pusher_;
 
   static constexpr std::size_t kMaxRun = 64;  // prepared events held on the stack
 };

@@ -4,12 +4,15 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "rill/data_view.hpp"
 
 namespace rill {
+
+class ThreadPool;  // rill/thread_pool.hpp
 
 // Blocking calls take a Timeout; kForever waits until success or close.
 using Timeout = std::chrono::nanoseconds;
@@ -224,6 +227,11 @@ struct ConsumerOptions {
   // own data, zero-copy. poll() and poll_batch() ignore both.
   DataSelector selector{};
   DataAllocator allocator{};
+  // With a pool, pull() runs selector and allocator for whole batches on
+  // its threads (so both must then be thread-safe) and still hands events
+  // out in order. prefetch_batches: batches prepared ahead (>= 1).
+  std::shared_ptr<ThreadPool> thread_pool{};
+  std::uint32_t prefetch_batches = 2;
 };
 
 struct Message;  // rill/producer.hpp

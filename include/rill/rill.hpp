@@ -12,5 +12,6 @@
 #include "rill/pull.hpp"
 #include "rill/push.hpp"
 #include "rill/status.hpp"
+#include "rill/thread_pool.hpp"
 #include "rill/topic.hpp"
 #include "rill/write_batch.hpp"

@@ -52,7 +52,7 @@ ConsumerImpl::~ConsumerImpl() {
 }
 
 const std::shared_ptr<PullQueue>& ConsumerImpl::pulls() {
-  if (!pulls_) pulls_ = std::make_shared<PullQueue>(this);
+  if (!pulls_) pulls_ = std::make_shared<PullQueue>(this, options_);
   return pulls_;
 }
 

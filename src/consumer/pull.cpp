@@ -7,6 +7,7 @@
 #include "consumer/consumer_impl.hpp"
 #include "consumer/pull_queue.hpp"
 #include "rill/consumer.hpp"
+#include "rill/thread_pool.hpp"
 
 namespace rill {
 namespace detail {
@@ -61,6 +62,7 @@ Status PullQueue::drive(const PullSlot& slot, Timeout timeout) {
 }
 
 Result<std::optional<PulledEvent>> PullQueue::next(Timeout timeout) {
+  if (consumer_->options().thread_pool) return next_prepared(timeout);
   if (batch_next_ == batch_.size()) {
     Result<std::span<const Event>> r = consumer_->poll_batch(consumer_->options().max_batch, timeout);
     if (!r.ok()) {
@@ -70,29 +72,69 @@ Result<std::optional<PulledEvent>> PullQueue::next(Timeout timeout) {
     batch_ = *r;
     batch_next_ = 0;
   }
-  // Move the event out: the consumer's batch storage is not const, and
-  // take() refills every entry it hands out, so nothing reads it again.
-  Result<PulledEvent> e = select(std::move(const_cast<Event&>(batch_[batch_next_++])));
-  if (!e.ok()) return e.status();
-  return std::optional<PulledEvent>(std::move(*e));
+  PulledEvent e = start(batch_[batch_next_++]);
+  if (Status s = place(*hooks_, e); !s.ok()) return s;
+  return std::optional<PulledEvent>(std::move(e));
 }
 
-Result<PulledEvent> PullQueue::select(Event&& taken) {
-  PulledEvent out;
-  out.event_ = std::move(taken);
-  const Event& e = out.event_;
-  out.queue_ = shared_from_this();
+// With a thread pool: whole batches are selected and placed on the pool,
+// up to prefetch_batches ahead, and handed out in order.
+Result<std::optional<PulledEvent>> PullQueue::next_prepared(Timeout timeout) {
   const ConsumerOptions& o = consumer_->options();
-  const std::string_view data = e.data();
-  const DataDescriptor all = DataDescriptor::all(data.size());
-  if (!o.selector && !o.allocator) {
-    out.selection_ = all;  // zero-copy: data() views the event's own bytes
-    return out;
+  const std::size_t depth = std::max<std::uint32_t>(1, o.prefetch_batches);
+  while (prepared_.size() < depth) {
+    Result<std::span<const Event>> r = consumer_->poll_batch(o.max_batch, prepared_.empty() ? timeout : Timeout::zero());
+    if (!r.ok()) {
+      if (!prepared_.empty()) break;  // hand out what is ready first
+      if (r.status().is_closed()) return std::optional<PulledEvent>();
+      return r.status();
+    }
+    auto b = std::make_shared<Prepared>();
+    b->events.reserve(r->size());
+    for (const Event& e : *r) b->events.push_back(start(e));
+    b->status.resize(r->size());
+    if (hooks_->selector || hooks_->allocator) {
+      b->remaining.store(r->size(), std::memory_order_relaxed);
+      for (std::size_t i = 0; i < r->size(); ++i) {
+        o.thread_pool->submit([b, i, hooks = hooks_] {
+          b->status[i] = place(*hooks, b->events[i]);
+          if (b->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) b->remaining.notify_all();
+        });
+      }
+    }
+    prepared_.push_back(std::move(b));
   }
+  Prepared& front = *prepared_.front();
+  for (std::size_t left; (left = front.remaining.load(std::memory_order_acquire)) != 0;) front.remaining.wait(left);
+  const std::size_t i = front.next++;
+  Result<std::optional<PulledEvent>> out = front.status[i].ok()
+                                               ? Result<std::optional<PulledEvent>>(std::move(front.events[i]))
+                                               : Result<std::optional<PulledEvent>>(front.status[i]);
+  if (front.next == front.events.size()) prepared_.pop_front();
+  return out;
+}
+
+// Moves the event out of the consumer's batch: the storage is not const,
+// and take() refills every entry it hands out, so nothing reads it again.
+PulledEvent PullQueue::start(const Event& taken) {
+  PulledEvent out;
+  out.event_ = std::move(const_cast<Event&>(taken));
+  out.queue_ = shared_from_this();
+  out.selection_ = DataDescriptor::all(out.event_.data().size());
+  return out;
+}
+
+Status PullQueue::place(const Hooks& hooks, PulledEvent& out) {
+  if (!hooks.selector && !hooks.allocator) return Status::Ok();  // zero-copy: data() views the event's own bytes
+  const Event& e = out.event_;
+  const std::string_view data = e.data();
   const EventHeader header{e.id(), e.key(), e.metadata(), e.timestamp_ns(), data.size()};
-  DataDescriptor chosen = all;
-  if (o.selector) {
-    if (Status s = guarded("the data selector", e.id(), [&] { chosen = o.selector(header, all); }); !s.ok()) return s;
+  DataDescriptor chosen = out.selection_;  // all
+  if (hooks.selector) {
+    const DataDescriptor all = chosen;
+    if (Status s = guarded("the data selector", e.id(), [&] { chosen = hooks.selector(header, all); }); !s.ok()) {
+      return s;
+    }
   }
   DataView into;
   if (!chosen.empty()) {
@@ -101,8 +143,8 @@ Result<PulledEvent> PullQueue::select(Event&& taken) {
                                      " was made for data of " + std::to_string(chosen.data_size()) +
                                      " bytes; the event's data has " + std::to_string(data.size()));
     }
-    if (o.allocator) {
-      if (Status s = guarded("the data allocator", e.id(), [&] { into = o.allocator(header, chosen); }); !s.ok()) {
+    if (hooks.allocator) {
+      if (Status s = guarded("the data allocator", e.id(), [&] { into = hooks.allocator(header, chosen); }); !s.ok()) {
         return s;
       }
     } else {
@@ -117,7 +159,7 @@ Result<PulledEvent> PullQueue::select(Event&& taken) {
   out.selection_ = std::move(chosen);
   out.placed_ = std::move(into);
   out.selective_ = true;
-  return out;
+  return Status::Ok();
 }
 
 Status PullQueue::ack(const Event& e) {

@@ -8,7 +8,9 @@
 // allocator ask for (a descriptor of several runs, rill's own buffer).
 #pragma once
 
+#include <atomic>
 #include <deque>
+#include <vector>
 #include <memory>
 #include <optional>
 
@@ -25,7 +27,8 @@ struct PullSlot {
 
 class PullQueue : public std::enable_shared_from_this<PullQueue> {
  public:
-  explicit PullQueue(ConsumerImpl* consumer) noexcept : consumer_(consumer) {}
+  PullQueue(ConsumerImpl* consumer, const ConsumerOptions& options)
+      : consumer_(consumer), hooks_(std::make_shared<const Hooks>(Hooks{options.selector, options.allocator})) {}
   void disown() noexcept { consumer_ = nullptr; }
 
   std::shared_ptr<PullSlot> enqueue();
@@ -41,15 +44,33 @@ class PullQueue : public std::enable_shared_from_this<PullQueue> {
   }
   bool has_pending() const noexcept { return !pending_.empty(); }
   Status ack(const Event& e);
-  bool buffered() const noexcept { return batch_next_ < batch_.size(); }
+  bool buffered() const noexcept { return batch_next_ < batch_.size() || !prepared_.empty(); }
 
  private:
   // The next event, selected and placed; nullopt at the end of the stream.
   // TimedOut when none came in time (nothing consumed).
   Result<std::optional<PulledEvent>> next(Timeout timeout);
-  Result<PulledEvent> select(Event&& taken);
+  Result<std::optional<PulledEvent>> next_prepared(Timeout timeout);
+
+  // The user's hooks, shared with pool tasks that may outlive the consumer.
+  struct Hooks {
+    DataSelector selector;
+    DataAllocator allocator;
+  };
+  // A batch being selected and placed on the thread pool.
+  struct Prepared {
+    std::vector<PulledEvent> events;
+    std::vector<Status> status;  // per event, set by its task
+    std::atomic<std::size_t> remaining{0};
+    std::size_t next = 0;  // the next to hand out
+  };
+  PulledEvent start(const Event& taken);  // the event, moved out of the consumer's batch
+  // Runs selector and allocator and gathers the bytes. Any thread.
+  static Status place(const Hooks& hooks, PulledEvent& e);
 
   ConsumerImpl* consumer_;
+  std::shared_ptr<const Hooks> hooks_;
+  std::deque<std::shared_ptr<Prepared>> prepared_;
   std::deque<std::shared_ptr<PullSlot>> pending_;
   std::span<const Event> batch_;  // the consumer's last poll_batch, handed out one by one
   std::size_t batch_next_ = 0;

@@ -5,6 +5,9 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <set>
 #include <cstring>
 #include <random>
 #include <stdexcept>
@@ -485,4 +488,68 @@ TEST_CASE("range iteration over pulled events ends when the topic runs dry and s
   auto after_close = c.pulled(1s);
   for (const PulledEvent& e : after_close) FAIL("no event after close: " << e.data().to_string());
   CHECK(after_close.status().ok());
+}
+
+TEST_CASE("a thread pool runs every task, survives throwing ones, and drains on destruction", "[pull][pool]") {
+  std::atomic<int> ran{0};
+  std::uint64_t failed = 0;
+  {
+    ThreadPool pool(3);
+    CHECK(pool.size() == 3);
+    for (int i = 0; i < 1000; ++i) pool.submit([&] { ran++; });
+    pool.submit([] { throw std::runtime_error("task failed"); });
+    for (int i = 0; i < 1000; ++i) pool.submit([&] { ran++; });
+    while (ran < 2000) std::this_thread::yield();
+    failed = pool.failed_tasks();
+  }
+  CHECK(ran == 2000);
+  CHECK(failed == 1);
+}
+
+TEST_CASE("with a thread pool, selection runs on the pool and events still come in order", "[pull][pool]") {
+  Bus bus;
+  auto t = make_topic(bus, {.partitions = 2, .capacity = 1024});
+  std::mutex mu;
+  std::set<std::thread::id> selector_threads;
+  ConsumerOptions o{.name = "c", .max_batch = 32};
+  o.thread_pool = std::make_shared<ThreadPool>(2);
+  o.prefetch_batches = 3;
+  o.selector = [&](const EventHeader& h, const DataDescriptor& all) -> DataDescriptor {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      selector_threads.insert(std::this_thread::get_id());
+    }
+    if (h.key == "throw") throw std::runtime_error("bad event");
+    return *all.sub_view(1, all.size() - 1);
+  };
+  auto c = *t.consumer(o);
+  auto p = *t.producer();
+  constexpr int kEvents = 600;
+  for (int i = 0; i < kEvents; ++i) {
+    const std::string key = i == 300 ? "throw" : "k" + std::to_string(i % 5);
+    REQUIRE(p.publish(Message{.key = key, .data = "#" + std::to_string(i)}).ok());
+  }
+  std::vector<std::int64_t> last(2, -1);
+  int got = 0, failed = 0, order_errors = 0;
+  while (got + failed < kEvents) {
+    auto r = c.pull().wait(2s);
+    if (!r.ok()) {
+      REQUIRE(r.status().is_invalid_argument());
+      CHECK(r.status().message().find("bad event") != std::string_view::npos);
+      ++failed;
+      continue;
+    }
+    REQUIRE(*r);
+    const PulledEvent& e = **r;
+    std::int64_t& l = last[e.id().partition];
+    order_errors += std::int64_t(e.id().offset) <= l;
+    l = std::int64_t(e.id().offset);
+    CHECK(e.data().to_string() == std::string(e.event().data().substr(1)));
+    ++got;
+  }
+  CHECK(failed == 1);
+  CHECK(order_errors == 0);
+  std::lock_guard<std::mutex> lock(mu);
+  CHECK(selector_threads.count(std::this_thread::get_id()) == 0);  // never on the pulling thread
+  CHECK_FALSE(selector_threads.empty());
 }

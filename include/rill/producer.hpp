@@ -104,6 +104,11 @@ class Producer {
   // Allocates: the copies of the message's bytes, a batch per batch.
   PushFuture push(const Message& m, Timeout timeout = kForever);
   PushFuture try_push(const Message& m) { return push(m, Timeout::zero()); }
+  // The Diaspora spelling: metadata (a JSON object's text), data, and a
+  // partition hint (kAnyPartition: the producer's partition rule).
+  PushFuture push(std::string_view metadata, std::string_view data, std::int64_t partition_hint = kAnyPartition) {
+    return push(Message{{}, metadata, data, {}, partition_hint});
+  }
   // Hands over the batch being filled; the future completes once
   // everything pushed before it is published. Closing the producer fails
   // what is still pending with Closed: flush().wait() first to publish all.

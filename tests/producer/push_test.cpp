@@ -57,6 +57,16 @@ TEST_CASE("push returns futures of ids; strict order reaches the topic in push o
   }
 }
 
+TEST_CASE("push(metadata, data, partition_hint) honours the hint", "[push]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 3});
+  auto p = *t.producer(pushing(0));
+  auto id = p.push(R"({"energy":3})", "frame", 2).wait(2s);
+  REQUIRE(id.ok());
+  CHECK(id->partition == 2);
+  CHECK(p.push("{}", "x", 9).wait(2s).status().is_invalid_argument());  // out of range
+}
+
 TEST_CASE("waiting on a future of a batch still being filled sends it", "[push]") {
   Bus bus;
   auto t = *bus.create_topic("t");

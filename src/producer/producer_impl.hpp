@@ -38,7 +38,15 @@ class ProducerImpl {
         single_(single),
         log_(topic_->durable() ? topic_->durable()->log.get() : nullptr) {}
   ~ProducerImpl() {
-    if (pusher_) pusher_->stop();  // its senders use this (and loose_sender_)
+    if (pusher_) {
+      // Its senders use this (and loose_sender_): stop them without letting
+      // a publish wait for room that may never come (a handle replaced by
+      // move-assignment is destroyed without close()).
+      closed_.store(true, std::memory_order_relaxed);
+      if (loose_sender_) loose_sender_->closed_.store(true, std::memory_order_relaxed);
+      topic_->space_bell().wake_all();
+      pusher_->stop();
+    }
     if (single_) topic_->release_single_producer();
   }
 

@@ -161,6 +161,22 @@ TEST_CASE("closing a pushing producer fails what is still pending with Closed", 
   CHECK(closed == 8);
 }
 
+TEST_CASE("replacing a pushing producer by move-assignment does not hang on a full ring", "[push][lifecycle]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 4});
+  auto c = *t.consumer({.name = "c"});  // never acks
+  auto p = *t.producer(pushing(1));
+  std::vector<PushFuture> futures;
+  for (int i = 0; i < 8; ++i) futures.push_back(p.push(Message{.data = std::to_string(i)}));
+  (void)p.flush();
+  while (t.stats()[0].next_offset < 4) std::this_thread::yield();  // a sender now waits for room
+  p = *t.producer();  // the old handle goes without close(); its senders must stop
+  int closed = 0;
+  for (auto& f : futures) closed += f.wait(1s).status().is_closed();
+  CHECK(closed == 4);
+  CHECK(p.publish(Message{.data = "direct"}, 0ms).status().is_timed_out());  // the new handle works (ring full)
+}
+
 TEST_CASE("push on a sync durable topic completes once the events are committed", "[push][durable]") {
   rill::testing::TempDir dir;
   BusOptions bo;

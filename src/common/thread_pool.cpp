@@ -1,6 +1,8 @@
 // ThreadPool: workers draining a moodycamel BlockingConcurrentQueue.
 #include "rill/thread_pool.hpp"
 
+#include "common/user_code.hpp"
+
 #include <atomic>
 #include <thread>
 #include <vector>
@@ -67,11 +69,7 @@ struct ThreadPool::Impl {
       std::function<void()> task;
       queue.wait_dequeue(task);
       if (!task) return;  // the stop marker: one per worker
-      try {
-        task();
-      } catch (...) {
-        failed.fetch_add(1, std::memory_order_relaxed);
-      }
+      if (detail::user_code_threw(task)) failed.fetch_add(1, std::memory_order_relaxed);
     }
   }
 };

@@ -1,9 +1,9 @@
 // The pull model on top of poll_batch: futures completed in pull order,
 // each event passed through the consumer's selector and allocator.
-#include <exception>
 #include <string>
 
 #include "common/clock.hpp"
+#include "common/user_code.hpp"
 #include "consumer/consumer_impl.hpp"
 #include "consumer/pull_queue.hpp"
 #include "rill/consumer.hpp"
@@ -30,14 +30,10 @@ Timeout remaining(Deadline deadline) noexcept {
 // threw and the event.
 template <class F>
 Status guarded(const char* what, const EventId& id, F&& f) {
-  try {
-    f();
-    return Status::Ok();
-  } catch (const std::exception& ex) {
-    return Status::InvalidArgument(std::string(what) + " threw on " + event_name(id) + ": " + ex.what());
-  } catch (...) {
-    return Status::InvalidArgument(std::string(what) + " threw a non-exception on " + event_name(id));
+  if (std::optional<std::string> thrown = user_code_threw(std::forward<F>(f))) {
+    return Status::InvalidArgument(std::string(what) + " threw on " + event_name(id) + ": " + *thrown);
   }
+  return Status::Ok();
 }
 
 }  // namespace

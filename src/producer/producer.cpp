@@ -4,12 +4,12 @@
 // sleeper count (blocking wait strategy). No lock, no allocation, no
 // read-modify-write, no memory barrier on a single-producer topic.
 #include <algorithm>
-#include <exception>
 #include <string>
 #include <vector>
 
 #include "common/clock.hpp"
 #include "common/hash.hpp"
+#include "common/user_code.hpp"
 #include "event/record_writer.hpp"
 #include "producer/producer_impl.hpp"
 #include "ring/wait.hpp"
@@ -143,13 +143,10 @@ namespace {
 // Runs a user hook; an exception becomes InvalidArgument naming the hook.
 template <class F>
 Status guarded_hook(const char* what, F&& f) {
-  try {
-    return f();
-  } catch (const std::exception& ex) {
-    return Status::InvalidArgument(std::string(what) + " threw: " + ex.what() + "; nothing was published");
-  } catch (...) {
-    return Status::InvalidArgument(std::string(what) + " threw a non-exception; nothing was published");
+  if (std::optional<std::string> thrown = user_code_threw(std::forward<F>(f))) {
+    return Status::InvalidArgument(std::string(what) + " threw: " + *thrown + "; nothing was published");
   }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -157,10 +154,7 @@ Status guarded_hook(const char* what, F&& f) {
 Result<std::uint32_t> ProducerImpl::select_partition(const Message& m) {
   const std::uint32_t parts = topic_->partitions();
   std::uint32_t chosen = 0;
-  Status s = guarded_hook("the partition selector", [&] {
-    chosen = options_.partition_selector(m, parts);
-    return Status::Ok();
-  });
+  Status s = guarded_hook("the partition selector", [&] { chosen = options_.partition_selector(m, parts); });
   if (!s.ok()) return s;
   if (chosen >= parts) {
     return Status::InvalidArgument("the partition selector chose partition " + std::to_string(chosen) +
@@ -172,11 +166,7 @@ Result<std::uint32_t> ProducerImpl::select_partition(const Message& m) {
 
 Status ProducerImpl::run_validator(const Message& m) const {
   Status verdict;
-  if (Status thrown = guarded_hook("the validator", [&] {
-        verdict = options_.validator(m);
-        return Status::Ok();
-      });
-      !thrown.ok()) {
+  if (Status thrown = guarded_hook("the validator", [&] { verdict = options_.validator(m); }); !thrown.ok()) {
     return thrown;
   }
   if (verdict.ok()) return verdict;

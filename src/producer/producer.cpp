@@ -213,6 +213,10 @@ namespace detail {
 
 Result<EventId> ProducerImpl::publish_message(const Message& m, LazyDeadline& deadline, bool may_wait) {
   if (Status s = validate(m); !s.ok()) return s;
+  return publish_validated(m, deadline, may_wait);
+}
+
+Result<EventId> ProducerImpl::publish_validated(const Message& m, LazyDeadline& deadline, bool may_wait) {
   Result<std::uint32_t> part = pick_partition(m);
   if (!part.ok()) return part.status();
   PreparedEvent prepared;

@@ -58,6 +58,9 @@ class ProducerImpl {
   // One message: validator, partition, size, ring. Durable topics: returns
   // at append (the caller waits for durability if it must).
   Result<EventId> publish_message(const Message& m, LazyDeadline& deadline, bool may_wait);
+  // The same for a message the validator already accepted (Producer::push
+  // runs it at push time, on the pushing thread).
+  Result<EventId> publish_validated(const Message& m, LazyDeadline& deadline, bool may_wait);
 
   // Validates a message's partition; returns the partition to use. With a
   // partition selector, call it once per message (the selector may count).

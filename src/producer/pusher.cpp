@@ -93,7 +93,7 @@ void Pusher::run(ProducerImpl* producer) {
     for (const PushBatch::Item& item : b->items) {
       const Message m{item.key, item.metadata, item.data, item.buffer, item.partition};
       LazyDeadline forever(kForever);
-      Result<EventId> id = producer->publish_message(m, forever, true);
+      Result<EventId> id = producer->publish_validated(m, forever, true);  // validated by push()
       if (id.ok()) last[id->partition] = id->offset;
       b->results.push_back(std::move(id));
     }

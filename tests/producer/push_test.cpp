@@ -2,6 +2,7 @@
 // max_batches bound, strict and loose ordering, refusals, close, durable.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <set>
 #include <string>
 #include <thread>
@@ -108,13 +109,18 @@ TEST_CASE("push refusals: validator, size; a pushing handle refuses publish", "[
   Bus bus;
   auto t = *bus.create_topic("t", {.max_event_size = 16});
   ProducerOptions po = pushing(0);
-  po.validator = [](const Message& m) { return m.data == "bad" ? Status::InvalidArgument("no") : Status::Ok(); };
+  std::atomic<int> validated{0};  // the validator runs once per push, on the pushing thread
+  po.validator = [&](const Message& m) {
+    validated++;
+    return m.data == "bad" ? Status::InvalidArgument("no") : Status::Ok();
+  };
   auto p = *t.producer(po);
   auto bad = p.push(Message{.data = "bad"});
   CHECK(bad.completed());
   CHECK(bad.wait(0ms).status().is_invalid_argument());
   CHECK(p.push(Message{.data = std::string(17, 'x')}).wait(0ms).status().is_invalid_argument());
   REQUIRE(p.push(Message{.data = "fine"}).wait(2s).ok());
+  CHECK(validated == 3);  // bad, oversize (validated before its size check), fine: never again by the sender
   CHECK(p.publish(Message{.data = "direct"}).status().is_invalid_argument());
   CHECK(p.try_publish(Message{.data = "direct"}).status().is_invalid_argument());
   CHECK(PushFuture{}.wait(0ms).status().is_invalid_argument());

@@ -377,7 +377,7 @@ Status ConsumerImpl::stand_by(Deadline deadline) {
     const bool changed = wait_until(WaitStrategy::kBlocking, topic_->data_bell(), deadline, [&] {
       return stopped() || topic_->release_epoch() != epoch;
     });
-    if (stopped()) return Status::Closed("consumer '" + options_.name + "' or its topic is closed");
+    if (stopped()) return stopped_status();
     if (!changed) return Status::TimedOut("standby: the active instance is still live");
   }
 }
@@ -432,10 +432,7 @@ std::size_t ConsumerImpl::take(Cursor& c, std::uint64_t available, std::size_t m
     // The slots were just written on the producer's core: request the lines
     // a few events ahead so their transfers overlap.
     if (i + 8 < n) prefetch_for_read(&ring.slot(first + i + 8));
-    Event& e = batch_[i];
-    e.record().reset();
-    e.record().copy_from(ring.slot(first + i));
-    e.set_origin(EventId{c.partition, first + i}, id_);
+    deliver(i, ring.slot(first + i), EventId{c.partition, first + i});
   }
   if (ring.lossy()) ring.unpin(c.gate);
   c.read = first + n;
@@ -467,13 +464,13 @@ Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout
   if (std::size_t n = try_take()) return std::span<const Event>(batch_.data(), n);
   if (!error_.ok()) return std::exchange(error_, Status::Ok());
   if (timeout == Timeout::zero()) {  // a try: no spinning (multi-topic consumers poll this way)
-    if (stopped()) return Status::Closed("consumer '" + options_.name + "' or its topic is closed");
+    if (stopped()) return stopped_status();
     return Status::TimedOut("no event within the timeout");
   }
   const Deadline deadline = deadline_after(timeout);
   std::size_t n = 0;
   wait_until(topic_->options().wait, topic_->data_bell(), deadline, [&] { return has_work(); });
-  if (stopped()) return Status::Closed("consumer '" + options_.name + "' or its topic is closed");
+  if (stopped()) return stopped_status();
   n = try_take();
   if (!error_.ok()) return std::exchange(error_, Status::Ok());
   if (n == 0) return Status::TimedOut("no event within the timeout");  // a literal: no allocation
@@ -491,16 +488,11 @@ Result<std::span<const Event>> ConsumerImpl::poll_group(std::size_t max, Timeout
       // The group's gate (at the lowest unacked offset) protects every
       // offset handed out until it is acked: copy without the lock.
       EventRing& ring = topic_->ring(partition);
-      for (std::size_t i = 0; i < n; ++i) {
-        Event& e = batch_[i];
-        e.record().reset();
-        e.record().copy_from(ring.slot(offsets_[i]));
-        e.set_origin(EventId{partition, offsets_[i]}, id_);
-      }
+      for (std::size_t i = 0; i < n; ++i) deliver(i, ring.slot(offsets_[i]), EventId{partition, offsets_[i]});
       delivered_.fetch_add(n, std::memory_order_relaxed);
       return std::span<const Event>(batch_.data(), n);
     }
-    if (stopped()) return Status::Closed("consumer '" + options_.name + "' or its topic is closed");
+    if (stopped()) return stopped_status();
     if (SteadyClock::now() >= deadline) return Status::TimedOut("no event within the timeout");
     Deadline until = deadline;  // wake for the earliest delayed redelivery too
     if (next_due != INT64_MAX) until = std::min(until, SteadyClock::now() + std::chrono::nanoseconds(next_due - now));
@@ -516,9 +508,7 @@ Status ConsumerImpl::nack(const Event& e, Timeout delay, std::string_view reason
     return Status::InvalidArgument("nack() needs individual acks (ConsumerMode::kShared or "
                                    "ConsumerOptions::individual_acks)");
   }
-  if (e.origin() != id_) {
-    return Status::InvalidArgument("nack() needs an event delivered to this consumer ('" + options_.name + "')");
-  }
+  if (Status s = check_origin("nack", e); !s.ok()) return s;
   const std::uint32_t max_deliveries = options_.max_redeliveries ? options_.max_redeliveries + 1 : 0;
   bool dead = false;
   Result<std::uint32_t> deliveries =
@@ -558,11 +548,18 @@ bool ConsumerImpl::has_work() const noexcept {
   return false;
 }
 
+Status ConsumerImpl::stopped_status() const {
+  return Status::Closed("consumer '" + options_.name + "' or its topic is closed");
+}
+
+Status ConsumerImpl::check_origin(const char* call, const Event& e) const {
+  if (e.origin() == id_) return Status::Ok();
+  return Status::InvalidArgument(std::string(call) + "() needs an event delivered to this consumer ('" +
+                                 options_.name + "'); this one came from another consumer or none");
+}
+
 Status ConsumerImpl::check_ack(const Event& e, Cursor*& cursor) {
-  if (e.origin() != id_) {
-    return Status::InvalidArgument("ack() needs an event delivered to this consumer ('" + options_.name +
-                                   "'); this one came from another consumer or none");
-  }
+  if (Status s = check_origin("ack", e); !s.ok()) return s;
   const EventId id = e.id();
   const int ci = id.partition < cursor_of_.size() ? cursor_of_[id.partition] : -1;
   if (ci < 0) {
@@ -594,10 +591,7 @@ Status ConsumerImpl::ack(const Event& e) {
   if (!call) return Status::Closed("consumer '" + options_.name + "' is closed");
   if (topic_->closed()) return Status::Closed("topic '" + topic_->name() + "' is closed");
   if (group_) {  // individual
-    if (e.origin() != id_) {
-      return Status::InvalidArgument("ack() needs an event delivered to this consumer ('" + options_.name +
-                                     "'); this one came from another consumer or none");
-    }
+    if (Status s = check_origin("ack", e); !s.ok()) return s;
     Status s = group_->ack(id_, e.partition(), e.offset());
     if (s.ok()) acked_.fetch_add(1, std::memory_order_relaxed);
     return s;

@@ -70,6 +70,18 @@ class ConsumerImpl {
     std::atomic<std::uint64_t>* durable_acked = nullptr;
   };
 
+  // Copies a ring slot into batch_[i], stamped as this consumer's event id.
+  // REQUIRES: the slot is protected (gate or pin) for the copy.
+  void deliver(std::size_t i, const EventRecord& slot, EventId id) noexcept {
+    Event& e = batch_[i];
+    e.record().reset();
+    e.record().copy_from(slot);
+    e.set_origin(id, id_);
+  }
+  // Ok when e was delivered by this consumer; else InvalidArgument naming `call`.
+  Status check_origin(const char* call, const Event& e) const;
+  // Closed, for a call that found the consumer or its topic stopped.
+  Status stopped_status() const;
   // Ok when e may be acked by this consumer; sets its cursor.
   Status check_ack(const Event& e, Cursor*& cursor);
   // Copies up to `max` events of cursor c into batch_; returns how many.

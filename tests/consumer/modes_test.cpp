@@ -14,6 +14,7 @@
 
 #include "rill/json.hpp"
 #include "rill/rill.hpp"
+#include "support/store.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace rill;
@@ -159,15 +160,9 @@ TEST_CASE("closing a standby ends its blocked poll", "[modes]") {
 
 TEST_CASE("durable topics: a standby resumes after the last committed ack", "[modes][durable]") {
   rill::testing::TempDir dir;
-  BusOptions bo;
-  bo.path = dir.sub("store");
-  bo.commit_interval = 2ms;
-  auto bus = Bus::open(bo);
-  REQUIRE(bus.ok());
-  TopicOptions to;
-  to.capacity = 16;  // events beyond it are read back from disk
-  to.durability = Durability::kSync;
-  auto t = *bus->create_topic("t", to);
+  Bus bus = rill::testing::open_bus(dir.sub("store"));
+  // A 16-slot ring: events beyond it are read back from disk.
+  auto t = *bus.create_topic("t", rill::testing::durable(Durability::kSync, 1, 16));
   publish_n(t, 0, 40);
   auto a = *t.consumer({.name = "n", .position = Position::earliest(), .mode = ConsumerMode::kStandby});
   auto s = *t.consumer({.name = "n", .position = Position::earliest(), .mode = ConsumerMode::kStandby});

@@ -17,6 +17,7 @@
 
 #include "rill/json.hpp"
 #include "rill/rill.hpp"
+#include "support/store.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace rill;
@@ -434,15 +435,8 @@ TEST_CASE("poll refuses while pulled events are buffered, then works again", "[p
 
 TEST_CASE("durable topics: a selective pull reads old events from disk byte for byte", "[pull][durable]") {
   rill::testing::TempDir dir;
-  BusOptions bo;
-  bo.path = dir.sub("store");
-  bo.commit_interval = 2ms;
-  auto bus = Bus::open(bo);
-  REQUIRE(bus.ok());
-  TopicOptions to;
-  to.capacity = 16;
-  to.durability = Durability::kSync;
-  auto t = bus->create_topic("t", to);
+  Bus bus = rill::testing::open_bus(dir.sub("store"));
+  auto t = bus.create_topic("t", rill::testing::durable(Durability::kSync, 1, 16));
   REQUIRE(t.ok());
   auto p = *t->producer();
   std::mt19937 rng(7);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "rill/rill.hpp"
+#include "support/store.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace rill;
@@ -185,13 +186,8 @@ TEST_CASE("replacing a pushing producer by move-assignment does not hang on a fu
 
 TEST_CASE("push on a sync durable topic completes once the events are committed", "[push][durable]") {
   rill::testing::TempDir dir;
-  BusOptions bo;
-  bo.path = dir.sub("store");
-  auto bus = Bus::open(bo);
-  REQUIRE(bus.ok());
-  TopicOptions to;
-  to.durability = Durability::kSync;
-  auto t = *bus->create_topic("t", to);
+  Bus bus = rill::testing::open_bus(dir.sub("store"));
+  auto t = *bus.create_topic("t", rill::testing::durable(Durability::kSync));
   auto p = *t.producer(pushing(32));
   std::vector<PushFuture> futures;
   for (int i = 0; i < 100; ++i) futures.push_back(p.push(Message{.data = std::to_string(i)}));

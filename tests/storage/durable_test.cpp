@@ -15,35 +15,17 @@
 #include <vector>
 
 #include "rill/rill.hpp"
+#include "support/store.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace rill;
 using namespace std::chrono_literals;
 using rill::testing::TempDir;
+using rill::testing::durable;
+using rill::testing::open_bus;
+using rill::testing::store_at;
 
 namespace {
-
-BusOptions store_at(const std::string& path) {
-  BusOptions o;
-  o.path = path;
-  o.commit_interval = 2ms;
-  return o;
-}
-
-TopicOptions durable(Durability d, std::uint32_t partitions = 1, std::uint32_t capacity = 1024) {
-  TopicOptions t;
-  t.partitions = partitions;
-  t.capacity = capacity;
-  t.durability = d;
-  return t;
-}
-
-Bus open_bus(const std::string& path) {
-  Result<Bus> bus = Bus::open(store_at(path));
-  INFO(bus.status().to_string());
-  REQUIRE(bus.ok());
-  return std::move(*bus);
-}
 
 // Payload i: small for most, large (a heap block) for every 7th.
 std::string payload(int i) {

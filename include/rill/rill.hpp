@@ -8,6 +8,7 @@
 #include "rill/event.hpp"
 #include "rill/multi_consumer.hpp"
 #include "rill/options.hpp"
+#include "rill/pipeline.hpp"
 #include "rill/producer.hpp"
 #include "rill/pull.hpp"
 #include "rill/push.hpp"

@@ -91,6 +91,12 @@ class [[nodiscard]] Status {
   bool is_corruption() const noexcept { return code_ == Code::kCorruption; }
   bool is_out_of_range() const noexcept { return code_ == Code::kOutOfRange; }
 
+  // The same code with "context: " before the message (Ok stays Ok).
+  Status with_context(std::string_view context) const {
+    if (ok()) return *this;
+    return Status(code_, std::string(context) + ": " + std::string(message()));
+  }
+
   // "InvalidArgument: topic name 'a b' has a character outside [A-Za-z0-9._-]"
   std::string to_string() const;
 

@@ -49,6 +49,15 @@ class Topic {
   std::vector<std::string> consumer_names() const;
 
   std::vector<PartitionStats> stats() const;
+  // Per partition, the next offset consumer `name` has not acked (its
+  // resume point), or kNotRead where it never read. Fails: NotFound (no
+  // such name), InvalidArgument (bad name).
+  static constexpr std::uint64_t kNotRead = ~std::uint64_t{0};
+  Result<std::vector<std::uint64_t>> positions(std::string_view name) const;
+  // How far `name` is behind: over the partitions it has read, the events
+  // it has not acked yet (delivered but unacked ones included). Fails: as
+  // positions().
+  Result<std::uint64_t> lag(std::string_view name) const;
   bool closed() const noexcept;
 
  private:

@@ -178,6 +178,23 @@ bool Topic::closed() const noexcept { return core_->closed(); }
 std::vector<PartitionStats> Topic::stats() const { return core_->stats(); }
 std::vector<std::string> Topic::consumer_names() const { return core_->names(); }
 
+Result<std::vector<std::uint64_t>> Topic::positions(std::string_view name) const {
+  if (Status s = detail::validate_name("consumer name", name); !s.ok()) return s;
+  static_assert(kNotRead == detail::kNoPosition);
+  return core_->positions(std::string(name));
+}
+
+Result<std::uint64_t> Topic::lag(std::string_view name) const {
+  Result<std::vector<std::uint64_t>> next = positions(name);
+  if (!next.ok()) return next.status();
+  std::uint64_t lag = 0;
+  for (std::uint32_t p = 0; p < next->size(); ++p) {
+    const std::uint64_t end = core_->visible(p);
+    if ((*next)[p] != kNotRead && end > (*next)[p]) lag += end - (*next)[p];
+  }
+  return lag;
+}
+
 Status Topic::remove_consumer(std::string_view name) const {
   if (Status s = detail::validate_name("consumer name", name); !s.ok()) return s;
   return core_->remove_name(std::string(name));

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "common/clock.hpp"
+#include "common/dead_letter.hpp"
 #include "common/names.hpp"
 #include "consumer/consumer_impl.hpp"
 #include "consumer/shared_group.hpp"
@@ -528,10 +529,7 @@ Status ConsumerImpl::dead_letter(const Event& e, std::uint32_t deliveries, std::
                          {"offset", e.offset()},
                          {"consumer", options_.name},
                          {"deliveries", deliveries}};
-  Result<nlohmann::json> md = parse_metadata(e.metadata());
-  nlohmann::json out = md.ok() ? std::move(*md) : nlohmann::json{{"original_metadata", std::string(e.metadata())}};
-  out["dead_letter"] = std::move(info);
-  const std::string metadata = out.dump();
+  const std::string metadata = dead_letter_metadata(e.metadata(), std::move(info));
   if (!dead_letter_producer_) dead_letter_producer_ = std::make_unique<ProducerImpl>(dead_letter_, false);
   const Message m{e.key(), metadata, e.data(), {}, kAnyPartition};
   LazyDeadline deadline(kForever);

@@ -115,6 +115,19 @@ std::vector<std::string> TopicCore::names() const {
   return out;
 }
 
+Result<std::vector<std::uint64_t>> TopicCore::positions(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(registry_mu_);
+  auto it = names_.find(name);
+  if (it == names_.end()) return Status::NotFound("topic '" + name_ + "' has no consumer named '" + name + "'");
+  const NameState& ns = it->second;
+  std::vector<std::uint64_t> out(options_.partitions, kNoPosition);
+  for (std::uint32_t p = 0; p < options_.partitions; ++p) {
+    if (durable_) out[p] = ns.acked[p].load(std::memory_order_acquire);
+    if (out[p] == kNoPosition && ns.gate[p] != kNoGate) out[p] = rings_[p]->gate_next(ns.gate[p]);
+  }
+  return out;
+}
+
 std::vector<PartitionStats> TopicCore::stats() const {
   std::vector<PartitionStats> out;
   for (std::uint32_t p = 0; p < options_.partitions; ++p) {

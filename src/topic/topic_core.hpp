@@ -117,6 +117,9 @@ class TopicCore {
   // (a live consumer uses it).
   Status remove_name(const std::string& name);
   std::vector<std::string> names() const;
+  // Per partition, the next offset `name` has not acked (kNoPosition where
+  // it never read). Fails: NotFound.
+  Result<std::vector<std::uint64_t>> positions(const std::string& name) const;
   // Drops a name that holds no gate and is not live (a failed first open).
   // REQUIRES: registry_mutex held.
   void forget_if_unused(const std::string& name);

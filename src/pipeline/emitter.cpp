@@ -1,0 +1,56 @@
+// Emitter: output events copied into one reused byte arena.
+#include "rill/pipeline.hpp"
+
+#include <string>
+
+namespace rill {
+
+void Emitter::emit(const Message& m) {
+  // Offsets, not pointers: the arena may move as it grows. A Buffer's bytes
+  // are copied like any data (a stage's outputs are republished anyway).
+  const std::string_view data = m.buffer.empty() ? m.data : std::string_view(m.buffer.data(), m.buffer.size());
+  Record r{bytes_.size(), std::uint32_t(m.key.size()), std::uint32_t(m.metadata.size()), std::uint32_t(data.size()),
+           m.partition};
+  bytes_.append(m.key).append(m.metadata).append(data);
+  records_.push_back(r);
+}
+
+std::span<const Message> Emitter::messages() {
+  views_.clear();
+  for (const Record& r : records_) {
+    const char* p = bytes_.data() + r.offset;
+    views_.push_back(Message{{p, r.key_size}, {p + r.key_size, r.meta_size}, {p + r.key_size + r.meta_size, r.data_size},
+                             {}, r.partition});
+  }
+  return views_;
+}
+
+void Emitter::rollback(std::size_t mark) noexcept {
+  if (mark >= records_.size()) return;
+  bytes_.resize(records_[mark].offset);
+  records_.resize(mark);
+}
+
+Status Emitter::check_since(std::size_t mark, std::uint32_t max_event_size, std::uint32_t partitions) const {
+  for (std::size_t i = mark; i < records_.size(); ++i) {
+    const Record& r = records_[i];
+    const std::uint64_t size = std::uint64_t(r.key_size) + r.meta_size + r.data_size;
+    if (size > max_event_size) {
+      return Status::InvalidArgument("emitted event of " + std::to_string(size) + " bytes exceeds the output topic's " +
+                                     "max_event_size of " + std::to_string(max_event_size));
+    }
+    if (r.partition != kAnyPartition && (r.partition < 0 || r.partition >= std::int64_t(partitions))) {
+      return Status::InvalidArgument("emitted event for partition " + std::to_string(r.partition) +
+                                     " of an output topic with " + std::to_string(partitions) + " partitions");
+    }
+  }
+  return Status::Ok();
+}
+
+void Emitter::clear() noexcept {
+  bytes_.clear();
+  records_.clear();
+  views_.clear();
+}
+
+}  // namespace rill

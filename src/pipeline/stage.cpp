@@ -1,0 +1,540 @@
+#include "pipeline/stage.hpp"
+
+#include <algorithm>
+#include <utility>
+
+#include "common/dead_letter.hpp"
+#include "common/names.hpp"
+#include "common/user_code.hpp"
+#include "pipeline/window_table.hpp"
+#include "rill/write_batch.hpp"
+
+namespace rill::detail {
+
+namespace {
+
+const char* kind_name(StageKind k) {
+  switch (k) {
+    case StageKind::kSource: return "source";
+    case StageKind::kTransform: return "transform";
+    default: return "sink";
+  }
+}
+
+bool durable(const Topic& t) { return t.options().durability != Durability::kNone; }
+bool batchable(const Topic& t) { return durable(t) && t.options().producers == ProducerMode::kMulti; }
+
+// Outputs kept in memory before a publish, when no write batch bounds them.
+constexpr std::size_t kMaxChunk = 4096;
+
+}  // namespace
+
+struct Stage::Worker {
+  std::uint32_t index = 0;
+  std::vector<std::uint32_t> partitions;  // input partitions (split kPartitions)
+  Consumer consumer;
+  Producer out, dead;
+  Emitter outputs, dead_letters, changes;
+  std::unique_ptr<WindowTable> table;
+  WriteBatch batch;
+};
+
+Stage::Stage(Bus& bus, const PipelineOptions& pipeline, std::string name, StageKind kind, StageFn fn,
+             StageOptions options, std::optional<WindowFns> window)
+    : bus_(bus),
+      pipeline_(pipeline),
+      name_(std::move(name)),
+      kind_(kind),
+      fn_(std::move(fn)),
+      options_(std::move(options)),
+      window_(std::move(window)) {}
+
+Stage::~Stage() {
+  request_stop(/*hard=*/true);
+  join();
+}
+
+std::string Stage::consumer_name() const { return pipeline_.name.empty() ? name_ : pipeline_.name + "." + name_; }
+
+Status Stage::open_topic(const std::string& topic_name, std::optional<Topic>& out) const {
+  Result<Topic> t = pipeline_.create_topics ? bus_.ensure_topic(topic_name) : bus_.topic(topic_name);
+  if (!t.ok()) return t.status().with_context("stage '" + name_ + "': topic '" + topic_name + "'");
+  out.emplace(*t);
+  return Status::Ok();
+}
+
+Status Stage::open() {
+  const std::string what = "stage '" + name_ + "'";
+  if (Status s = validate_name("stage name", name_); !s.ok()) return s;
+  if (Status s = validate_name("stage consumer name", consumer_name()); !s.ok()) return s;
+  const std::size_t want = kind_ == StageKind::kSource ? 0 : kind_ == StageKind::kTransform ? 1 : 2;
+  if (fn_.index() != want) return Status::InvalidArgument(what + ": a " + kind_name(kind_) + " needs a matching function");
+  if (std::visit([](const auto& f) { return !f; }, fn_) && !window_) {
+    return Status::InvalidArgument(what + ": the function is empty");
+  }
+  if (options_.threads == 0) return Status::InvalidArgument(what + ": threads must be >= 1");
+  if (options_.max_batch == 0) return Status::InvalidArgument(what + ": max_batch must be >= 1");
+  const bool wants_input = kind_ != StageKind::kSource, wants_output = kind_ != StageKind::kSink;
+  if (wants_input == options_.input.empty()) {
+    return Status::InvalidArgument(what + (wants_input ? ": needs an input topic" : ": a source has no input topic"));
+  }
+  if (wants_output == options_.output.empty()) {
+    return Status::InvalidArgument(what + (wants_output ? ": needs an output topic" : ": a sink has no output topic"));
+  }
+  if (window_) {
+    const WindowOptions& w = window_->options;
+    if (w.size.count() <= 0 || w.hop.count() < 0 || w.hop > w.size || w.allowed_lateness.count() < 0) {
+      return Status::InvalidArgument(what + ": window size must be > 0, 0 <= hop <= size, lateness >= 0");
+    }
+  }
+  if (wants_input) {
+    if (Status s = open_topic(options_.input, input_); !s.ok()) return s;
+    has_input_ = true;
+  }
+  if (wants_output) {
+    if (Status s = open_topic(options_.output, output_); !s.ok()) return s;
+    has_output_ = true;
+  }
+  if (!options_.dead_letter_topic.empty()) {
+    if (Status s = open_topic(options_.dead_letter_topic, dead_letter_); !s.ok()) return s;
+    if (dead_letter_->options().producers == ProducerMode::kSingle) {
+      return Status::InvalidArgument(what + ": dead-letter topic '" + options_.dead_letter_topic + "' is single-producer");
+    }
+    has_dead_letter_ = true;
+  }
+  if (Status s = decide_delivery(); !s.ok()) return s;
+
+  const std::uint32_t n = options_.threads;
+  if (has_input_ && options_.split == Split::kPartitions && n > input_->partitions()) {
+    return Status::InvalidArgument(what + ": " + std::to_string(n) + " threads need at least as many partitions (topic '" +
+                                   options_.input + "' has " + std::to_string(input_->partitions()) +
+                                   "); use Split::kKeyShared on a memory-only topic");
+  }
+  individual_acks_ = has_input_ && options_.split == Split::kKeyShared;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    auto w = std::make_unique<Worker>();
+    if (Status s = open_worker(*w, i); !s.ok()) {
+      workers_.clear();
+      return s;
+    }
+    workers_.push_back(std::move(w));
+  }
+  return Status::Ok();
+}
+
+Status Stage::decide_delivery() {
+  const std::string what = "stage '" + name_ + "'";
+  const bool in_durable = has_input_ && durable(*input_);
+  const bool possible = kind_ == StageKind::kTransform && in_durable && batchable(*output_) &&
+                        (!has_dead_letter_ || batchable(*dead_letter_));
+  if (options_.delivery == Delivery::kExactlyOnce && !possible) {
+    return Status::InvalidArgument(what + ": exactly-once needs a transform whose input, output (and dead-letter) "
+                                          "topics are durable and multi-producer");
+  }
+  exactly_once_ = possible && options_.delivery != Delivery::kAtLeastOnce;
+  const bool durable_state = window_ && in_durable;
+  if (durable_state) {
+    if (!window_->encode || !window_->decode) {
+      return Status::InvalidArgument(what + ": window state on a durable input needs Aggregation::encode and decode");
+    }
+    TopicOptions t;
+    t.partitions = input_->partitions();
+    t.capacity = 4096;
+    t.durability = Durability::kAsync;
+    Result<Topic> c = bus_.ensure_topic(consumer_name() + ".changelog", t);
+    if (!c.ok()) return c.status().with_context(what + ": window changelog");
+    if (c->partitions() != input_->partitions() || !batchable(*c)) {
+      return Status::InvalidArgument(what + ": topic '" + c->name() + "' is not this stage's window changelog");
+    }
+    changelog_.emplace(*c);
+    has_changelog_ = true;
+  }
+  use_batch_ = exactly_once_ || durable_state;
+  return Status::Ok();
+}
+
+Status Stage::open_worker(Worker& w, std::uint32_t index) {
+  w.index = index;
+  if (has_input_) {
+    ConsumerOptions c;
+    c.name = consumer_name();
+    c.position = options_.position;
+    c.max_batch = options_.max_batch;
+    if (options_.split == Split::kKeyShared) {
+      c.mode = ConsumerMode::kKeyShared;
+      for (std::uint32_t p = 0; p < input_->partitions(); ++p) w.partitions.push_back(p);
+    } else {
+      for (std::uint32_t p = index; p < input_->partitions(); p += options_.threads) w.partitions.push_back(p);
+      c.partitions = w.partitions;
+    }
+    Result<Consumer> consumer = input_->consumer(c);
+    if (!consumer.ok()) {
+      return consumer.status().with_context("stage '" + name_ + "'");
+    }
+    w.consumer = std::move(*consumer);
+  }
+  if (has_output_) {
+    Result<Producer> p = output_->producer();
+    if (!p.ok()) return p.status().with_context("stage '" + name_ + "'");
+    w.out = std::move(*p);
+  }
+  if (has_dead_letter_) {
+    Result<Producer> p = dead_letter_->producer();
+    if (!p.ok()) return p.status().with_context("stage '" + name_ + "'");
+    w.dead = std::move(*p);
+  }
+  if (window_) {
+    w.table = std::make_unique<WindowTable>(*window_, /*track_changes=*/has_changelog_);
+    if (Status s = restore_window(w); !s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+Status Stage::restore_window(Worker& w) {
+  if (!has_changelog_) return Status::Ok();
+  const std::string what = "stage '" + name_ + "': restoring window state";
+  const std::string reader = consumer_name() + ".restore";
+  std::vector<PartitionStats> ends = changelog_->stats();
+  Status result = Status::Ok();
+  {
+    Result<Consumer> c = changelog_->consumer({.name = reader, .position = Position::earliest(), .partitions = w.partitions});
+    if (!c.ok()) return c.status().with_context(what);
+    auto done = [&] {
+      for (std::uint32_t p : w.partitions) {
+        if (ends[p].earliest_offset < ends[p].next_offset) return false;
+      }
+      return true;
+    };
+    while (!done()) {
+      Result<std::span<const Event>> batch = c->poll_batch(256, std::chrono::seconds(5));
+      if (!batch.ok()) {
+        result = batch.status().with_context(what);
+        break;
+      }
+      for (const Event& e : *batch) {
+        Status s = Status::Ok();
+        if (auto threw = user_code_threw([&] { s = w.table->restore(e.key(), e.data(), w.partitions); })) {
+          s = Status::Corruption("decode threw: " + *threw);
+        }
+        if (!s.ok()) {
+          result = s.with_context(what);
+          break;
+        }
+        ends[e.partition()].earliest_offset = e.offset() + 1;  // read up to here
+      }
+      if (!result.ok()) break;
+    }
+  }
+  (void)changelog_->remove_consumer(reader);
+  w.table->finish_restore();
+  return result;
+}
+
+void Stage::start() {
+  started_at_ = std::chrono::steady_clock::now();
+  live_threads_.store(std::uint32_t(workers_.size()), std::memory_order_release);
+  started_.store(true, std::memory_order_release);
+  for (auto& w : workers_) threads_.emplace_back([this, wp = w.get()] { run(*wp); });
+}
+
+void Stage::request_stop(bool hard) {
+  {
+    std::lock_guard<std::mutex> lock(pause_mu_);
+    if (hard) hard_stop_.store(true, std::memory_order_release);
+    stop_.store(true, std::memory_order_release);
+  }
+  pause_cv_.notify_all();
+}
+
+void Stage::request_drain(std::chrono::steady_clock::time_point deadline) {
+  if (has_input_) {
+    for (const PartitionStats& p : input_->stats()) drain_target_.push_back(p.next_offset);
+  }
+  drain_deadline_ = deadline;
+  draining_.store(true, std::memory_order_release);
+}
+
+void Stage::join() {
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+void Stage::run(Worker& w) {
+  if (kind_ == StageKind::kSource) {
+    run_source(w);
+  } else {
+    run_reader(w);
+  }
+  w.consumer.close();  // frees the name for whoever reads it next
+  w.out.close();
+  w.dead.close();
+  live_threads_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+void Stage::run_source(Worker& w) {
+  const SourceFn& fn = std::get<SourceFn>(fn_);
+  while (!stopping() && !draining_.load(std::memory_order_acquire)) {
+    bool more = true;
+    std::optional<std::string> threw;
+    for (std::uint32_t attempt = 0;; ++attempt) {
+      const std::size_t mark = w.outputs.mark();
+      threw = user_code_threw([&] { more = fn(w.outputs); });
+      if (!threw) {
+        Status s = w.outputs.check_since(mark, output_->options().max_event_size, output_->partitions());
+        if (!s.ok()) threw = std::string(s.message());
+      }
+      if (!threw) break;
+      w.outputs.rollback(mark);
+      if (attempt >= options_.retry.max_retries) break;
+      retried_.fetch_add(1, std::memory_order_relaxed);
+      if (!pause(backoff(attempt))) return;
+    }
+    if (threw) {
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      note_error(*threw);
+    }
+    processed_.fetch_add(w.outputs.size(), std::memory_order_relaxed);
+    if (!deliver(w, {})) return;
+    if (!more) return;
+  }
+}
+
+void Stage::run_reader(Worker& w) {
+  // A chunk's outputs, dead letters and window changes go out in one
+  // publish (or one write batch: at most half of each target's ring).
+  std::size_t chunk_limit = kMaxChunk;
+  if (use_batch_) {
+    auto bound = [&](const Topic& t) {
+      if (batchable(t)) chunk_limit = std::min<std::size_t>(chunk_limit, std::max<std::uint32_t>(1, t.options().capacity / 2));
+    };
+    if (has_output_) bound(*output_);
+    if (has_dead_letter_) bound(*dead_letter_);
+    if (has_changelog_) bound(*changelog_);
+  }
+  auto chunk_full = [&] {
+    const std::size_t changes = w.table ? w.table->pending_changes() : 0;
+    return w.outputs.size() + w.dead_letters.size() + changes >= chunk_limit;
+  };
+  while (!stopping()) {
+    if (draining_.load(std::memory_order_acquire) && drained(w)) return;
+    Result<std::span<const Event>> batch = w.consumer.poll_batch(options_.max_batch, pipeline_.idle_poll);
+    if (!batch.ok()) {
+      if (batch.status().code() == Status::Code::kTimedOut) continue;
+      if (batch.status().code() == Status::Code::kClosed) return;
+      note_error("poll: " + batch.status().to_string());  // storage trouble: retry later
+      if (!pause(options_.retry.max_backoff)) return;
+      continue;
+    }
+    const std::span<const Event> events = *batch;
+    std::size_t begin = 0;
+    while (begin < events.size()) {
+      std::size_t end = begin;
+      bool stopped = false;
+      while (end < events.size()) {
+        if (!handle(w, events[end])) {
+          stopped = true;
+          break;
+        }
+        ++end;
+        if (chunk_full()) break;
+      }
+      if (end > begin && !deliver(w, events.subspan(begin, end - begin))) return;
+      if (stopped) return;  // the rest stays unacked: delivered again next time
+      begin = end;
+    }
+  }
+}
+
+bool Stage::handle(Worker& w, const Event& e) {
+  const std::size_t mark = w.outputs.mark();
+  std::optional<std::string> threw;
+  bool late = false;
+  for (std::uint32_t attempt = 0;; ++attempt) {
+    threw = user_code_threw([&] {
+      if (w.table) {
+        late = !w.table->add(e, w.outputs);
+      } else if (kind_ == StageKind::kTransform) {
+        std::get<TransformFn>(fn_)(e, w.outputs);
+      } else {
+        std::get<SinkFn>(fn_)(e);
+      }
+    });
+    if (!threw && has_output_) {
+      Status s = w.outputs.check_since(mark, output_->options().max_event_size, output_->partitions());
+      if (!s.ok()) threw = std::string(s.message());
+    }
+    if (!threw) break;
+    w.outputs.rollback(mark);
+    if (attempt >= options_.retry.max_retries) break;
+    retried_.fetch_add(1, std::memory_order_relaxed);
+    if (!pause(backoff(attempt))) return false;
+  }
+  processed_.fetch_add(1, std::memory_order_relaxed);
+  if (!threw && !late) return true;
+  if (late) late_.fetch_add(1, std::memory_order_relaxed);
+  if (threw) {
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    note_error(*threw);
+  }
+  if (!has_dead_letter_ || (late && !window_->options.dead_letter_late)) return true;
+  nlohmann::json info = {{"reason", late ? std::string("late event") : *threw},
+                         {"stage", name_},
+                         {"topic", input_->name()},
+                         {"partition", e.partition()},
+                         {"offset", e.offset()},
+                         {"attempts", late ? 1u : options_.retry.max_retries + 1}};
+  const std::string metadata = dead_letter_metadata(e.metadata(), std::move(info));
+  w.dead_letters.emit(Message{e.key(), metadata, e.data(), {}, kAnyPartition});
+  return true;
+}
+
+bool Stage::publish_all(Producer& p, std::span<const Message> messages) {
+  std::size_t done = 0;
+  while (done < messages.size()) {
+    Result<std::size_t> n = p.publish_batch(messages.subspan(done), pipeline_.idle_poll);
+    if (n.ok()) {
+      done += *n;
+      continue;
+    }
+    const Status::Code code = n.status().code();
+    if (code == Status::Code::kTimedOut || code == Status::Code::kFull) {
+      if (hard_stop_.load(std::memory_order_acquire)) return false;  // give up; input stays unacked
+      continue;
+    }
+    if (code != Status::Code::kClosed) note_error("publish: " + n.status().to_string());
+    return false;
+  }
+  return true;
+}
+
+bool Stage::deliver(Worker& w, std::span<const Event> handled) {
+  const std::size_t outputs = w.outputs.size(), dead = w.dead_letters.size();
+  if (use_batch_) {
+    w.batch.clear();
+    auto add = [&](const Topic& t, Producer& p, Emitter& emitter) {
+      if (emitter.size() == 0) return true;
+      if (!batchable(t)) return publish_all(p, emitter.messages());  // memory-only: before the commit
+      for (const Message& m : emitter.messages()) {
+        if (Status s = w.batch.publish(t, m); !s.ok()) {
+          note_error("write batch: " + s.to_string());
+          return false;
+        }
+      }
+      return true;
+    };
+    if (has_output_ && !add(*output_, w.out, w.outputs)) return false;
+    if (has_dead_letter_ && !add(*dead_letter_, w.dead, w.dead_letters)) return false;
+    if (w.table && has_changelog_) {
+      w.changes.clear();
+      w.table->take_changes(w.changes);
+      for (const Message& m : w.changes.messages()) {
+        if (Status s = w.batch.publish(*changelog_, m); !s.ok()) {
+          note_error("window changelog: " + s.to_string());
+          return false;
+        }
+      }
+    }
+    if (Status s = w.batch.ack(w.consumer, handled.back()); !s.ok()) {
+      if (s.code() != Status::Code::kClosed) note_error("ack: " + s.to_string());
+      return false;
+    }
+    for (std::uint32_t attempt = 0;; ++attempt) {
+      Status s = bus_.commit(w.batch);
+      if (s.ok()) break;
+      note_error("commit: " + s.to_string());
+      const Status::Code code = s.code();
+      if (code == Status::Code::kClosed || code == Status::Code::kInvalidArgument) return false;
+      if (!pause(backoff(attempt))) return false;
+    }
+  } else {
+    if (outputs && !publish_all(w.out, w.outputs.messages())) return false;
+    if (dead && !publish_all(w.dead, w.dead_letters.messages())) return false;
+    if (has_input_) {
+      if (individual_acks_) {
+        for (const Event& e : handled) {
+          if (!w.consumer.ack(e).ok()) return false;
+        }
+      } else if (!w.consumer.ack(handled.back()).ok()) {
+        return false;
+      }
+    }
+  }
+  emitted_.fetch_add(outputs, std::memory_order_relaxed);
+  dead_lettered_.fetch_add(dead, std::memory_order_relaxed);
+  w.outputs.clear();
+  w.dead_letters.clear();
+  return true;
+}
+
+bool Stage::drained(const Worker& w) const {
+  if (std::chrono::steady_clock::now() >= drain_deadline_) return true;
+  if (!has_input_) return true;
+  Result<std::vector<std::uint64_t>> at = input_->positions(consumer_name());
+  if (!at.ok()) return true;
+  for (std::uint32_t p : w.partitions) {
+    const std::uint64_t next = (*at)[p] == Topic::kNotRead ? 0 : (*at)[p];
+    if (next < drain_target_[p]) return false;
+  }
+  return true;
+}
+
+std::chrono::nanoseconds Stage::backoff(std::uint32_t attempt) const {
+  const auto grown = options_.retry.backoff * (std::uint64_t{1} << std::min(attempt, 20u));
+  return std::min<std::chrono::nanoseconds>(options_.retry.max_backoff, grown);
+}
+
+bool Stage::pause(std::chrono::nanoseconds d) {
+  std::unique_lock<std::mutex> lock(pause_mu_);
+  pause_cv_.wait_for(lock, d, [&] { return stopping(); });
+  return !stopping();
+}
+
+void Stage::note_error(const std::string& what) {
+  std::lock_guard<std::mutex> lock(error_mu_);
+  last_error_ = what;
+}
+
+bool Stage::idle() const {
+  if (kind_ == StageKind::kSource) return finished();
+  Result<std::uint64_t> lag = input_->lag(consumer_name());
+  return lag.ok() && *lag == 0;
+}
+
+std::uint64_t Stage::published() const {
+  std::uint64_t n = 0;
+  for (const std::optional<Topic>* t : {&input_, &output_}) {
+    if (!*t) continue;
+    for (const PartitionStats& p : (*t)->stats()) n += p.next_offset;
+  }
+  return n;
+}
+
+StageStats Stage::stats() const {
+  StageStats s;
+  s.name = name_;
+  s.kind = kind_;
+  s.input = options_.input;
+  s.output = options_.output;
+  s.running = running();
+  s.exactly_once = exactly_once_;
+  s.processed = processed_.load(std::memory_order_relaxed);
+  s.emitted = emitted_.load(std::memory_order_relaxed);
+  s.errors = errors_.load(std::memory_order_relaxed);
+  s.retried = retried_.load(std::memory_order_relaxed);
+  s.dead_lettered = dead_lettered_.load(std::memory_order_relaxed);
+  s.late = late_.load(std::memory_order_relaxed);
+  if (has_input_) {
+    Result<std::uint64_t> lag = input_->lag(consumer_name());
+    if (lag.ok()) s.lag = *lag;
+  }
+  if (started_.load(std::memory_order_acquire)) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
+    if (secs > 0) s.events_per_second = double(s.processed) / secs;
+  }
+  std::lock_guard<std::mutex> lock(error_mu_);
+  s.last_error = last_error_;
+  return s;
+}
+
+}  // namespace rill::detail

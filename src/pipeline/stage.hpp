@@ -1,0 +1,117 @@
+// Stage: one pipeline component — its topics, its consumers and producers
+// (one set per thread), its threads and its counters.
+//
+// Life: open() on the adding thread (resolves topics, opens consumers, so
+// errors surface at add time), start() spawns the threads, request_stop()
+// asks them to finish the batch in hand, join() waits. Thread-safe: the
+// control calls may come from any thread; stats() reads relaxed counters.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "rill/pipeline.hpp"
+
+namespace rill::detail {
+
+class WindowTable;
+
+class Stage {
+ public:
+  Stage(Bus& bus, const PipelineOptions& pipeline, std::string name, StageKind kind, StageFn fn,
+        StageOptions options, std::optional<WindowFns> window = std::nullopt);
+  ~Stage();  // request_stop() + join()
+
+  // Resolves topics and opens every thread's consumer and producer.
+  Status open();
+  void start();
+  // Finish the batch in hand (publish, ack) and end. hard: also give up a
+  // publish that cannot progress (its input stays unacked).
+  void request_stop(bool hard = false);
+  // Handle the input published before this call, ack it, then end (at most
+  // until `deadline`, then as request_stop).
+  void request_drain(std::chrono::steady_clock::time_point deadline);
+  void join();
+
+  const std::string& name() const noexcept { return name_; }
+  StageKind kind() const noexcept { return kind_; }
+  const StageOptions& options() const noexcept { return options_; }
+  // Sources: every thread has ended. Others: the input's lag is 0.
+  bool idle() const;
+  bool running() const noexcept { return started() && !finished(); }
+  bool started() const noexcept { return started_.load(std::memory_order_acquire); }
+  bool finished() const noexcept { return started() && live_threads_.load(std::memory_order_acquire) == 0; }
+  StageStats stats() const;
+  // Events ever published to the stage's input and output topics.
+  std::uint64_t published() const;
+
+ private:
+  struct Worker;
+
+  Status open_topic(const std::string& topic_name, std::optional<Topic>& out) const;
+  Status decide_delivery();
+  Status open_worker(Worker& w, std::uint32_t index);
+  Status restore_window(Worker& w);
+
+  void run(Worker& w);
+  void run_source(Worker& w);
+  void run_reader(Worker& w);
+  // Runs the stage function on one input event (with retries; dead-letters
+  // it when they are spent). False: stopping during a retry's backoff.
+  bool handle(Worker& w, const Event& e);
+  // Publishes (or commits) what the worker holds for events [.., last] and
+  // acks them. False: stopping before it could.
+  bool deliver(Worker& w, std::span<const Event> handled);
+  bool publish_all(Producer& p, std::span<const Message> messages);
+  bool drained(const Worker& w) const;
+  // The wait before retry number attempt + 1 (RetryPolicy).
+  std::chrono::nanoseconds backoff(std::uint32_t attempt) const;
+  // Sleeps, waking early on stop. False: stop requested.
+  bool pause(std::chrono::nanoseconds d);
+  void note_error(const std::string& what);
+  std::string consumer_name() const;
+  bool stopping() const noexcept { return stop_.load(std::memory_order_acquire); }
+
+  Bus& bus_;
+  const PipelineOptions& pipeline_;
+  const std::string name_;
+  const StageKind kind_;
+  StageFn fn_;
+  StageOptions options_;
+  std::optional<WindowFns> window_;
+
+  std::optional<Topic> input_, output_, dead_letter_, changelog_;
+  bool has_input_ = false, has_output_ = false, has_dead_letter_ = false, has_changelog_ = false;
+  bool exactly_once_ = false;  // outputs + ack in one write batch
+  bool use_batch_ = false;     // acks go through write batches (exactly-once or durable window state)
+  bool individual_acks_ = false;
+
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> started_{false};
+  std::atomic<std::uint32_t> live_threads_{0};
+
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> hard_stop_{false};
+  std::atomic<bool> draining_{false};
+  std::vector<std::uint64_t> drain_target_;  // input next offsets at request_drain; set before draining_
+  std::chrono::steady_clock::time_point drain_deadline_{};
+  std::mutex pause_mu_;
+  std::condition_variable pause_cv_;
+
+  std::chrono::steady_clock::time_point started_at_{};
+  std::atomic<std::uint64_t> processed_{0}, emitted_{0}, errors_{0}, retried_{0}, dead_lettered_{0}, late_{0};
+  mutable std::mutex error_mu_;
+  std::string last_error_;
+};
+
+}  // namespace rill::detail

@@ -1,0 +1,107 @@
+#include "pipeline/window_table.hpp"
+
+#include <cstring>
+
+namespace rill::detail {
+
+namespace {
+
+std::int64_t floor_div(std::int64_t a, std::int64_t b) {
+  std::int64_t q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
+  return q;
+}
+
+// A changelog record's data: window start, the writer's largest event time,
+// the input partition of the key, then the encoded state.
+constexpr std::size_t kHeader = 8 + 8 + 4;
+
+}  // namespace
+
+WindowTable::WindowTable(const WindowFns& fns, bool track_changes)
+    : fns_(fns),
+      track_changes_(track_changes),
+      size_ns_(std::chrono::nanoseconds(fns.options.size).count()),
+      hop_ns_(fns.options.hop.count() > 0 ? std::chrono::nanoseconds(fns.options.hop).count() : size_ns_),
+      lateness_ns_(std::chrono::nanoseconds(fns.options.allowed_lateness).count()) {}
+
+std::int64_t WindowTable::watermark() const noexcept {
+  if (max_time_ == std::numeric_limits<std::int64_t>::min()) return max_time_;
+  return max_time_ - lateness_ns_;
+}
+
+std::size_t WindowTable::open_windows() const noexcept {
+  std::size_t n = 0;
+  for (const auto& [start, keys] : windows_) n += keys.size();
+  return n;
+}
+
+bool WindowTable::add(const Event& e, Emitter& out) {
+  const std::int64_t t = fns_.options.event_time ? fns_.options.event_time(e) : e.timestamp_ns();
+  const std::int64_t new_max = std::max(max_time_, t);
+  const std::int64_t wm = new_max - lateness_ns_;
+  // The event's windows: starts s = k * hop with s <= t < s + size.
+  const std::int64_t last_start = floor_div(t, hop_ns_) * hop_ns_;
+  if (last_start + size_ns_ <= wm) return false;  // even its newest window is closed: late
+
+  // Close (emit) what the new watermark passes; nothing changes if an emit throws.
+  auto close_end = windows_.begin();
+  for (; close_end != windows_.end() && close_end->first + size_ns_ <= wm; ++close_end) {
+    const Window w{close_end->first, close_end->first + size_ns_};
+    for (const auto& [key, entry] : close_end->second) out.emit(fns_.emit(key, w, entry.state));
+  }
+  for (auto it = windows_.begin(); it != close_end; ++it) {
+    for (const auto& [key, entry] : it->second) changed_.erase(std::pair<std::int64_t, std::string>(it->first, key));
+  }
+  windows_.erase(windows_.begin(), close_end);
+  max_time_ = new_max;
+
+  for (std::int64_t s = last_start; s > t - size_ns_ && s + size_ns_ > wm; s -= hop_ns_) {
+    Keys& keys = windows_[s];
+    auto it = keys.find(e.key());
+    if (it == keys.end()) it = keys.emplace(std::string(e.key()), Entry{fns_.init(), e.partition()}).first;
+    fns_.aggregate(it->second.state, e);
+    if (track_changes_) changed_.emplace(s, it->first);
+  }
+  return true;
+}
+
+void WindowTable::take_changes(Emitter& changelog) {
+  std::string data;
+  for (const auto& [start, key] : changed_) {
+    auto w = windows_.find(start);
+    if (w == windows_.end()) continue;
+    auto k = w->second.find(key);
+    if (k == w->second.end()) continue;
+    const std::string state = fns_.encode(k->second.state);
+    data.resize(kHeader);
+    std::memcpy(data.data(), &start, 8);
+    std::memcpy(data.data() + 8, &max_time_, 8);
+    std::memcpy(data.data() + 16, &k->second.partition, 4);
+    data += state;
+    changelog.emit(Message{key, {}, data, {}, std::int64_t(k->second.partition)});
+  }
+  changed_.clear();
+}
+
+Status WindowTable::restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions) {
+  if (data.size() < kHeader) return Status::Corruption("window changelog record of " + std::to_string(data.size()) + " bytes");
+  std::int64_t start, max_time;
+  std::uint32_t partition;
+  std::memcpy(&start, data.data(), 8);
+  std::memcpy(&max_time, data.data() + 8, 8);
+  std::memcpy(&partition, data.data() + 16, 4);
+  bool mine = false;
+  for (std::uint32_t p : partitions) mine |= p == partition;
+  if (!mine) return Status::Ok();
+  max_time_ = std::max(max_time_, max_time);
+  windows_[start].insert_or_assign(std::string(key), Entry{fns_.decode(data.substr(kHeader)), partition});
+  return Status::Ok();
+}
+
+void WindowTable::finish_restore() {
+  const std::int64_t wm = watermark();
+  while (!windows_.empty() && windows_.begin()->first + size_ns_ <= wm) windows_.erase(windows_.begin());
+}
+
+}  // namespace rill::detail

@@ -1,0 +1,64 @@
+// WindowTable: one stage thread's open windows (key x window start -> state)
+// and its watermark, for Pipeline::window.
+//
+// Not thread-safe: each stage thread owns one (its partitions' keys).
+// Allocates: a state and a key copy per new window, none per event.
+#pragma once
+
+#include <any>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "rill/pipeline.hpp"
+
+namespace rill::detail {
+
+class WindowTable {
+ public:
+  // REQUIRES: fns outlives the table; size > 0, 0 <= hop <= size.
+  // track_changes: the state is durable (take_changes is called).
+  WindowTable(const WindowFns& fns, bool track_changes);
+
+  // Adds an event: first emits (into `out`) every window the event's time
+  // closes, then aggregates the event into each of its windows still open.
+  // Returns false, changing nothing, when every window of the event is
+  // already closed (a late event). Throws what the user's emit/aggregate
+  // throw; an emit that throws leaves the table unchanged.
+  bool add(const Event& e, Emitter& out);
+
+  // Durable state: appends a changelog record (key, data) for every window
+  // changed since the last call, and forgets the changes.
+  void take_changes(Emitter& changelog);
+  // Durable state: applies one changelog record (later records win) when
+  // its partition is among `partitions`; finish_restore() then drops the
+  // windows the restored watermark had closed (their results were
+  // committed with it). Fails: Corruption (a malformed record).
+  Status restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions);
+  void finish_restore();
+
+  std::size_t pending_changes() const noexcept { return changed_.size(); }
+  std::size_t open_windows() const noexcept;
+  std::int64_t watermark() const noexcept;
+
+ private:
+  struct Entry {
+    std::any state;
+    std::uint32_t partition = 0;
+  };
+  using Keys = std::map<std::string, Entry, std::less<>>;
+
+  const WindowFns& fns_;
+  const bool track_changes_;
+  const std::int64_t size_ns_, hop_ns_, lateness_ns_;
+  std::int64_t max_time_ = std::numeric_limits<std::int64_t>::min();
+  std::map<std::int64_t, Keys> windows_;  // by start; equal sizes, so also by end
+  std::set<std::pair<std::int64_t, std::string>, std::less<>> changed_;
+};
+
+}  // namespace rill::detail

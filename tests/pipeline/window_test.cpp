@@ -1,0 +1,244 @@
+// Windowed aggregation stages: one result per key and window with the
+// right aggregate, tumbling and hopping windows, boundaries exactly at a
+// window's end and at the lateness limit, late events counted or
+// dead-lettered, and durable window state that survives a bus restart.
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <mutex>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "rill/json.hpp"
+#include "rill/rill.hpp"
+#include "support/store.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace rill;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Stat {
+  std::int64_t count = 0;
+  std::int64_t sum = 0;
+  std::int64_t min = 0;
+  std::int64_t max = 0;
+};
+
+// Events carry "<event time ms> <value>" as data.
+std::int64_t time_ms(const Event& e) { return std::stoll(std::string(e.data())); }
+std::int64_t value(const Event& e) {
+  const std::string d(e.data());
+  return std::stoll(d.substr(d.find(' ') + 1));
+}
+
+Aggregation<Stat> stat_aggregation() {
+  return {.aggregate =
+              [](Stat& s, const Event& e) {
+                const std::int64_t v = value(e);
+                s.min = s.count ? std::min(s.min, v) : v;
+                s.max = s.count ? std::max(s.max, v) : v;
+                s.sum += v;
+                ++s.count;
+              },
+          .emit =
+              [](std::string_view key, const Window& w, const Stat& s) {
+                return Output{std::string(key), {},
+                              std::to_string(w.start_ns / 1000000) + " " + std::to_string(s.count) + " " +
+                                  std::to_string(s.sum) + " " + std::to_string(s.min) + " " + std::to_string(s.max)};
+              }};
+}
+
+WindowOptions windows(std::chrono::milliseconds size, std::chrono::milliseconds hop = 0ms,
+                      std::chrono::milliseconds lateness = 0ms) {
+  return {.size = size,
+          .hop = hop,
+          .allowed_lateness = lateness,
+          .event_time = [](const Event& e) { return time_ms(e) * 1000000; }};
+}
+
+// (key, window start ms) -> "count sum min max"
+using Results = std::map<std::pair<std::string, std::int64_t>, std::string>;
+
+class ResultSink {
+ public:
+  void add(const Event& e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string d(e.data());
+    const auto sp = d.find(' ');
+    const auto key = std::make_pair(std::string(e.key()), std::stoll(d.substr(0, sp)));
+    duplicates_ += results_.count(key);
+    results_[key] = d.substr(sp + 1);
+  }
+  Results results() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return results_;
+  }
+  int duplicates() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return duplicates_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  Results results_;
+  int duplicates_ = 0;
+};
+
+struct Reading {
+  std::string key;
+  std::int64_t t_ms, v;
+};
+
+void publish(Topic& t, const std::vector<Reading>& rs) {
+  auto p = *t.producer();
+  for (const Reading& r : rs) {
+    REQUIRE(p.publish(Message{.key = r.key, .data = std::to_string(r.t_ms) + " " + std::to_string(r.v)}).ok());
+  }
+}
+
+// The reference: tumbling windows of size_ms over every reading.
+Results expected_tumbling(const std::vector<Reading>& rs, std::int64_t size_ms) {
+  std::map<std::pair<std::string, std::int64_t>, Stat> agg;
+  for (const Reading& r : rs) {
+    Stat& s = agg[{r.key, r.t_ms / size_ms * size_ms}];
+    s.min = s.count ? std::min(s.min, r.v) : r.v;
+    s.max = s.count ? std::max(s.max, r.v) : r.v;
+    s.sum += r.v;
+    ++s.count;
+  }
+  Results out;
+  for (const auto& [k, s] : agg) {
+    out[k] = std::to_string(s.count) + " " + std::to_string(s.sum) + " " + std::to_string(s.min) + " " + std::to_string(s.max);
+  }
+  return out;
+}
+
+std::vector<Reading> sensor_readings(int n, int sensors, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<Reading> rs;
+  for (int i = 0; i < n; ++i) {
+    // Time advances ~7 ms per reading, with up to 30 ms of disorder.
+    const std::int64_t t = std::int64_t(i) * 7 + std::int64_t(rng() % 30);
+    rs.push_back({"s" + std::to_string(rng() % sensors), t, std::int64_t(rng() % 1000) - 500});
+  }
+  return rs;
+}
+
+}  // namespace
+
+TEST_CASE("tumbling windows: one correct result per key and window", "[window]") {
+  Bus bus({.default_topic = {.capacity = 8192}});
+  auto in = *bus.create_topic("in", {.capacity = 8192});
+  Pipeline pipeline(bus);
+  ResultSink sink;
+  REQUIRE(pipeline.window("reduce", stat_aggregation(), windows(1000ms, 0ms, 40ms), {.input = "in", .output = "out"}).ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { sink.add(e); }, {.input = "out"}).ok());
+  std::vector<Reading> rs = sensor_readings(5000, 7, 1);
+  const std::int64_t last = rs.back().t_ms;
+  publish(in, rs);
+  publish(in, {{"flush", last + 5000, 0}});  // closes every window of the readings
+  REQUIRE(pipeline.start().ok());
+  REQUIRE(pipeline.wait(60s).ok());
+  CHECK(sink.duplicates() == 0);
+  CHECK(sink.results() == expected_tumbling(rs, 1000));
+  auto s = pipeline.stats("reduce");
+  REQUIRE(s.ok());
+  CHECK(s->late == 0);
+  CHECK(s->processed == rs.size() + 1);
+}
+
+TEST_CASE("window boundaries: end is exclusive; lateness decides what is late", "[window]") {
+  Bus bus;
+  auto in = *bus.create_topic("in");
+  Pipeline pipeline(bus);
+  ResultSink sink;
+  std::vector<std::string> dead;
+  std::mutex mu;
+  WindowOptions w = windows(1000ms, 0ms, 500ms);
+  w.dead_letter_late = true;
+  REQUIRE(pipeline.window("reduce", stat_aggregation(), w, {.input = "in", .output = "out", .dead_letter_topic = "late"}).ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { sink.add(e); }, {.input = "out"}).ok());
+  REQUIRE(pipeline
+              .sink("late",
+                    [&](const Event& e) {
+                      auto md = parse_metadata(e);
+                      std::lock_guard<std::mutex> lock(mu);
+                      dead.push_back(std::string(e.data()) + "|" + (md.ok() ? (*md)["dead_letter"]["reason"].get<std::string>() : "?"));
+                    },
+                    {.input = "late"})
+              .ok());
+  publish(in, {{"a", 0, 1},
+               {"a", 999, 2},     // last instant of [0, 1000)
+               {"a", 1000, 4},    // first instant of [1000, 2000)
+               {"a", 1499, 8},    // watermark 999: [0, 1000) still open
+               {"a", 998, 16},    // within lateness: counted in [0, 1000)
+               {"a", 1500, 32},   // watermark 1000: closes [0, 1000)
+               {"a", 999, 64},    // late: its window closed
+               {"a", 1000, 128},  // not late: [1000, 2000) is open
+               {"a", 9000, 0}});  // closes [1000, 2000)
+  REQUIRE(pipeline.start().ok());
+  REQUIRE(pipeline.wait(60s).ok());
+  const Results r = sink.results();
+  CHECK(r.at({"a", 0}) == "3 19 1 16");
+  CHECK(r.at({"a", 1000}) == "4 172 4 128");
+  CHECK(r.size() == 2);
+  REQUIRE(dead.size() == 1);
+  CHECK(dead[0] == "999 64|late event");
+  auto s = pipeline.stats("reduce");
+  REQUIRE(s.ok());
+  CHECK(s->late == 1);
+  CHECK(s->dead_lettered == 1);
+}
+
+TEST_CASE("hopping windows: each event counts in every window that covers it", "[window]") {
+  Bus bus;
+  auto in = *bus.create_topic("in");
+  Pipeline pipeline(bus);
+  ResultSink sink;
+  REQUIRE(pipeline.window("reduce", stat_aggregation(), windows(1000ms, 500ms), {.input = "in", .output = "out"}).ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { sink.add(e); }, {.input = "out"}).ok());
+  publish(in, {{"k", 700, 1}, {"k", 1200, 2}, {"k", 1500, 4}, {"k", 10000, 0}});
+  REQUIRE(pipeline.start().ok());
+  REQUIRE(pipeline.wait(60s).ok());
+  const Results r = sink.results();
+  CHECK(r.at({"k", 0}) == "1 1 1 1");        // [0, 1000): 700
+  CHECK(r.at({"k", 500}) == "2 3 1 2");      // [500, 1500): 700, 1200
+  CHECK(r.at({"k", 1000}) == "2 6 2 4");     // [1000, 2000): 1200, 1500
+  CHECK(r.at({"k", 1500}) == "1 4 4 4");     // [1500, 2500): 1500
+  CHECK(r.size() == 4);
+  CHECK(sink.duplicates() == 0);
+}
+
+TEST_CASE("window state on a durable input survives a restart: results as if it never stopped", "[window][durable]") {
+  testing::TempDir dir;
+  const std::vector<Reading> rs = sensor_readings(3000, 5, 2);
+  const std::size_t half = rs.size() / 2;
+  auto run = [&](std::vector<Reading> batch, bool collect, ResultSink& sink) {
+    Bus bus = testing::open_bus(dir.path());
+    auto in = *bus.ensure_topic("in", testing::durable(Durability::kAsync, 1, 4096));
+    REQUIRE(bus.ensure_topic("out", testing::durable(Durability::kAsync, 1, 4096)).ok());
+    Pipeline pipeline(bus);
+    REQUIRE(pipeline.window("reduce", stat_aggregation(), windows(1000ms, 0ms, 40ms), {.input = "in", .output = "out"}).ok());
+    if (collect) {
+      REQUIRE(pipeline.sink("collect", [&](const Event& e) { sink.add(e); }, {.input = "out", .position = Position::earliest()}).ok());
+    }
+    publish(in, batch);
+    REQUIRE(pipeline.start().ok());
+    REQUIRE(pipeline.wait(60s).ok());
+    auto s = pipeline.stats("reduce");
+    REQUIRE(s.ok());
+    CHECK(s->exactly_once);
+    pipeline.stop();
+  };
+  ResultSink unused, sink;
+  run({rs.begin(), rs.begin() + long(half)}, false, unused);  // leaves windows open
+  std::vector<Reading> rest(rs.begin() + long(half), rs.end());
+  rest.push_back({"flush", rs.back().t_ms + 5000, 0});
+  run(rest, true, sink);
+  CHECK(sink.duplicates() == 0);
+  CHECK(sink.results() == expected_tumbling(rs, 1000));
+}

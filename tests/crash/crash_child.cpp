@@ -5,6 +5,8 @@
 //  * an exactly-once stage: consumer "stage" of "in", each event turned
 //    into one event of "out" (key "<partition>:<offset>") and acked in the
 //    same write batch; after each commit it reports "A <partition> <offset>";
+//  * the same stage as a rill::Pipeline transform ("pipeline-stage", to
+//    "pipeline-out"), exactly-once because both topics are durable;
 //  * a producer publishing to "async" (kAsync durability) that reports
 //    "D <offset> <data>" for every event wait_durable has confirmed.
 // Each report is one write(2) of one line to stdout (a pipe): atomic, so the
@@ -58,6 +60,17 @@ int main(int argc, char** argv) {
   if (!async_topic.ok()) die("topic async", async_topic.status());
   auto stage = in->consumer({.name = "stage"});
   if (!stage.ok()) die("consumer", stage.status());
+  if (auto po = bus->ensure_topic("pipeline-out", t); !po.ok()) die("topic pipeline-out", po.status());
+  rill::Pipeline pipeline(*bus);
+  auto to_output = rill::map([](const rill::Event& e) {
+    return rill::Output{std::to_string(e.partition()) + ":" + std::to_string(e.offset()), {}, "out-" + std::string(e.data())};
+  });
+  if (auto s = pipeline.transform("pipeline-stage", to_output,
+                                  {.input = "in", .output = "pipeline-out", .delivery = rill::Delivery::kExactlyOnce});
+      !s.ok()) {
+    die("pipeline stage", s);
+  }
+  if (auto s = pipeline.start(); !s.ok()) die("pipeline start", s);
   report("R");  // ready
 
   std::thread producer([&] {

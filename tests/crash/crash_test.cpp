@@ -6,7 +6,8 @@
 //  * offsets are contiguous in every partition;
 //  * the stage's cursor is never behind an ack the child reported;
 //  * the stage produced exactly one output per acked input and none for
-//    inputs not acked;
+//    inputs not acked — both the hand-written stage and the same stage run
+//    as a rill::Pipeline transform;
 //  * on the async topic, every event the child saw confirmed durable is
 //    there, and its offsets are contiguous (a crash loses only a tail).
 // While a child runs, a read-only open of the same store must work and a
@@ -129,7 +130,7 @@ ChildReports run_and_kill(const std::string& path, int cycle, std::chrono::milli
     auto tool = Bus::open(ro);
     INFO(tool.status().to_string());
     REQUIRE(tool.ok());
-    CHECK(tool->list_topics() == std::vector<std::string>{"async", "in", "out"});
+    CHECK(tool->list_topics() == std::vector<std::string>{"async", "in", "out", "pipeline-out"});
     // A second writer is refused, naming the child as the holder.
     BusOptions rw;
     rw.path = path;
@@ -171,15 +172,33 @@ std::map<std::pair<std::uint32_t, std::uint64_t>, std::pair<std::string, std::st
   return out;
 }
 
-// The stage's durable cursor in each partition: where a consumer of that
+// A stage's durable cursor in each partition: where a consumer of that
 // name resumes.
-std::uint64_t stage_cursor(Topic& in, std::uint32_t partition) {
-  auto c = in.consumer({.name = "stage", .partitions = {partition}});
+std::uint64_t stage_cursor(Topic& in, std::uint32_t partition, const char* name = "stage") {
+  auto c = in.consumer({.name = name, .partitions = {partition}});
   REQUIRE(c.ok());
   auto e = c->poll(0ms);
   if (e.ok()) return e->offset();
   REQUIRE(e.status().is_timed_out());
   return in.stats()[partition].next_offset;
+}
+
+using Events = std::map<std::pair<std::uint32_t, std::uint64_t>, std::pair<std::string, std::string>>;
+
+// One output (key "<partition>:<offset>" of its input, data "out-" + the
+// input's data) per input below the stage's cursor, and none other.
+void check_outputs(const Events& inputs, const Events& outputs, std::map<std::uint32_t, std::uint64_t>& cursor) {
+  std::set<std::string> origins;
+  for (const auto& [id, kd] : outputs) {
+    REQUIRE(origins.insert(kd.first).second);  // one output per input
+    const std::uint32_t p = std::uint32_t(std::stoul(kd.first.substr(0, kd.first.find(':'))));
+    const std::uint64_t off = std::stoull(kd.first.substr(kd.first.find(':') + 1));
+    REQUIRE(off < cursor[p]);  // an output exists only for an acked input
+    REQUIRE(kd.second == "out-" + inputs.at({p, off}).second);
+  }
+  std::uint64_t acked_inputs = 0;
+  for (auto& [p, c] : cursor) acked_inputs += c;
+  REQUIRE(outputs.size() == acked_inputs);
 }
 
 }  // namespace
@@ -193,6 +212,7 @@ TEST_CASE("SIGKILL at random moments loses no completed publish and keeps the st
   std::map<std::pair<std::uint32_t, std::uint64_t>, std::string> all_published;
   std::map<std::uint32_t, std::uint64_t> all_acked;
   std::map<std::uint64_t, std::string> all_durable_async;
+  std::size_t pipeline_outputs_seen = 0;
 
   for (int cycle = 0; cycle < cycles; ++cycle) {
     const auto run_for = std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 60)(rng));
@@ -230,18 +250,15 @@ TEST_CASE("SIGKILL at random moments loses no completed publish and keeps the st
       INFO("cycle " << cycle << ": partition " << p);
       REQUIRE(cursor[p] >= all_acked[p]);
     }
-    const auto outputs = read_all(*out);
-    std::set<std::string> origins;
-    for (const auto& [id, kd] : outputs) {
-      REQUIRE(origins.insert(kd.first).second);  // one output per input
-      const std::uint32_t p = std::uint32_t(std::stoul(kd.first.substr(0, kd.first.find(':'))));
-      const std::uint64_t off = std::stoull(kd.first.substr(kd.first.find(':') + 1));
-      REQUIRE(off < cursor[p]);  // an output exists only for an acked input
-      REQUIRE(kd.second == "out-" + inputs.at({p, off}).second);
-    }
-    std::uint64_t acked_inputs = 0;
-    for (auto& [p, c] : cursor) acked_inputs += c;
-    REQUIRE(outputs.size() == acked_inputs);
+    check_outputs(inputs, read_all(*out), cursor);
+    // The same stage run by a Pipeline: exactly-once too.
+    auto pipeline_out = bus->topic("pipeline-out");
+    REQUIRE(pipeline_out.ok());
+    std::map<std::uint32_t, std::uint64_t> pipeline_cursor;
+    for (std::uint32_t p = 0; p < in->partitions(); ++p) pipeline_cursor[p] = stage_cursor(*in, p, "pipeline-stage");
+    const auto pipeline_outputs = read_all(*pipeline_out);
+    check_outputs(inputs, pipeline_outputs, pipeline_cursor);
+    pipeline_outputs_seen = pipeline_outputs.size();
 
     // The async topic: whatever was confirmed durable survived.
     auto async_topic = bus->topic("async");
@@ -257,4 +274,5 @@ TEST_CASE("SIGKILL at random moments loses no completed publish and keeps the st
   INFO("completed publishes checked: " << all_published.size());
   CHECK(all_published.size() > std::size_t(cycles));  // the children did real work
   CHECK(!all_durable_async.empty());
+  CHECK(pipeline_outputs_seen > 0);
 }

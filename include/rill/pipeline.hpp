@@ -197,8 +197,12 @@ struct WindowOptions {
   std::chrono::milliseconds size{1000};
   std::chrono::milliseconds hop{0};
   // A window closes — its result is emitted, once — when the stage's
-  // watermark (the largest event time seen minus allowed_lateness) passes
-  // its end. An event all of whose windows are closed is late.
+  // watermark passes its end. The watermark of a stage thread is the
+  // smallest, over the input partitions it has received events from, of
+  // the largest event time seen there, minus allowed_lateness: so a
+  // partition whose batches arrive later does not make its events late,
+  // and one that falls silent holds windows open until it speaks again.
+  // An event all of whose windows are closed is late.
   std::chrono::milliseconds allowed_lateness{0};
   // Event time in ns since the epoch; empty: the event's append timestamp.
   std::function<std::int64_t(const Event&)> event_time{};

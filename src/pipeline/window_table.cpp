@@ -12,8 +12,8 @@ std::int64_t floor_div(std::int64_t a, std::int64_t b) {
   return q;
 }
 
-// A changelog record's data: window start, the writer's largest event time,
-// the input partition of the key, then the encoded state.
+// A changelog record's data: window start, the largest event time of the
+// key's input partition, that partition, then the encoded state.
 constexpr std::size_t kHeader = 8 + 8 + 4;
 
 }  // namespace
@@ -25,9 +25,18 @@ WindowTable::WindowTable(const WindowFns& fns, bool track_changes)
       hop_ns_(fns.options.hop.count() > 0 ? std::chrono::nanoseconds(fns.options.hop).count() : size_ns_),
       lateness_ns_(std::chrono::nanoseconds(fns.options.allowed_lateness).count()) {}
 
+std::int64_t WindowTable::watermark_with(std::uint32_t p, std::int64_t t) const noexcept {
+  std::int64_t low = t;
+  for (const auto& [partition, max] : max_time_) {
+    if (partition != p) low = std::min(low, max);
+  }
+  return low == std::numeric_limits<std::int64_t>::min() ? low : low - lateness_ns_;
+}
+
 std::int64_t WindowTable::watermark() const noexcept {
-  if (max_time_ == std::numeric_limits<std::int64_t>::min()) return max_time_;
-  return max_time_ - lateness_ns_;
+  if (max_time_.empty()) return std::numeric_limits<std::int64_t>::min();
+  const auto& [p, t] = *max_time_.begin();
+  return watermark_with(p, t);
 }
 
 std::size_t WindowTable::open_windows() const noexcept {
@@ -38,8 +47,9 @@ std::size_t WindowTable::open_windows() const noexcept {
 
 bool WindowTable::add(const Event& e, Emitter& out) {
   const std::int64_t t = fns_.options.event_time ? fns_.options.event_time(e) : e.timestamp_ns();
-  const std::int64_t new_max = std::max(max_time_, t);
-  const std::int64_t wm = new_max - lateness_ns_;
+  auto seen = max_time_.find(e.partition());
+  const std::int64_t new_max = seen == max_time_.end() ? t : std::max(seen->second, t);
+  const std::int64_t wm = watermark_with(e.partition(), new_max);
   // The event's windows: starts s = k * hop with s <= t < s + size.
   const std::int64_t last_start = floor_div(t, hop_ns_) * hop_ns_;
   if (last_start + size_ns_ <= wm) return false;  // even its newest window is closed: late
@@ -54,7 +64,7 @@ bool WindowTable::add(const Event& e, Emitter& out) {
     for (const auto& [key, entry] : it->second) changed_.erase(std::pair<std::int64_t, std::string>(it->first, key));
   }
   windows_.erase(windows_.begin(), close_end);
-  max_time_ = new_max;
+  max_time_[e.partition()] = new_max;
 
   for (std::int64_t s = last_start; s > t - size_ns_ && s + size_ns_ > wm; s -= hop_ns_) {
     Keys& keys = windows_[s];
@@ -76,7 +86,8 @@ void WindowTable::take_changes(Emitter& changelog) {
     const std::string state = fns_.encode(k->second.state);
     data.resize(kHeader);
     std::memcpy(data.data(), &start, 8);
-    std::memcpy(data.data() + 8, &max_time_, 8);
+    const std::int64_t max_time = max_time_.at(k->second.partition);
+    std::memcpy(data.data() + 8, &max_time, 8);
     std::memcpy(data.data() + 16, &k->second.partition, 4);
     data += state;
     changelog.emit(Message{key, {}, data, {}, std::int64_t(k->second.partition)});
@@ -94,7 +105,8 @@ Status WindowTable::restore(std::string_view key, std::string_view data, const s
   bool mine = false;
   for (std::uint32_t p : partitions) mine |= p == partition;
   if (!mine) return Status::Ok();
-  max_time_ = std::max(max_time_, max_time);
+  auto [seen, fresh] = max_time_.emplace(partition, max_time);
+  if (!fresh) seen->second = std::max(seen->second, max_time);
   windows_[start].insert_or_assign(std::string(key), Entry{fns_.decode(data.substr(kHeader)), partition});
   return Status::Ok();
 }

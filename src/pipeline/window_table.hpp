@@ -1,6 +1,11 @@
 // WindowTable: one stage thread's open windows (key x window start -> state)
 // and its watermark, for Pipeline::window.
 //
+// The watermark is the smallest, over the input partitions that have
+// delivered events, of the largest event time seen in that partition, minus
+// the allowed lateness: a partition that is behind (its batches came later)
+// holds windows open rather than making its events late.
+//
 // Not thread-safe: each stage thread owns one (its partitions' keys).
 // Allocates: a state and a key copy per new window, none per event.
 #pragma once
@@ -56,7 +61,9 @@ class WindowTable {
   const WindowFns& fns_;
   const bool track_changes_;
   const std::int64_t size_ns_, hop_ns_, lateness_ns_;
-  std::int64_t max_time_ = std::numeric_limits<std::int64_t>::min();
+  std::map<std::uint32_t, std::int64_t> max_time_;  // per input partition
+  // The watermark if partition p's largest event time became t.
+  std::int64_t watermark_with(std::uint32_t p, std::int64_t t) const noexcept;
   std::map<std::int64_t, Keys> windows_;  // by start; equal sizes, so also by end
   std::set<std::pair<std::int64_t, std::string>, std::less<>> changed_;
 };

@@ -7,6 +7,8 @@
 //    same write batch; after each commit it reports "A <partition> <offset>";
 //  * the same stage as a rill::Pipeline transform ("pipeline-stage", to
 //    "pipeline-out"), exactly-once because both topics are durable;
+//  * a window stage ("pipeline-window", to "window-out"): per key, counts
+//    over 20 ms windows of append time, its state durable;
 //  * a producer publishing to "async" (kAsync durability) that reports
 //    "D <offset> <data>" for every event wait_durable has confirmed.
 // Each report is one write(2) of one line to stdout (a pipe): atomic, so the
@@ -69,6 +71,17 @@ int main(int argc, char** argv) {
                                   {.input = "in", .output = "pipeline-out", .delivery = rill::Delivery::kExactlyOnce});
       !s.ok()) {
     die("pipeline stage", s);
+  }
+  if (auto wo = bus->ensure_topic("window-out", t); !wo.ok()) die("topic window-out", wo.status());
+  rill::Aggregation<long> count{
+      .aggregate = [](long& n, const rill::Event&) { ++n; },
+      .emit = [](std::string_view key, const rill::Window& w, const long& n) {
+        return rill::Output{std::string(key) + "@" + std::to_string(w.start_ns), {}, std::to_string(n)};
+      }};
+  if (auto s = pipeline.window("pipeline-window", count, {.size = std::chrono::milliseconds(20)},
+                               {.input = "in", .output = "window-out"});
+      !s.ok()) {
+    die("pipeline window", s);
   }
   if (auto s = pipeline.start(); !s.ok()) die("pipeline start", s);
   report("R");  // ready

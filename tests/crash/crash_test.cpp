@@ -7,7 +7,8 @@
 //  * the stage's cursor is never behind an ack the child reported;
 //  * the stage produced exactly one output per acked input and none for
 //    inputs not acked — both the hand-written stage and the same stage run
-//    as a rill::Pipeline transform;
+//    as a rill::Pipeline transform; a Pipeline window stage emits each
+//    (key, window) result once;
 //  * on the async topic, every event the child saw confirmed durable is
 //    there, and its offsets are contiguous (a crash loses only a tail).
 // While a child runs, a read-only open of the same store must work and a
@@ -130,7 +131,8 @@ ChildReports run_and_kill(const std::string& path, int cycle, std::chrono::milli
     auto tool = Bus::open(ro);
     INFO(tool.status().to_string());
     REQUIRE(tool.ok());
-    CHECK(tool->list_topics() == std::vector<std::string>{"async", "in", "out", "pipeline-out"});
+    CHECK(tool->list_topics() == std::vector<std::string>{"async", "in", "out", "pipeline-out",
+                                                          "pipeline-window.changelog", "window-out"});
     // A second writer is refused, naming the child as the holder.
     BusOptions rw;
     rw.path = path;
@@ -212,7 +214,7 @@ TEST_CASE("SIGKILL at random moments loses no completed publish and keeps the st
   std::map<std::pair<std::uint32_t, std::uint64_t>, std::string> all_published;
   std::map<std::uint32_t, std::uint64_t> all_acked;
   std::map<std::uint64_t, std::string> all_durable_async;
-  std::size_t pipeline_outputs_seen = 0;
+  std::size_t pipeline_outputs_seen = 0, window_results_seen = 0;
 
   for (int cycle = 0; cycle < cycles; ++cycle) {
     const auto run_for = std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 60)(rng));
@@ -259,6 +261,20 @@ TEST_CASE("SIGKILL at random moments loses no completed publish and keeps the st
     const auto pipeline_outputs = read_all(*pipeline_out);
     check_outputs(inputs, pipeline_outputs, pipeline_cursor);
     pipeline_outputs_seen = pipeline_outputs.size();
+    // The window stage: one result per key and window, whatever the kills
+    // (outputs, window state and input acks commit together), and never
+    // more events counted than it acked.
+    auto window_out = bus->topic("window-out");
+    REQUIRE(window_out.ok());
+    std::set<std::string> windows;
+    std::uint64_t counted = 0, window_acked = 0;
+    for (const auto& [id, kd] : read_all(*window_out)) {
+      REQUIRE(windows.insert(kd.first).second);
+      counted += std::stoull(kd.second);
+    }
+    for (std::uint32_t p = 0; p < in->partitions(); ++p) window_acked += stage_cursor(*in, p, "pipeline-window");
+    REQUIRE(counted <= window_acked);
+    window_results_seen = windows.size();
 
     // The async topic: whatever was confirmed durable survived.
     auto async_topic = bus->topic("async");
@@ -275,4 +291,5 @@ TEST_CASE("SIGKILL at random moments loses no completed publish and keeps the st
   CHECK(all_published.size() > std::size_t(cycles));  // the children did real work
   CHECK(!all_durable_async.empty());
   CHECK(pipeline_outputs_seen > 0);
+  CHECK(window_results_seen > 0);
 }

@@ -123,6 +123,7 @@ class MultiConsumer {
   const std::string& name() const noexcept;
 
  private:
+  friend class WriteBatch;
   friend class Bus;
   struct Impl;
   explicit MultiConsumer(std::unique_ptr<Impl> impl) noexcept;

@@ -56,6 +56,7 @@
 
 #include "rill/bus.hpp"
 #include "rill/event.hpp"
+#include "rill/join.hpp"
 #include "rill/options.hpp"
 #include "rill/producer.hpp"
 #include "rill/status.hpp"
@@ -170,6 +171,10 @@ struct StageOptions {
   // and PipelineOptions::create_topics is on.
   std::string input{};
   std::string output{};
+  // Several topics read together under the stage's name (joins), instead
+  // of `input`. With threads > 1, window or join state on durable topics,
+  // they must have equal partition counts (keys co-partitioned).
+  std::vector<std::string> inputs{};
   std::uint32_t threads = 1;
   Split split = Split::kPartitions;
   Delivery delivery = Delivery::kAuto;
@@ -297,6 +302,13 @@ class Pipeline {
   template <class State>
   Status window(std::string name, Aggregation<State> agg, WindowOptions window, StageOptions options);
 
+  // Join stages (rill/join.hpp), reading options.inputs (stream-table:
+  // {stream, table}) and publishing to options.output.
+  template <class Partial>
+  Status accumulate_join(std::string name, AccumulateJoin<Partial> join, StageOptions options);
+  Status key_match_join(std::string name, KeyMatchJoin join, StageOptions options);
+  Status table_join(std::string name, TableJoin join, StageOptions options);
+
   // The nodata spelling: a component is a stage added or removed while the
   // pipeline runs. `kind` must match fn's alternative. remove_component
   // drains it first: it handles the input published before the call, acks
@@ -323,6 +335,7 @@ class Pipeline {
 
  private:
   Status add_window(std::string name, detail::WindowFns fns, StageOptions options);
+  Status add_join(std::string name, detail::JoinFns fns, StageOptions options);
   std::unique_ptr<detail::PipelineCore> core_;
 };
 
@@ -336,20 +349,54 @@ Status Pipeline::window(std::string name, Aggregation<State> agg, WindowOptions 
   fns.emit = [f = std::move(agg.emit)](std::string_view key, const Window& w, const std::any& s) {
     return f(key, w, *std::any_cast<State>(&s));
   };
+  detail::default_codec(agg.encode, agg.decode);
   if (agg.encode && agg.decode) {
     fns.encode = [f = std::move(agg.encode)](const std::any& s) { return f(*std::any_cast<State>(&s)); };
     fns.decode = [f = std::move(agg.decode)](std::string_view b) { return std::any(f(b)); };
-  } else if constexpr (std::is_trivially_copyable_v<State>) {
-    fns.encode = [](const std::any& s) {
-      return std::string(reinterpret_cast<const char*>(std::any_cast<State>(&s)), sizeof(State));
-    };
-    fns.decode = [](std::string_view b) {
-      State st{};
-      if (b.size() == sizeof(State)) std::memcpy(&st, b.data(), sizeof(State));
-      return std::any(st);
-    };
   }
   return add_window(std::move(name), std::move(fns), std::move(options));
+}
+
+template <class Partial>
+Status Pipeline::accumulate_join(std::string name, AccumulateJoin<Partial> join, StageOptions options) {
+  if (!join.merge || !join.sufficient) {
+    return Status::InvalidArgument("join '" + name + "': merge and sufficient are required");
+  }
+  detail::default_codec(join.encode, join.decode);
+  if (!join.process && !join.encode) {
+    return Status::InvalidArgument("join '" + name + "': without process, the partial needs encode");
+  }
+  detail::JoinFns fns;
+  fns.key = std::move(join.key);
+  fns.init = [] { return std::any(Partial{}); };
+  fns.merge = [f = std::move(join.merge)](std::any& p, std::size_t input, const Event& e) {
+    f(*std::any_cast<Partial>(&p), input, e);
+    return std::string();
+  };
+  fns.ready = [f = std::move(join.sufficient)](const std::any& p) { return f(*std::any_cast<Partial>(&p)); };
+  if (join.process) {
+    fns.fire = [f = std::move(join.process)](std::string_view key, std::any& p, Emitter& out) {
+      f(key, *std::any_cast<Partial>(&p), out);
+      return true;
+    };
+  } else {
+    fns.fire = [enc = join.encode](std::string_view key, std::any& p, Emitter& out) {
+      const std::string data = enc(*std::any_cast<Partial>(&p));
+      out.emit(key, {}, data);
+      return true;
+    };
+  }
+  if (join.incomplete) {
+    fns.incomplete = [f = std::move(join.incomplete)](std::string_view key, const std::any& p) {
+      f(key, *std::any_cast<Partial>(&p));
+    };
+  }
+  if (join.encode && join.decode) {
+    fns.encode = [f = std::move(join.encode)](const std::any& p) { return f(*std::any_cast<Partial>(&p)); };
+    fns.decode = [f = std::move(join.decode)](std::string_view b) { return std::any(f(b)); };
+  }
+  fns.limits = join.limits;
+  return add_join(std::move(name), std::move(fns), std::move(options));
 }
 
 }  // namespace rill

@@ -6,6 +6,7 @@
 #include "rill/consumer.hpp"
 #include "rill/data_view.hpp"
 #include "rill/event.hpp"
+#include "rill/join.hpp"
 #include "rill/multi_consumer.hpp"
 #include "rill/options.hpp"
 #include "rill/pipeline.hpp"

@@ -28,6 +28,7 @@
 
 #include "rill/consumer.hpp"
 #include "rill/event.hpp"
+#include "rill/multi_consumer.hpp"
 #include "rill/producer.hpp"
 #include "rill/status.hpp"
 #include "rill/topic.hpp"
@@ -54,6 +55,9 @@ class WriteBatch {
   // consumer as Consumer::ack would. Fails: InvalidArgument (memory-only
   // topic, foreign or undelivered event), Closed.
   Status ack(Consumer& consumer, const Event& event);
+  // The same for an event of `topic` that a MultiConsumer delivered.
+  // Fails: as above; InvalidArgument when it does not read that topic.
+  Status ack(MultiConsumer& consumer, std::string_view topic, const Event& event);
 
   // After a successful Bus::commit: where each published event landed, in
   // the order of the publish calls.

@@ -3,6 +3,7 @@
 #include <cassert>
 
 #include "consumer/consumer_impl.hpp"
+#include "consumer/multi_consumer_impl.hpp"
 #include "event/record_writer.hpp"
 #include "producer/producer_impl.hpp"
 #include "storage/durable_log.hpp"
@@ -50,6 +51,16 @@ Status WriteBatch::ack(Consumer& consumer, const Event& event) {
   request_->acks.push_back(std::move(a));
   acks_.emplace_back(&consumer, event);
   return Status::Ok();
+}
+
+Status WriteBatch::ack(MultiConsumer& consumer, std::string_view topic, const Event& event) {
+  assert(consumer.impl_ && "WriteBatch::ack needs a valid MultiConsumer");
+  MultiConsumer::Impl::Member* m = consumer.impl_->find(topic);
+  if (!m) {
+    return Status::InvalidArgument("write batch ack of an event of topic '" + std::string(topic) +
+                                   "', which multi-consumer '" + consumer.impl_->options.name + "' does not read");
+  }
+  return ack(m->consumer, event);
 }
 
 std::span<const EventId> WriteBatch::ids() const noexcept { return request_->ids; }

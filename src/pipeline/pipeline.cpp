@@ -6,7 +6,9 @@
 #include <thread>
 
 #include "common/clock.hpp"
+#include "pipeline/join_table.hpp"
 #include "pipeline/stage.hpp"
+#include "pipeline/window_table.hpp"
 
 namespace rill::detail {
 
@@ -14,12 +16,12 @@ class PipelineCore {
  public:
   PipelineCore(Bus& bus, PipelineOptions options) : bus_(bus), options_(std::move(options)) {}
 
-  Status add(std::string name, StageKind kind, StageFn fn, StageOptions options, std::optional<WindowFns> window) {
+  Status add(std::string name, StageKind kind, StageFn fn, StageOptions options, std::shared_ptr<const StateSpec> state) {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopped_) return Status::Closed("pipeline is stopped");
     if (find(name) != stages_.end()) return Status::AlreadyExists("pipeline already has a stage named '" + name + "'");
     auto stage = std::make_unique<Stage>(bus_, options_, std::move(name), kind, std::move(fn), std::move(options),
-                                         std::move(window));
+                                         std::move(state));
     if (Status s = stage->open(); !s.ok()) return s;
     if (running_) stage->start();
     stages_.push_back(std::move(stage));
@@ -152,26 +154,42 @@ Pipeline::Pipeline(Bus& bus, PipelineOptions options)
 Pipeline::~Pipeline() { stop(); }
 
 Status Pipeline::source(std::string name, SourceFn fn, StageOptions options) {
-  return core_->add(std::move(name), StageKind::kSource, std::move(fn), std::move(options), std::nullopt);
+  return core_->add(std::move(name), StageKind::kSource, std::move(fn), std::move(options), nullptr);
 }
 
 Status Pipeline::transform(std::string name, TransformFn fn, StageOptions options) {
-  return core_->add(std::move(name), StageKind::kTransform, std::move(fn), std::move(options), std::nullopt);
+  return core_->add(std::move(name), StageKind::kTransform, std::move(fn), std::move(options), nullptr);
 }
 
 Status Pipeline::sink(std::string name, SinkFn fn, StageOptions options) {
-  return core_->add(std::move(name), StageKind::kSink, std::move(fn), std::move(options), std::nullopt);
+  return core_->add(std::move(name), StageKind::kSink, std::move(fn), std::move(options), nullptr);
 }
 
 Status Pipeline::add_window(std::string name, detail::WindowFns fns, StageOptions options) {
-  return core_->add(std::move(name), StageKind::kTransform, TransformFn{}, std::move(options), std::move(fns));
+  return core_->add(std::move(name), StageKind::kTransform, TransformFn{}, std::move(options),
+                    std::make_shared<detail::WindowSpec>(std::move(fns)));
+}
+
+Status Pipeline::add_join(std::string name, detail::JoinFns fns, StageOptions options) {
+  auto spec = std::make_shared<detail::JoinSpec>(std::move(fns), name, !options.dead_letter_topic.empty());
+  return core_->add(std::move(name), StageKind::kTransform, TransformFn{}, std::move(options), std::move(spec));
+}
+
+Status Pipeline::key_match_join(std::string name, KeyMatchJoin join, StageOptions options) {
+  const std::size_t inputs = options.inputs.size();
+  return add_join(std::move(name), detail::key_match_fns(std::move(join), inputs), std::move(options));
+}
+
+Status Pipeline::table_join(std::string name, TableJoin join, StageOptions options) {
+  return core_->add(std::move(name), StageKind::kTransform, TransformFn{}, std::move(options),
+                    std::make_shared<detail::TableJoinSpec>(std::move(join)));
 }
 
 Status Pipeline::add_component(std::string name, StageKind kind, std::string input, std::string output, StageFn fn,
                                StageOptions options) {
   options.input = std::move(input);
   options.output = std::move(output);
-  return core_->add(std::move(name), kind, std::move(fn), std::move(options), std::nullopt);
+  return core_->add(std::move(name), kind, std::move(fn), std::move(options), nullptr);
 }
 
 Status Pipeline::remove_component(std::string_view name, Timeout drain_timeout) {

@@ -6,7 +6,7 @@
 #include "common/dead_letter.hpp"
 #include "common/names.hpp"
 #include "common/user_code.hpp"
-#include "pipeline/window_table.hpp"
+#include "pipeline/stage_state.hpp"
 #include "rill/write_batch.hpp"
 
 namespace rill::detail {
@@ -31,23 +31,24 @@ constexpr std::size_t kMaxChunk = 4096;
 
 struct Stage::Worker {
   std::uint32_t index = 0;
-  std::vector<std::uint32_t> partitions;  // input partitions (split kPartitions)
-  Consumer consumer;
+  std::vector<std::uint32_t> partitions;  // input partitions it reads (of every input)
+  Consumer consumer;                      // one input
+  MultiConsumer multi;                    // several inputs
   Producer out, dead;
   Emitter outputs, dead_letters, changes;
-  std::unique_ptr<WindowTable> table;
+  std::unique_ptr<StageState> table;
   WriteBatch batch;
 };
 
 Stage::Stage(Bus& bus, const PipelineOptions& pipeline, std::string name, StageKind kind, StageFn fn,
-             StageOptions options, std::optional<WindowFns> window)
+             StageOptions options, std::shared_ptr<const StateSpec> state)
     : bus_(bus),
       pipeline_(pipeline),
       name_(std::move(name)),
       kind_(kind),
       fn_(std::move(fn)),
       options_(std::move(options)),
-      window_(std::move(window)) {}
+      state_(std::move(state)) {}
 
 Stage::~Stage() {
   request_stop(/*hard=*/true);
@@ -69,27 +70,34 @@ Status Stage::open() {
   if (Status s = validate_name("stage consumer name", consumer_name()); !s.ok()) return s;
   const std::size_t want = kind_ == StageKind::kSource ? 0 : kind_ == StageKind::kTransform ? 1 : 2;
   if (fn_.index() != want) return Status::InvalidArgument(what + ": a " + kind_name(kind_) + " needs a matching function");
-  if (std::visit([](const auto& f) { return !f; }, fn_) && !window_) {
+  if (std::visit([](const auto& f) { return !f; }, fn_) && !state_) {
     return Status::InvalidArgument(what + ": the function is empty");
   }
   if (options_.threads == 0) return Status::InvalidArgument(what + ": threads must be >= 1");
   if (options_.max_batch == 0) return Status::InvalidArgument(what + ": max_batch must be >= 1");
+  if (!options_.input.empty() && !options_.inputs.empty()) {
+    return Status::InvalidArgument(what + ": give input or inputs, not both");
+  }
+  input_names_ = options_.input.empty() ? options_.inputs : std::vector<std::string>{options_.input};
   const bool wants_input = kind_ != StageKind::kSource, wants_output = kind_ != StageKind::kSink;
-  if (wants_input == options_.input.empty()) {
+  if (wants_input == input_names_.empty()) {
     return Status::InvalidArgument(what + (wants_input ? ": needs an input topic" : ": a source has no input topic"));
   }
   if (wants_output == options_.output.empty()) {
     return Status::InvalidArgument(what + (wants_output ? ": needs an output topic" : ": a sink has no output topic"));
   }
-  if (window_) {
-    const WindowOptions& w = window_->options;
-    if (w.size.count() <= 0 || w.hop.count() < 0 || w.hop > w.size || w.allowed_lateness.count() < 0) {
-      return Status::InvalidArgument(what + ": window size must be > 0, 0 <= hop <= size, lateness >= 0");
-    }
+  if (state_) {
+    if (Status s = state_->validate(input_names_.size()); !s.ok()) return s.with_context(what);
+  } else if (input_names_.size() > 1) {
+    return Status::InvalidArgument(what + ": only join stages read several topics");
   }
-  if (wants_input) {
-    if (Status s = open_topic(options_.input, input_); !s.ok()) return s;
-    has_input_ = true;
+  for (std::size_t i = 0; i < input_names_.size(); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      if (input_names_[i] == input_names_[j]) return Status::InvalidArgument(what + ": topic '" + input_names_[i] + "' is listed twice");
+    }
+    std::optional<Topic> t;
+    if (Status s = open_topic(input_names_[i], t); !s.ok()) return s;
+    inputs_.push_back(*t);
   }
   if (wants_output) {
     if (Status s = open_topic(options_.output, output_); !s.ok()) return s;
@@ -102,15 +110,25 @@ Status Stage::open() {
     }
     has_dead_letter_ = true;
   }
-  if (Status s = decide_delivery(); !s.ok()) return s;
-
   const std::uint32_t n = options_.threads;
-  if (has_input_ && options_.split == Split::kPartitions && n > input_->partitions()) {
-    return Status::InvalidArgument(what + ": " + std::to_string(n) + " threads need at least as many partitions (topic '" +
-                                   options_.input + "' has " + std::to_string(input_->partitions()) +
-                                   "); use Split::kKeyShared on a memory-only topic");
+  if (!inputs_.empty()) {
+    const std::uint32_t partitions = inputs_[0].partitions();
+    const bool co_partitioned = std::all_of(inputs_.begin(), inputs_.end(), [&](const Topic& t) { return t.partitions() == partitions; });
+    const bool needs_co = n > 1 || (state_ && std::any_of(inputs_.begin(), inputs_.end(), durable));
+    if (inputs_.size() > 1 && needs_co && !co_partitioned) {
+      return Status::InvalidArgument(what + ": its input topics need equal partition counts (several threads or durable state)");
+    }
+    if (options_.split == Split::kPartitions && n > partitions) {
+      return Status::InvalidArgument(what + ": " + std::to_string(n) + " threads need at least as many partitions (topic '" +
+                                     input_names_[0] + "' has " + std::to_string(partitions) +
+                                     "); use Split::kKeyShared on a memory-only topic");
+    }
+    if (options_.split == Split::kKeyShared && inputs_.size() > 1) {
+      return Status::InvalidArgument(what + ": Split::kKeyShared reads one input topic");
+    }
   }
-  individual_acks_ = has_input_ && options_.split == Split::kKeyShared;
+  if (Status s = decide_delivery(); !s.ok()) return s;
+  individual_acks_ = !inputs_.empty() && options_.split == Split::kKeyShared;
   for (std::uint32_t i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>();
     if (Status s = open_worker(*w, i); !s.ok()) {
@@ -124,7 +142,7 @@ Status Stage::open() {
 
 Status Stage::decide_delivery() {
   const std::string what = "stage '" + name_ + "'";
-  const bool in_durable = has_input_ && durable(*input_);
+  const bool in_durable = !inputs_.empty() && std::all_of(inputs_.begin(), inputs_.end(), durable);
   const bool possible = kind_ == StageKind::kTransform && in_durable && batchable(*output_) &&
                         (!has_dead_letter_ || batchable(*dead_letter_));
   if (options_.delivery == Delivery::kExactlyOnce && !possible) {
@@ -132,19 +150,19 @@ Status Stage::decide_delivery() {
                                           "topics are durable and multi-producer");
   }
   exactly_once_ = possible && options_.delivery != Delivery::kAtLeastOnce;
-  const bool durable_state = window_ && in_durable;
+  const bool durable_state = state_ && in_durable;
   if (durable_state) {
-    if (!window_->encode || !window_->decode) {
-      return Status::InvalidArgument(what + ": window state on a durable input needs Aggregation::encode and decode");
+    if (!state_->persistable()) {
+      return Status::InvalidArgument(what + ": state on durable inputs needs encode and decode");
     }
     TopicOptions t;
-    t.partitions = input_->partitions();
+    t.partitions = inputs_[0].partitions();
     t.capacity = 4096;
     t.durability = Durability::kAsync;
     Result<Topic> c = bus_.ensure_topic(consumer_name() + ".changelog", t);
-    if (!c.ok()) return c.status().with_context(what + ": window changelog");
-    if (c->partitions() != input_->partitions() || !batchable(*c)) {
-      return Status::InvalidArgument(what + ": topic '" + c->name() + "' is not this stage's window changelog");
+    if (!c.ok()) return c.status().with_context(what + ": state changelog");
+    if (c->partitions() != t.partitions || !batchable(*c)) {
+      return Status::InvalidArgument(what + ": topic '" + c->name() + "' is not this stage's state changelog");
     }
     changelog_.emplace(*c);
     has_changelog_ = true;
@@ -155,23 +173,36 @@ Status Stage::decide_delivery() {
 
 Status Stage::open_worker(Worker& w, std::uint32_t index) {
   w.index = index;
-  if (has_input_) {
-    ConsumerOptions c;
-    c.name = consumer_name();
-    c.position = options_.position;
-    c.max_batch = options_.max_batch;
-    if (options_.split == Split::kKeyShared) {
-      c.mode = ConsumerMode::kKeyShared;
-      for (std::uint32_t p = 0; p < input_->partitions(); ++p) w.partitions.push_back(p);
+  if (!inputs_.empty()) {
+    const bool key_shared = options_.split == Split::kKeyShared;
+    for (std::uint32_t p = key_shared ? 0 : index; p < inputs_[0].partitions(); p += key_shared ? 1 : options_.threads) {
+      w.partitions.push_back(p);
+    }
+    if (inputs_.size() == 1) {
+      ConsumerOptions c;
+      c.name = consumer_name();
+      c.position = options_.position;
+      c.max_batch = options_.max_batch;
+      if (key_shared) {
+        c.mode = ConsumerMode::kKeyShared;
+      } else {
+        c.partitions = w.partitions;
+      }
+      Result<Consumer> consumer = inputs_[0].consumer(c);
+      if (!consumer.ok()) return consumer.status().with_context("stage '" + name_ + "'");
+      w.consumer = std::move(*consumer);
     } else {
-      for (std::uint32_t p = index; p < input_->partitions(); p += options_.threads) w.partitions.push_back(p);
-      c.partitions = w.partitions;
+      MultiConsumerOptions c;
+      c.name = consumer_name();
+      c.position = options_.position;
+      c.max_batch = options_.max_batch;
+      for (const Topic& t : inputs_) {
+        for (std::uint32_t p = index; p < t.partitions(); p += options_.threads) c.assignment.push_back({t.name(), p});
+      }
+      Result<MultiConsumer> consumer = bus_.multi_consumer(c);
+      if (!consumer.ok()) return consumer.status().with_context("stage '" + name_ + "'");
+      w.multi = std::move(*consumer);
     }
-    Result<Consumer> consumer = input_->consumer(c);
-    if (!consumer.ok()) {
-      return consumer.status().with_context("stage '" + name_ + "'");
-    }
-    w.consumer = std::move(*consumer);
   }
   if (has_output_) {
     Result<Producer> p = output_->producer();
@@ -183,16 +214,16 @@ Status Stage::open_worker(Worker& w, std::uint32_t index) {
     if (!p.ok()) return p.status().with_context("stage '" + name_ + "'");
     w.dead = std::move(*p);
   }
-  if (window_) {
-    w.table = std::make_unique<WindowTable>(*window_, /*track_changes=*/has_changelog_);
-    if (Status s = restore_window(w); !s.ok()) return s;
+  if (state_) {
+    w.table = state_->make(/*durable=*/has_changelog_);
+    if (Status s = restore_state(w); !s.ok()) return s;
   }
   return Status::Ok();
 }
 
-Status Stage::restore_window(Worker& w) {
+Status Stage::restore_state(Worker& w) {
   if (!has_changelog_) return Status::Ok();
-  const std::string what = "stage '" + name_ + "': restoring window state";
+  const std::string what = "stage '" + name_ + "': restoring its state";
   const std::string reader = consumer_name() + ".restore";
   std::vector<PartitionStats> ends = changelog_->stats();
   Status result = Status::Ok();
@@ -247,8 +278,9 @@ void Stage::request_stop(bool hard) {
 }
 
 void Stage::request_drain(std::chrono::steady_clock::time_point deadline) {
-  if (has_input_) {
-    for (const PartitionStats& p : input_->stats()) drain_target_.push_back(p.next_offset);
+  for (const Topic& t : inputs_) {
+    drain_target_.emplace_back();
+    for (const PartitionStats& p : t.stats()) drain_target_.back().push_back(p.next_offset);
   }
   drain_deadline_ = deadline;
   draining_.store(true, std::memory_order_release);
@@ -267,6 +299,7 @@ void Stage::run(Worker& w) {
     run_reader(w);
   }
   w.consumer.close();  // frees the name for whoever reads it next
+  w.multi.close();
   w.out.close();
   w.dead.close();
   live_threads_.fetch_sub(1, std::memory_order_acq_rel);
@@ -295,7 +328,7 @@ void Stage::run_source(Worker& w) {
       note_error(*threw);
     }
     processed_.fetch_add(w.outputs.size(), std::memory_order_relaxed);
-    if (!deliver(w, {})) return;
+    if (!deliver(w, 0, {})) return;
     if (!more) return;
   }
 }
@@ -318,42 +351,77 @@ void Stage::run_reader(Worker& w) {
   };
   while (!stopping()) {
     if (draining_.load(std::memory_order_acquire) && drained(w)) return;
-    Result<std::span<const Event>> batch = w.consumer.poll_batch(options_.max_batch, pipeline_.idle_poll);
+    if (w.table) {
+      // Timers (join expiry): their outputs go out with the next delivery.
+      w.table->tick(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::system_clock::now().time_since_epoch()).count(),
+                    w.outputs, w.dead_letters);
+    }
+    Result<Polled> batch = poll(w);
     if (!batch.ok()) {
-      if (batch.status().code() == Status::Code::kTimedOut) continue;
+      if (batch.status().code() == Status::Code::kTimedOut) {
+        if (w.outputs.size() + w.dead_letters.size() > 0 && !deliver(w, 0, {})) return;
+        continue;
+      }
       if (batch.status().code() == Status::Code::kClosed) return;
       note_error("poll: " + batch.status().to_string());  // storage trouble: retry later
       if (!pause(options_.retry.max_backoff)) return;
       continue;
     }
-    const std::span<const Event> events = *batch;
+    const std::size_t input = batch->input;
+    const std::span<const Event> events = batch->events;
     std::size_t begin = 0;
     while (begin < events.size()) {
       std::size_t end = begin;
       bool stopped = false;
       while (end < events.size()) {
-        if (!handle(w, events[end])) {
+        if (!handle(w, input, events[end])) {
           stopped = true;
           break;
         }
         ++end;
         if (chunk_full()) break;
       }
-      if (end > begin && !deliver(w, events.subspan(begin, end - begin))) return;
+      if (end > begin && !deliver(w, input, events.subspan(begin, end - begin))) return;
       if (stopped) return;  // the rest stays unacked: delivered again next time
       begin = end;
     }
   }
 }
 
-bool Stage::handle(Worker& w, const Event& e) {
+Result<Stage::Polled> Stage::poll(Worker& w) {
+  if (inputs_.size() == 1) {
+    Result<std::span<const Event>> b = w.consumer.poll_batch(options_.max_batch, pipeline_.idle_poll);
+    if (!b.ok()) return b.status();
+    return Polled{0, *b};
+  }
+  Result<TopicBatch> b = w.multi.poll_batch(options_.max_batch, pipeline_.idle_poll);
+  if (!b.ok()) return b.status();
+  std::size_t input = 0;
+  while (input + 1 < input_names_.size() && input_names_[input] != b->topic) ++input;
+  return Polled{input, b->events};
+}
+
+Status Stage::ack(Worker& w, std::size_t input, const Event& e) {
+  if (inputs_.size() == 1) return w.consumer.ack(e);
+  return w.multi.ack(input_names_[input], e);
+}
+
+Status Stage::batch_ack(Worker& w, std::size_t input, const Event& e) {
+  if (inputs_.size() == 1) return w.batch.ack(w.consumer, e);
+  return w.batch.ack(w.multi, input_names_[input], e);
+}
+
+bool Stage::handle(Worker& w, std::size_t input, const Event& e) {
   const std::size_t mark = w.outputs.mark();
   std::optional<std::string> threw;
-  bool late = false;
-  for (std::uint32_t attempt = 0;; ++attempt) {
+  StageState::Verdict verdict = StageState::Verdict::kTaken;
+  std::string reason;
+  std::uint32_t attempt = 0;
+  for (;; ++attempt) {
     threw = user_code_threw([&] {
       if (w.table) {
-        late = !w.table->add(e, w.outputs);
+        verdict = w.table->add(input, e, w.outputs, w.dead_letters, reason);
       } else if (kind_ == StageKind::kTransform) {
         std::get<TransformFn>(fn_)(e, w.outputs);
       } else {
@@ -371,22 +439,38 @@ bool Stage::handle(Worker& w, const Event& e) {
     if (!pause(backoff(attempt))) return false;
   }
   processed_.fetch_add(1, std::memory_order_relaxed);
-  if (!threw && !late) return true;
-  if (late) late_.fetch_add(1, std::memory_order_relaxed);
   if (threw) {
     errors_.fetch_add(1, std::memory_order_relaxed);
     note_error(*threw);
+    if (has_dead_letter_) (void)dead_letter(w, input, e, *threw, attempt + 1);
+    return true;
   }
-  if (!has_dead_letter_ || (late && !window_->options.dead_letter_late)) return true;
-  nlohmann::json info = {{"reason", late ? std::string("late event") : *threw},
+  switch (verdict) {
+    case StageState::Verdict::kTaken:
+      return true;
+    case StageState::Verdict::kLate:
+      late_.fetch_add(1, std::memory_order_relaxed);
+      if (has_dead_letter_ && state_->dead_letter_late()) (void)dead_letter(w, input, e, "late event", 1);
+      return true;
+    case StageState::Verdict::kRejected:
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      note_error(reason);
+      if (has_dead_letter_) (void)dead_letter(w, input, e, reason, 1);
+      return true;
+  }
+  return true;
+}
+
+Status Stage::dead_letter(Worker& w, std::size_t input, const Event& e, const std::string& reason, std::uint32_t attempts) {
+  nlohmann::json info = {{"reason", reason},
                          {"stage", name_},
-                         {"topic", input_->name()},
+                         {"topic", input_names_[input]},
                          {"partition", e.partition()},
                          {"offset", e.offset()},
-                         {"attempts", late ? 1u : options_.retry.max_retries + 1}};
+                         {"attempts", attempts}};
   const std::string metadata = dead_letter_metadata(e.metadata(), std::move(info));
   w.dead_letters.emit(Message{e.key(), metadata, e.data(), {}, kAnyPartition});
-  return true;
+  return Status::Ok();
 }
 
 bool Stage::publish_all(Producer& p, std::span<const Message> messages) {
@@ -408,7 +492,7 @@ bool Stage::publish_all(Producer& p, std::span<const Message> messages) {
   return true;
 }
 
-bool Stage::deliver(Worker& w, std::span<const Event> handled) {
+bool Stage::deliver(Worker& w, std::size_t input, std::span<const Event> handled) {
   const std::size_t outputs = w.outputs.size(), dead = w.dead_letters.size();
   if (use_batch_) {
     w.batch.clear();
@@ -425,7 +509,7 @@ bool Stage::deliver(Worker& w, std::span<const Event> handled) {
     };
     if (has_output_ && !add(*output_, w.out, w.outputs)) return false;
     if (has_dead_letter_ && !add(*dead_letter_, w.dead, w.dead_letters)) return false;
-    if (w.table && has_changelog_) {
+    if (has_changelog_) {
       w.changes.clear();
       w.table->take_changes(w.changes);
       for (const Message& m : w.changes.messages()) {
@@ -435,11 +519,13 @@ bool Stage::deliver(Worker& w, std::span<const Event> handled) {
         }
       }
     }
-    if (Status s = w.batch.ack(w.consumer, handled.back()); !s.ok()) {
-      if (s.code() != Status::Code::kClosed) note_error("ack: " + s.to_string());
-      return false;
+    if (!handled.empty()) {
+      if (Status s = batch_ack(w, input, handled.back()); !s.ok()) {
+        if (s.code() != Status::Code::kClosed) note_error("ack: " + s.to_string());
+        return false;
+      }
     }
-    for (std::uint32_t attempt = 0;; ++attempt) {
+    for (std::uint32_t attempt = 0; !w.batch.empty(); ++attempt) {
       Status s = bus_.commit(w.batch);
       if (s.ok()) break;
       note_error("commit: " + s.to_string());
@@ -450,12 +536,12 @@ bool Stage::deliver(Worker& w, std::span<const Event> handled) {
   } else {
     if (outputs && !publish_all(w.out, w.outputs.messages())) return false;
     if (dead && !publish_all(w.dead, w.dead_letters.messages())) return false;
-    if (has_input_) {
+    if (!handled.empty()) {
       if (individual_acks_) {
         for (const Event& e : handled) {
-          if (!w.consumer.ack(e).ok()) return false;
+          if (!ack(w, input, e).ok()) return false;
         }
-      } else if (!w.consumer.ack(handled.back()).ok()) {
+      } else if (!ack(w, input, handled.back()).ok()) {
         return false;
       }
     }
@@ -469,12 +555,13 @@ bool Stage::deliver(Worker& w, std::span<const Event> handled) {
 
 bool Stage::drained(const Worker& w) const {
   if (std::chrono::steady_clock::now() >= drain_deadline_) return true;
-  if (!has_input_) return true;
-  Result<std::vector<std::uint64_t>> at = input_->positions(consumer_name());
-  if (!at.ok()) return true;
-  for (std::uint32_t p : w.partitions) {
-    const std::uint64_t next = (*at)[p] == Topic::kNotRead ? 0 : (*at)[p];
-    if (next < drain_target_[p]) return false;
+  for (std::size_t i = 0; i < inputs_.size(); ++i) {
+    Result<std::vector<std::uint64_t>> at = inputs_[i].positions(consumer_name());
+    if (!at.ok()) continue;
+    for (std::uint32_t p : w.partitions) {
+      const std::uint64_t next = (*at)[p] == Topic::kNotRead ? 0 : (*at)[p];
+      if (next < drain_target_[i][p]) return false;
+    }
   }
   return true;
 }
@@ -495,17 +582,27 @@ void Stage::note_error(const std::string& what) {
   last_error_ = what;
 }
 
+std::uint64_t Stage::lag() const {
+  std::uint64_t n = 0;
+  for (const Topic& t : inputs_) {
+    Result<std::uint64_t> lag = t.lag(consumer_name());
+    if (lag.ok()) n += *lag;
+  }
+  return n;
+}
+
 bool Stage::idle() const {
   if (kind_ == StageKind::kSource) return finished();
-  Result<std::uint64_t> lag = input_->lag(consumer_name());
-  return lag.ok() && *lag == 0;
+  return lag() == 0;
 }
 
 std::uint64_t Stage::published() const {
   std::uint64_t n = 0;
-  for (const std::optional<Topic>* t : {&input_, &output_}) {
-    if (!*t) continue;
-    for (const PartitionStats& p : (*t)->stats()) n += p.next_offset;
+  for (const Topic& t : inputs_) {
+    for (const PartitionStats& p : t.stats()) n += p.next_offset;
+  }
+  if (output_) {
+    for (const PartitionStats& p : output_->stats()) n += p.next_offset;
   }
   return n;
 }
@@ -524,10 +621,7 @@ StageStats Stage::stats() const {
   s.retried = retried_.load(std::memory_order_relaxed);
   s.dead_lettered = dead_lettered_.load(std::memory_order_relaxed);
   s.late = late_.load(std::memory_order_relaxed);
-  if (has_input_) {
-    Result<std::uint64_t> lag = input_->lag(consumer_name());
-    if (lag.ok()) s.lag = *lag;
-  }
+  s.lag = lag();
   if (started_.load(std::memory_order_acquire)) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at_).count();
     if (secs > 0) s.events_per_second = double(s.processed) / secs;

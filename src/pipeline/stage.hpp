@@ -23,12 +23,15 @@
 
 namespace rill::detail {
 
-class WindowTable;
+class StageState;
+class StateSpec;
 
 class Stage {
  public:
+  // `state`: a stateful stage (window, join), whose kind is kTransform and
+  // whose function is unused; null otherwise.
   Stage(Bus& bus, const PipelineOptions& pipeline, std::string name, StageKind kind, StageFn fn,
-        StageOptions options, std::optional<WindowFns> window = std::nullopt);
+        StageOptions options, std::shared_ptr<const StateSpec> state = nullptr);
   ~Stage();  // request_stop() + join()
 
   // Resolves topics and opens every thread's consumer and producer.
@@ -45,6 +48,8 @@ class Stage {
   const std::string& name() const noexcept { return name_; }
   StageKind kind() const noexcept { return kind_; }
   const StageOptions& options() const noexcept { return options_; }
+  // Unacked events over the stage's inputs.
+  std::uint64_t lag() const;
   // Sources: every thread has ended. Others: the input's lag is 0.
   bool idle() const;
   bool running() const noexcept { return started() && !finished(); }
@@ -56,21 +61,31 @@ class Stage {
 
  private:
   struct Worker;
+  struct Polled {
+    std::size_t input;  // index into inputs_
+    std::span<const Event> events;
+  };
 
   Status open_topic(const std::string& topic_name, std::optional<Topic>& out) const;
   Status decide_delivery();
   Status open_worker(Worker& w, std::uint32_t index);
-  Status restore_window(Worker& w);
+  Status restore_state(Worker& w);
+  // Reading and acking, over one input (a Consumer) or several (a
+  // MultiConsumer under the same name).
+  Result<Polled> poll(Worker& w);
+  Status ack(Worker& w, std::size_t input, const Event& e);
+  Status batch_ack(Worker& w, std::size_t input, const Event& e);
+  Status dead_letter(Worker& w, std::size_t input, const Event& e, const std::string& reason, std::uint32_t attempts);
 
   void run(Worker& w);
   void run_source(Worker& w);
   void run_reader(Worker& w);
   // Runs the stage function on one input event (with retries; dead-letters
   // it when they are spent). False: stopping during a retry's backoff.
-  bool handle(Worker& w, const Event& e);
-  // Publishes (or commits) what the worker holds for events [.., last] and
-  // acks them. False: stopping before it could.
-  bool deliver(Worker& w, std::span<const Event> handled);
+  bool handle(Worker& w, std::size_t input, const Event& e);
+  // Publishes (or commits) what the worker holds for the handled events of
+  // `input` and acks them. False: stopping before it could.
+  bool deliver(Worker& w, std::size_t input, std::span<const Event> handled);
   bool publish_all(Producer& p, std::span<const Message> messages);
   bool drained(const Worker& w) const;
   // The wait before retry number attempt + 1 (RetryPolicy).
@@ -87,10 +102,12 @@ class Stage {
   const StageKind kind_;
   StageFn fn_;
   StageOptions options_;
-  std::optional<WindowFns> window_;
+  std::shared_ptr<const StateSpec> state_;
 
-  std::optional<Topic> input_, output_, dead_letter_, changelog_;
-  bool has_input_ = false, has_output_ = false, has_dead_letter_ = false, has_changelog_ = false;
+  std::vector<std::string> input_names_;  // options.input, or options.inputs
+  std::vector<Topic> inputs_;
+  std::optional<Topic> output_, dead_letter_, changelog_;
+  bool has_output_ = false, has_dead_letter_ = false, has_changelog_ = false;
   bool exactly_once_ = false;  // outputs + ack in one write batch
   bool use_batch_ = false;     // acks go through write batches (exactly-once or durable window state)
   bool individual_acks_ = false;
@@ -103,7 +120,7 @@ class Stage {
   std::atomic<bool> stop_{false};
   std::atomic<bool> hard_stop_{false};
   std::atomic<bool> draining_{false};
-  std::vector<std::uint64_t> drain_target_;  // input next offsets at request_drain; set before draining_
+  std::vector<std::vector<std::uint64_t>> drain_target_;  // per input, next offsets at request_drain; set before draining_
   std::chrono::steady_clock::time_point drain_deadline_{};
   std::mutex pause_mu_;
   std::condition_variable pause_cv_;

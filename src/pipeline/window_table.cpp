@@ -45,14 +45,24 @@ std::size_t WindowTable::open_windows() const noexcept {
   return n;
 }
 
-bool WindowTable::add(const Event& e, Emitter& out) {
+Status WindowSpec::validate(std::size_t inputs) const {
+  const WindowOptions& w = fns_.options;
+  if (inputs != 1) return Status::InvalidArgument("a window stage reads one input topic");
+  if (!fns_.aggregate || !fns_.emit) return Status::InvalidArgument("a window stage needs aggregate and emit");
+  if (w.size.count() <= 0 || w.hop.count() < 0 || w.hop > w.size || w.allowed_lateness.count() < 0) {
+    return Status::InvalidArgument("window size must be > 0, 0 <= hop <= size, lateness >= 0");
+  }
+  return Status::Ok();
+}
+
+StageState::Verdict WindowTable::add(std::size_t, const Event& e, Emitter& out, Emitter&, std::string&) {
   const std::int64_t t = fns_.options.event_time ? fns_.options.event_time(e) : e.timestamp_ns();
   auto seen = max_time_.find(e.partition());
   const std::int64_t new_max = seen == max_time_.end() ? t : std::max(seen->second, t);
   const std::int64_t wm = watermark_with(e.partition(), new_max);
   // The event's windows: starts s = k * hop with s <= t < s + size.
   const std::int64_t last_start = floor_div(t, hop_ns_) * hop_ns_;
-  if (last_start + size_ns_ <= wm) return false;  // even its newest window is closed: late
+  if (last_start + size_ns_ <= wm) return Verdict::kLate;  // even its newest window is closed
 
   // Close (emit) what the new watermark passes; nothing changes if an emit throws.
   auto close_end = windows_.begin();
@@ -73,7 +83,7 @@ bool WindowTable::add(const Event& e, Emitter& out) {
     fns_.aggregate(it->second.state, e);
     if (track_changes_) changed_.emplace(s, it->first);
   }
-  return true;
+  return Verdict::kTaken;
 }
 
 void WindowTable::take_changes(Emitter& changelog) {

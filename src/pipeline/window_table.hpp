@@ -20,11 +20,12 @@
 #include <utility>
 #include <vector>
 
+#include "pipeline/stage_state.hpp"
 #include "rill/pipeline.hpp"
 
 namespace rill::detail {
 
-class WindowTable {
+class WindowTable final : public StageState {
  public:
   // REQUIRES: fns outlives the table; size > 0, 0 <= hop <= size.
   // track_changes: the state is durable (take_changes is called).
@@ -32,22 +33,22 @@ class WindowTable {
 
   // Adds an event: first emits (into `out`) every window the event's time
   // closes, then aggregates the event into each of its windows still open.
-  // Returns false, changing nothing, when every window of the event is
-  // already closed (a late event). Throws what the user's emit/aggregate
+  // Returns kLate, changing nothing, when every window of the event is
+  // already closed. Throws what the user's emit/aggregate
   // throw; an emit that throws leaves the table unchanged.
-  bool add(const Event& e, Emitter& out);
+  Verdict add(std::size_t input, const Event& e, Emitter& out, Emitter& expired, std::string& reason) override;
 
   // Durable state: appends a changelog record (key, data) for every window
   // changed since the last call, and forgets the changes.
-  void take_changes(Emitter& changelog);
+  void take_changes(Emitter& changelog) override;
   // Durable state: applies one changelog record (later records win) when
   // its partition is among `partitions`; finish_restore() then drops the
   // windows the restored watermark had closed (their results were
   // committed with it). Fails: Corruption (a malformed record).
-  Status restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions);
-  void finish_restore();
+  Status restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions) override;
+  void finish_restore() override;
 
-  std::size_t pending_changes() const noexcept { return changed_.size(); }
+  std::size_t pending_changes() const noexcept override { return changed_.size(); }
   std::size_t open_windows() const noexcept;
   std::int64_t watermark() const noexcept;
 
@@ -66,6 +67,19 @@ class WindowTable {
   std::int64_t watermark_with(std::uint32_t p, std::int64_t t) const noexcept;
   std::map<std::int64_t, Keys> windows_;  // by start; equal sizes, so also by end
   std::set<std::pair<std::int64_t, std::string>, std::less<>> changed_;
+};
+
+// Pipeline::window's spec: a WindowTable per stage thread.
+class WindowSpec final : public StateSpec {
+ public:
+  explicit WindowSpec(WindowFns fns) : fns_(std::move(fns)) {}
+  Status validate(std::size_t inputs) const override;
+  bool persistable() const override { return fns_.encode && fns_.decode; }
+  bool dead_letter_late() const override { return fns_.options.dead_letter_late; }
+  std::unique_ptr<StageState> make(bool durable) const override { return std::make_unique<WindowTable>(fns_, durable); }
+
+ private:
+  WindowFns fns_;
 };
 
 }  // namespace rill::detail

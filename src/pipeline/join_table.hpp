@@ -1,0 +1,116 @@
+// Join tables: the keyed state of join stages.
+//
+// JoinTable runs a JoinFns (accumulate and key-matching joins): per key a
+// partial, its creation time and input partition, in creation order for
+// expiry and eviction. TableJoinState keeps a table topic's latest value
+// per key for stream-table joins. Both implement StageState, so the stage
+// persists them through its changelog like window tables.
+//
+// Not thread-safe: one per stage thread. Allocates: a key copy and a
+// partial per new entry.
+#pragma once
+
+#include <any>
+#include <cstdint>
+#include <list>
+#include <map>
+#include <string>
+#include <unordered_map>
+
+#include "pipeline/stage_state.hpp"
+#include "rill/join.hpp"
+#include "rill/pipeline.hpp"
+
+namespace rill::detail {
+
+class JoinTable final : public StageState {
+ public:
+  // REQUIRES: fns outlives the table.
+  JoinTable(const JoinFns& fns, bool track_changes, bool dead_letters, std::string stage);
+
+  Verdict add(std::size_t input, const Event& e, Emitter& out, Emitter& expired, std::string& reason) override;
+  void tick(std::int64_t now_ns, Emitter& out, Emitter& expired) override;
+  std::size_t pending_changes() const noexcept override { return changed_.size(); }
+  void take_changes(Emitter& changelog) override;
+  Status restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions) override;
+  void finish_restore() override;
+
+  std::size_t entries() const noexcept { return entries_.size(); }
+
+ private:
+  struct Entry {
+    std::any partial;
+    std::int64_t created_ns = 0;
+    std::uint32_t partition = 0;
+    std::list<std::string>::iterator age;  // into by_age_
+  };
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  using Entries = std::unordered_map<std::string, Entry, Hash, std::equal_to<>>;
+
+  // Removes an entry that leaves incomplete: incomplete() and a dead letter.
+  void leave(Entries::iterator it, const char* why, Emitter& expired);
+  void erase(Entries::iterator it);
+
+  const JoinFns& fns_;
+  const bool track_changes_, dead_letters_;
+  const std::string stage_;
+  Entries entries_;
+  std::list<std::string> by_age_;                      // keys, oldest first
+  std::map<std::string, std::uint32_t, std::less<>> changed_;  // key -> partition, since take_changes
+};
+
+class JoinSpec final : public StateSpec {
+ public:
+  JoinSpec(JoinFns fns, std::string stage, bool dead_letters)
+      : fns_(std::move(fns)), stage_(std::move(stage)), dead_letters_(dead_letters) {}
+  Status validate(std::size_t inputs) const override;
+  bool persistable() const override { return fns_.encode && fns_.decode; }
+  std::unique_ptr<StageState> make(bool durable) const override {
+    return std::make_unique<JoinTable>(fns_, durable, dead_letters_, stage_);
+  }
+
+ private:
+  JoinFns fns_;
+  std::string stage_;
+  bool dead_letters_;
+};
+
+// The JoinFns of a key-matching join over `inputs` topics.
+JoinFns key_match_fns(KeyMatchJoin join, std::size_t inputs);
+
+class TableJoinState final : public StageState {
+ public:
+  TableJoinState(const TableJoin& join, bool track_changes) : join_(join), track_changes_(track_changes) {}
+  Verdict add(std::size_t input, const Event& e, Emitter& out, Emitter& expired, std::string& reason) override;
+  std::size_t pending_changes() const noexcept override { return changed_.size(); }
+  void take_changes(Emitter& changelog) override;
+  Status restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions) override;
+
+ private:
+  struct Value {
+    std::string bytes;
+    std::uint32_t partition = 0;
+  };
+  const TableJoin& join_;
+  const bool track_changes_;
+  std::map<std::string, Value, std::less<>> table_;
+  std::map<std::string, std::uint32_t, std::less<>> changed_;
+};
+
+class TableJoinSpec final : public StateSpec {
+ public:
+  explicit TableJoinSpec(TableJoin join) : join_(std::move(join)) {}
+  Status validate(std::size_t inputs) const override {
+    return inputs == 2 ? Status::Ok() : Status::InvalidArgument("a stream-table join reads two topics: {stream, table}");
+  }
+  bool persistable() const override { return true; }
+  std::unique_ptr<StageState> make(bool durable) const override { return std::make_unique<TableJoinState>(join_, durable); }
+
+ private:
+  TableJoin join_;
+};
+
+}  // namespace rill::detail

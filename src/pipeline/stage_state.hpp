@@ -1,0 +1,64 @@
+// StageState: the keyed state a stage thread keeps between events — window
+// tables and join tables — behind one interface, so the stage's loop,
+// delivery and durability (a changelog topic committed with the outputs
+// and input acks) are written once.
+//
+// Not thread-safe: each stage thread owns one. Calls throw what the user's
+// functions throw; the stage retries or dead-letters the event.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "rill/pipeline.hpp"
+
+namespace rill::detail {
+
+class StageState {
+ public:
+  enum class Verdict : std::uint8_t {
+    kTaken,     // handled (its outputs, if any, are in `out`)
+    kLate,      // too late for any open window: counted (StageStats::late)
+    kRejected,  // refused by the state's policy: a failure with `reason`
+  };
+  virtual ~StageState() = default;
+
+  // One event of input `input` (an index into the stage's inputs). An
+  // event that throws must leave the state as it was before the call.
+  // Entries the event pushes out (a full join table) go to `expired`.
+  virtual Verdict add(std::size_t input, const Event& e, Emitter& out, Emitter& expired, std::string& reason) = 0;
+  // Time passes (each batch, and when the input is idle): expiries go to
+  // `out` or `expired` (events for the dead-letter topic).
+  virtual void tick(std::int64_t now_ns, Emitter& out, Emitter& expired) {
+    (void)now_ns, (void)out, (void)expired;
+  }
+
+  // Durable state (the stage keeps a changelog topic).
+  virtual std::size_t pending_changes() const noexcept = 0;
+  // Appends a changelog record per entry changed since the last call.
+  virtual void take_changes(Emitter& changelog) = 0;
+  // Applies one changelog record when its partition is in `partitions`.
+  // Fails: Corruption.
+  virtual Status restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions) = 0;
+  virtual void finish_restore() {}
+};
+
+// What a stateful stage is made of: checks and a factory per thread.
+class StateSpec {
+ public:
+  virtual ~StateSpec() = default;
+  // Ok when the spec is usable; `inputs` is the stage's input count.
+  virtual Status validate(std::size_t inputs) const = 0;
+  // Whether the state can be written to a changelog (encode/decode given).
+  virtual bool persistable() const = 0;
+  // Late and rejected events go to the dead-letter topic (when the stage
+  // has one) rather than only being counted.
+  virtual bool dead_letter_late() const { return false; }
+  // durable: the stage will call take_changes().
+  virtual std::unique_ptr<StageState> make(bool durable) const = 0;
+};
+
+}  // namespace rill::detail

@@ -1,0 +1,328 @@
+// Join stages: the accumulate join (out-of-order arrival, duplicates, many
+// keys, expiry, a bounded table under both overflow policies), N-way key
+// matching under each duplicate policy, the stream-table join (updates,
+// tombstones, inner and left), and joins on durable topics resuming across
+// a bus restart with nothing lost or repeated.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "rill/json.hpp"
+#include "rill/rill.hpp"
+#include "support/store.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace rill;
+using namespace std::chrono_literals;
+
+namespace {
+
+class Seen {
+ public:
+  void add(const Event& e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    items_.push_back({std::string(e.key()), std::string(e.metadata()), std::string(e.data())});
+  }
+  struct Item {
+    std::string key, metadata, data;
+  };
+  std::vector<Item> items() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return items_;
+  }
+  std::size_t size() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return items_.size();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<Item> items_;
+};
+
+// seed 003's partial: the parts from thing_one (input 0) and thing_two (1).
+struct Parts {
+  std::string one, two;
+};
+
+AccumulateJoin<Parts> two_part_join() {
+  return {.merge = [](Parts& p, std::size_t input, const Event& e) { (input == 0 ? p.one : p.two) = std::string(e.data()); },
+          .sufficient = [](const Parts& p) { return !p.one.empty() && !p.two.empty(); },
+          .process = [](std::string_view key, const Parts& p, Emitter& out) { out.emit(key, {}, p.one + "+" + p.two); },
+          .encode =
+              [](const Parts& p) {
+                const std::string_view parts[] = {p.one, p.two};
+                return encode_tuple(parts);
+              },
+          .decode =
+              [](std::string_view b) {
+                auto parts = decode_tuple(b);
+                if (!parts.ok() || parts->size() != 2) throw std::runtime_error("bad Parts");
+                return Parts{std::string((*parts)[0]), std::string((*parts)[1])};
+              }};
+}
+
+void publish(Bus& bus, const std::string& topic, const std::vector<std::pair<std::string, std::string>>& events) {
+  auto p = bus.producer(topic);
+  REQUIRE(p.ok());
+  for (const auto& [k, d] : events) REQUIRE(p->publish(Message{.key = k, .data = d}).ok());
+}
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::seconds limit = 30s) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("accumulate join: every key merged once, in any arrival order, with duplicates, over many keys", "[join]") {
+  Bus bus({.default_topic = {.partitions = 4, .capacity = 65536}});
+  Pipeline pipeline(bus);
+  Seen out;
+  REQUIRE(pipeline.accumulate_join("join", two_part_join(), {.output = "merged", .inputs = {"one", "two"}, .threads = 2}).ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { out.add(e); }, {.input = "merged"}).ok());
+  REQUIRE(pipeline.start().ok());
+  const int keys = 20000;
+  std::vector<int> order(keys);
+  for (int i = 0; i < keys; ++i) order[i] = i;
+  std::mt19937 rng(7);
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<std::pair<std::string, std::string>> ones, twos;
+  for (int i = 0; i < keys; ++i) {
+    ones.push_back({"t" + std::to_string(order[i]), "a" + std::to_string(order[i])});
+    twos.push_back({"t" + std::to_string(i), "b" + std::to_string(i)});
+  }
+  // A duplicate on input one before its match: the later part wins.
+  ones.push_back({"t" + std::to_string(keys), "stale"});
+  ones.push_back({"t" + std::to_string(keys), "fresh"});
+  twos.push_back({"t" + std::to_string(keys), "b" + std::to_string(keys)});
+  std::thread second([&] { publish(bus, "two", twos); });
+  publish(bus, "one", ones);
+  second.join();
+  REQUIRE(pipeline.wait(120s).ok());
+  std::map<std::string, std::string> merged;
+  for (const auto& it : out.items()) CHECK(merged.emplace(it.key, it.data).second);  // once per key
+  REQUIRE(merged.size() == std::size_t(keys) + 1);
+  for (int i = 0; i < keys; ++i) {
+    const std::string k = std::to_string(i);
+    CHECK(merged["t" + k] == "a" + k + "+b" + k);
+  }
+  CHECK(merged["t" + std::to_string(keys)] == "fresh+b" + std::to_string(keys));
+  auto s = pipeline.stats("join");
+  REQUIRE(s.ok());
+  CHECK(s->processed == ones.size() + twos.size());
+  CHECK(s->emitted == std::size_t(keys) + 1);
+}
+
+TEST_CASE("accumulate join: incomplete entries expire to incomplete() and the dead-letter topic", "[join]") {
+  Bus bus;
+  Pipeline pipeline(bus);
+  Seen out, dead;
+  std::mutex mu;
+  std::set<std::string> incomplete;
+  AccumulateJoin<Parts> join = two_part_join();
+  join.incomplete = [&](std::string_view key, const Parts& p) {
+    std::lock_guard<std::mutex> lock(mu);
+    incomplete.insert(std::string(key) + "=" + p.one + "|" + p.two);
+  };
+  join.limits.ttl = 300ms;
+  REQUIRE(pipeline.accumulate_join("join", join, {.output = "merged", .inputs = {"one", "two"}, .dead_letter_topic = "dead"}).ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { out.add(e); }, {.input = "merged"}).ok());
+  REQUIRE(pipeline.sink("dlq", [&](const Event& e) { dead.add(e); }, {.input = "dead"}).ok());
+  REQUIRE(pipeline.start().ok());
+  publish(bus, "one", {{"k1", "a1"}, {"k2", "a2"}, {"k3", "a3"}});
+  publish(bus, "two", {{"k2", "b2"}, {"k4", "b4"}});
+  REQUIRE(eventually([&] { return dead.size() == 3; }));
+  REQUIRE(pipeline.wait(30s).ok());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    CHECK(incomplete == std::set<std::string>{"k1=a1|", "k3=a3|", "k4=|b4"});
+  }
+  REQUIRE(out.size() == 1);
+  CHECK(out.items()[0].data == "a2+b2");
+  for (const auto& d : dead.items()) {
+    auto md = parse_metadata(d.metadata);
+    REQUIRE(md.ok());
+    CHECK((*md)["dead_letter"]["reason"] == "join entry expired");
+    CHECK((*md)["dead_letter"]["stage"] == "join");
+    auto parts = decode_tuple(d.data);  // the partial, encoded
+    REQUIRE(parts.ok());
+    CHECK(parts->size() == 2);
+  }
+  // A key completed after its first part expired starts a new entry.
+  publish(bus, "two", {{"k1", "b1"}});
+  publish(bus, "one", {{"k1", "a1-again"}});
+  REQUIRE(eventually([&] { return out.size() == 2; }));
+  CHECK(out.items()[1].data == "a1-again+b1");
+}
+
+TEST_CASE("accumulate join: a bounded table evicts the oldest or rejects new keys", "[join]") {
+  const JoinOverflow policy = GENERATE(JoinOverflow::kEvictOldest, JoinOverflow::kRejectNew);
+  Bus bus;
+  Pipeline pipeline(bus);
+  Seen out, dead;
+  AccumulateJoin<Parts> join = two_part_join();
+  join.limits.max_entries = 10;
+  join.limits.when_full = policy;
+  REQUIRE(pipeline.accumulate_join("join", join, {.output = "merged", .inputs = {"one", "two"}, .dead_letter_topic = "dead"}).ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { out.add(e); }, {.input = "merged"}).ok());
+  REQUIRE(pipeline.sink("dlq", [&](const Event& e) { dead.add(e); }, {.input = "dead"}).ok());
+  std::vector<std::pair<std::string, std::string>> ones, twos;
+  for (int i = 0; i < 15; ++i) ones.push_back({"k" + std::to_string(i), "a" + std::to_string(i)});
+  // Second parts for the keys the table kept (a new key now would push
+  // another out).
+  const int kept_from = policy == JoinOverflow::kEvictOldest ? 5 : 0;
+  for (int i = kept_from; i < kept_from + 10; ++i) twos.push_back({"k" + std::to_string(i), "b" + std::to_string(i)});
+  publish(bus, "one", ones);  // 15 keys into a table of 10
+  REQUIRE(pipeline.start().ok());
+  REQUIRE(pipeline.wait(30s).ok());
+  publish(bus, "two", twos);
+  REQUIRE(pipeline.wait(30s).ok());
+  std::set<std::string> dead_keys, merged_keys;
+  for (const auto& d : dead.items()) dead_keys.insert(d.key);
+  for (const auto& o : out.items()) merged_keys.insert(o.key);
+  REQUIRE(dead_keys.size() == 5);
+  CHECK(merged_keys.size() == 10);
+  auto md = parse_metadata(dead.items()[0].metadata);
+  REQUIRE(md.ok());
+  if (policy == JoinOverflow::kEvictOldest) {
+    CHECK(dead_keys == std::set<std::string>{"k0", "k1", "k2", "k3", "k4"});  // the oldest went
+    CHECK((*md)["dead_letter"]["reason"] == "evicted: join table full");
+    CHECK(merged_keys.count("k14") == 1);
+  } else {
+    CHECK(dead_keys == std::set<std::string>{"k10", "k11", "k12", "k13", "k14"});  // the newest were refused
+    CHECK((*md)["dead_letter"]["reason"].get<std::string>().find("join table full") != std::string::npos);
+    CHECK(merged_keys.count("k0") == 1);
+  }
+}
+
+TEST_CASE("key-matching join over three inputs, under each duplicate policy", "[join]") {
+  const OnDuplicate policy = GENERATE(OnDuplicate::kReplace, OnDuplicate::kQueue, OnDuplicate::kReject);
+  Bus bus;
+  Pipeline pipeline(bus);
+  Seen out, dead;
+  REQUIRE(pipeline
+              .key_match_join("match", {.on_duplicate = policy},
+                              {.output = "matched", .inputs = {"a", "b", "c"}, .dead_letter_topic = "dead"})
+              .ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { out.add(e); }, {.input = "matched"}).ok());
+  REQUIRE(pipeline.sink("dlq", [&](const Event& e) { dead.add(e); }, {.input = "dead"}).ok());
+  REQUIRE(pipeline.start().ok());
+  publish(bus, "a", {{"x", "a1"}, {"x", "a2"}, {"y", "ay"}});
+  REQUIRE(pipeline.wait(30s).ok());
+  publish(bus, "b", {{"x", "b1"}, {"x", "b2"}, {"y", "by"}});
+  REQUIRE(pipeline.wait(30s).ok());
+  publish(bus, "c", {{"x", "c1"}, {"y", "cy"}, {"x", "c2"}});
+  REQUIRE(pipeline.wait(30s).ok());
+  std::vector<std::string> got;
+  for (const auto& it : out.items()) {
+    auto parts = decode_tuple(it.data);
+    REQUIRE(parts.ok());
+    REQUIRE(parts->size() == 3);
+    got.push_back(it.key + ":" + std::string((*parts)[0]) + "," + std::string((*parts)[1]) + "," + std::string((*parts)[2]));
+  }
+  std::sort(got.begin(), got.end());
+  switch (policy) {
+    case OnDuplicate::kReplace:  // the newest of each waits; c2 then waits alone
+      CHECK(got == std::vector<std::string>{"x:a2,b2,c1", "y:ay,by,cy"});
+      CHECK(dead.size() == 0);
+      break;
+    case OnDuplicate::kQueue:  // two full matches for x, oldest first
+      CHECK(got == std::vector<std::string>{"x:a1,b1,c1", "x:a2,b2,c2", "y:ay,by,cy"});
+      CHECK(dead.size() == 0);
+      break;
+    case OnDuplicate::kReject:  // a2 and b2 refused; c2 starts a new wait
+      CHECK(got == std::vector<std::string>{"x:a1,b1,c1", "y:ay,by,cy"});
+      REQUIRE(dead.size() == 2);
+      CHECK(dead.items()[0].data == "a2");
+      CHECK(dead.items()[1].data == "b2");
+      break;
+  }
+}
+
+TEST_CASE("stream-table join: latest value per key, tombstones delete, inner and left", "[join]") {
+  const TableJoinKind kind = GENERATE(TableJoinKind::kInner, TableJoinKind::kLeft);
+  Bus bus;
+  Pipeline pipeline(bus);
+  Seen out;
+  REQUIRE(pipeline.table_join("enrich", {.kind = kind}, {.output = "enriched", .inputs = {"orders", "customers"}}).ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { out.add(e); }, {.input = "enriched"}).ok());
+  REQUIRE(pipeline.start().ok());
+  publish(bus, "customers", {{"c1", "Ada"}, {"c2", "Bob"}, {"c1", "Ada L."}});
+  REQUIRE(pipeline.wait(30s).ok());
+  publish(bus, "orders", {{"c1", "o1"}, {"c2", "o2"}, {"c3", "o3"}});
+  REQUIRE(pipeline.wait(30s).ok());
+  publish(bus, "customers", {{"c2", ""}});  // tombstone
+  REQUIRE(pipeline.wait(30s).ok());
+  publish(bus, "orders", {{"c2", "o4"}});
+  REQUIRE(pipeline.wait(30s).ok());
+  std::vector<std::string> got;
+  for (const auto& it : out.items()) {
+    auto parts = decode_tuple(it.data);
+    REQUIRE(parts.ok());
+    got.push_back(it.key + ":" + std::string((*parts)[0]) + "=" + std::string((*parts)[1]));
+  }
+  if (kind == TableJoinKind::kInner) {
+    CHECK(got == std::vector<std::string>{"c1:o1=Ada L.", "c2:o2=Bob"});
+  } else {
+    CHECK(got == std::vector<std::string>{"c1:o1=Ada L.", "c2:o2=Bob", "c3:o3=", "c2:o4="});
+  }
+}
+
+TEST_CASE("bad joins are refused with a clear error", "[join]") {
+  Bus bus;
+  Pipeline pipeline(bus);
+  CHECK(pipeline.accumulate_join("j", two_part_join(), {.output = "o", .inputs = {"one"}}).is_invalid_argument());
+  CHECK(pipeline.accumulate_join("j", two_part_join(), {.output = "o", .inputs = {"one", "one"}}).is_invalid_argument());
+  CHECK(pipeline.accumulate_join("j", AccumulateJoin<Parts>{}, {.output = "o", .inputs = {"one", "two"}}).is_invalid_argument());
+  CHECK(pipeline.table_join("t", {}, {.output = "o", .inputs = {"a", "b", "c"}}).is_invalid_argument());
+  CHECK(pipeline.key_match_join("m", {}, {.input = "a", .output = "o", .inputs = {"b", "c"}}).is_invalid_argument());
+  CHECK(pipeline.transform("t", map([](const Event& e) { return Output{{}, {}, std::string(e.data())}; }),
+                           {.output = "o", .inputs = {"a", "b"}})
+            .is_invalid_argument());
+  REQUIRE(bus.create_topic("p3", {.partitions = 3}).ok());
+  REQUIRE(bus.create_topic("p2", {.partitions = 2}).ok());
+  CHECK(pipeline.key_match_join("m", {}, {.output = "o", .inputs = {"p3", "p2"}, .threads = 2}).is_invalid_argument());
+}
+
+TEST_CASE("joins on durable topics resume half-finished entries after a restart, nothing lost or repeated", "[join][durable]") {
+  testing::TempDir dir;
+  const int keys = 2000;
+  Seen out;
+  auto run = [&](const char* topic, bool collect) {
+    Bus bus = testing::open_bus(dir.path());
+    for (const char* t : {"one", "two", "merged"}) REQUIRE(bus.ensure_topic(t, testing::durable(Durability::kAsync, 2, 4096)).ok());
+    Pipeline pipeline(bus);
+    REQUIRE(pipeline.accumulate_join("join", two_part_join(), {.output = "merged", .inputs = {"one", "two"}}).ok());
+    if (collect) {
+      REQUIRE(pipeline.sink("collect", [&](const Event& e) { out.add(e); }, {.input = "merged", .position = Position::earliest()}).ok());
+    }
+    std::vector<std::pair<std::string, std::string>> events;
+    for (int i = 0; i < keys; ++i) events.push_back({"t" + std::to_string(i), std::string(topic == std::string("one") ? "a" : "b") + std::to_string(i)});
+    publish(bus, topic, events);
+    REQUIRE(pipeline.start().ok());
+    REQUIRE(pipeline.wait(60s).ok());
+    auto s = pipeline.stats("join");
+    REQUIRE(s.ok());
+    CHECK(s->exactly_once);
+    pipeline.stop();
+  };
+  run("one", false);  // every entry half-finished when the bus closes
+  run("two", true);
+  std::map<std::string, std::string> merged;
+  for (const auto& it : out.items()) CHECK(merged.emplace(it.key, it.data).second);
+  REQUIRE(merged.size() == std::size_t(keys));
+  for (int i = 0; i < keys; ++i) CHECK(merged["t" + std::to_string(i)] == "a" + std::to_string(i) + "+b" + std::to_string(i));
+}

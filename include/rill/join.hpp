@@ -121,6 +121,31 @@ struct TableJoin {
   std::function<void(const Event& stream, std::optional<std::string_view> value, Emitter&)> enrich{};
 };
 
+// Windowed stream-stream join (as Kafka Streams' JoinWindows): inputs
+// {left, right}; a left event at time t and a right event at t' with the
+// same key match when t - before <= t' <= t + after. Each match is emitted
+// once, as soon as both are there. An event stays joinable until the
+// stage's stream time (per input partition, its largest event time; the
+// smallest over partitions) passes its window's end plus `grace`; then it
+// is dropped — and, unmatched, emitted alone by kLeft (left events) and
+// kOuter (both sides): when its window closes, never early. An event
+// arriving after its own window closed is late (counted, or dead-lettered
+// with dead_letter_late).
+enum class StreamJoinKind : std::uint8_t { kInner, kLeft, kOuter };
+struct WindowJoin {
+  StreamJoinKind kind = StreamJoinKind::kInner;
+  std::chrono::milliseconds before{0};
+  std::chrono::milliseconds after{0};
+  std::chrono::milliseconds grace{0};
+  // Event time in ns since the epoch; empty: the append timestamp.
+  std::function<std::int64_t(const Event&)> event_time{};
+  // A result: both parts, or one (the other null) for unmatched events.
+  // Empty: the key, data = encode_tuple({left data, right data}) with an
+  // absent side empty.
+  std::function<void(std::string_view key, const JoinPart* left, const JoinPart* right, Emitter&)> combine{};
+  bool dead_letter_late = false;
+};
+
 // A portable encoding of several byte strings in one event's data: for each
 // part a 4-byte little-endian length, then its bytes.
 std::string encode_tuple(std::span<const std::string_view> parts);

@@ -308,6 +308,7 @@ class Pipeline {
   Status accumulate_join(std::string name, AccumulateJoin<Partial> join, StageOptions options);
   Status key_match_join(std::string name, KeyMatchJoin join, StageOptions options);
   Status table_join(std::string name, TableJoin join, StageOptions options);
+  Status window_join(std::string name, WindowJoin join, StageOptions options);
 
   // The nodata spelling: a component is a stage added or removed while the
   // pipeline runs. `kind` must match fn's alternative. remove_component

@@ -57,11 +57,38 @@ bool get(std::string_view& s, T& v) {
   return true;
 }
 
+}  // namespace
+
 bool mine(std::uint32_t partition, const std::vector<std::uint32_t>& partitions) {
   return std::find(partitions.begin(), partitions.end(), partition) != partitions.end();
 }
 
-}  // namespace
+JoinPart part_of(const Event& e) {
+  return {std::string(e.key()), std::string(e.metadata()), std::string(e.data()), e.id(), e.timestamp_ns()};
+}
+
+void append_part(std::string& out, const JoinPart& p) {
+  const std::string_view fields[] = {p.key, p.metadata, p.data};
+  const std::string tuple = encode_tuple(fields);
+  const std::uint32_t size = std::uint32_t(tuple.size());
+  put(out, &size, 4);
+  out += tuple;
+  put(out, &p.id.partition, 4);
+  put(out, &p.id.offset, 8);
+  put(out, &p.timestamp_ns, 8);
+}
+
+bool read_part(std::string_view& in, JoinPart& p) {
+  std::uint32_t size = 0;
+  if (!get(in, size) || in.size() < size) return false;
+  Result<std::vector<std::string_view>> fields = decode_tuple(in.substr(0, size));
+  in.remove_prefix(size);
+  if (!fields.ok() || fields->size() != 3) return false;
+  p.key = std::string((*fields)[0]);
+  p.metadata = std::string((*fields)[1]);
+  p.data = std::string((*fields)[2]);
+  return get(in, p.id.partition) && get(in, p.id.offset) && get(in, p.timestamp_ns);
+}
 
 // ------------------------------------------------------------------ JoinTable
 
@@ -196,10 +223,6 @@ struct Slots {
   std::vector<std::deque<JoinPart>> waiting;
 };
 
-JoinPart part_of(const Event& e) {
-  return {std::string(e.key()), std::string(e.metadata()), std::string(e.data()), e.id(), e.timestamp_ns()};
-}
-
 std::string encode_slots(const Slots& s) {
   std::string out;
   const std::uint32_t inputs = std::uint32_t(s.waiting.size());
@@ -207,16 +230,7 @@ std::string encode_slots(const Slots& s) {
   for (const auto& q : s.waiting) {
     const std::uint32_t n = std::uint32_t(q.size());
     put(out, &n, 4);
-    for (const JoinPart& p : q) {
-      const std::string_view fields[] = {p.key, p.metadata, p.data};
-      const std::string tuple = encode_tuple(fields);
-      const std::uint32_t size = std::uint32_t(tuple.size());
-      put(out, &size, 4);
-      out += tuple;
-      put(out, &p.id.partition, 4);
-      put(out, &p.id.offset, 8);
-      put(out, &p.timestamp_ns, 8);
-    }
+    for (const JoinPart& p : q) append_part(out, p);
   }
   return out;
 }
@@ -230,15 +244,8 @@ Slots decode_slots(std::string_view in) {
     std::uint32_t n = 0;
     if (!get(in, n)) throw std::runtime_error("key-match state cut short");
     for (std::uint32_t i = 0; i < n; ++i) {
-      std::uint32_t size = 0;
-      if (!get(in, size) || in.size() < size) throw std::runtime_error("key-match state cut short");
-      Result<std::vector<std::string_view>> fields = decode_tuple(in.substr(0, size));
-      in.remove_prefix(size);
-      if (!fields.ok() || fields->size() != 3) throw std::runtime_error("key-match state malformed");
-      JoinPart p{std::string((*fields)[0]), std::string((*fields)[1]), std::string((*fields)[2]), {}, 0};
-      if (!get(in, p.id.partition) || !get(in, p.id.offset) || !get(in, p.timestamp_ns)) {
-        throw std::runtime_error("key-match state cut short");
-      }
+      JoinPart p;
+      if (!read_part(in, p)) throw std::runtime_error("key-match state malformed");
       q.push_back(std::move(p));
     }
   }

@@ -8,6 +8,7 @@
 #include "common/clock.hpp"
 #include "pipeline/join_table.hpp"
 #include "pipeline/stage.hpp"
+#include "pipeline/stream_join.hpp"
 #include "pipeline/window_table.hpp"
 
 namespace rill::detail {
@@ -183,6 +184,11 @@ Status Pipeline::key_match_join(std::string name, KeyMatchJoin join, StageOption
 Status Pipeline::table_join(std::string name, TableJoin join, StageOptions options) {
   return core_->add(std::move(name), StageKind::kTransform, TransformFn{}, std::move(options),
                     std::make_shared<detail::TableJoinSpec>(std::move(join)));
+}
+
+Status Pipeline::window_join(std::string name, WindowJoin join, StageOptions options) {
+  return core_->add(std::move(name), StageKind::kTransform, TransformFn{}, std::move(options),
+                    std::make_shared<detail::StreamJoinSpec>(std::move(join)));
 }
 
 Status Pipeline::add_component(std::string name, StageKind kind, std::string input, std::string output, StageFn fn,

@@ -326,3 +326,102 @@ TEST_CASE("joins on durable topics resume half-finished entries after a restart,
   REQUIRE(merged.size() == std::size_t(keys));
   for (int i = 0; i < keys; ++i) CHECK(merged["t" + std::to_string(i)] == "a" + std::to_string(i) + "+b" + std::to_string(i));
 }
+
+namespace {
+
+// Window-join events carry "<time ms> <name>" as data.
+WindowJoin window_join(StreamJoinKind kind) {
+  return {.kind = kind,
+          .before = 100ms,
+          .after = 100ms,
+          .event_time = [](const Event& e) { return std::stoll(std::string(e.data())) * 1000000; }};
+}
+
+std::vector<std::string> pairs(const Seen& out) {
+  std::vector<std::string> got;
+  for (const auto& it : out.items()) {
+    auto parts = decode_tuple(it.data);
+    REQUIRE(parts.ok());
+    REQUIRE(parts->size() == 2);
+    auto name = [](std::string_view d) { return d.empty() ? std::string("-") : std::string(d.substr(d.find(' ') + 1)); };
+    got.push_back(it.key + ":" + name((*parts)[0]) + "," + name((*parts)[1]));
+  }
+  std::sort(got.begin(), got.end());
+  return got;
+}
+
+}  // namespace
+
+TEST_CASE("windowed stream-stream join: bounds inclusive, unmatched results only when the window closes", "[join]") {
+  const StreamJoinKind kind = GENERATE(StreamJoinKind::kInner, StreamJoinKind::kLeft, StreamJoinKind::kOuter);
+  Bus bus;
+  Pipeline pipeline(bus);
+  Seen out;
+  WindowJoin join = window_join(kind);
+  join.grace = 300ms;  // r0 (900) arrives after r2 (1101) moved stream time: still in time
+  REQUIRE(pipeline.window_join("wj", join, {.output = "joined", .inputs = {"left", "right"}}).ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { out.add(e); }, {.input = "joined"}).ok());
+  REQUIRE(pipeline.start().ok());
+  publish(bus, "left", {{"k", "1000 l1"}, {"j", "1000 lj"}});
+  REQUIRE(pipeline.wait(30s).ok());
+  publish(bus, "right", {{"k", "1100 r1"}, {"k", "1101 r2"}, {"k", "900 r0"}});
+  REQUIRE(pipeline.wait(30s).ok());
+  // Matches at once (exactly at t + after and t - before); nothing unmatched yet.
+  CHECK(pairs(out) == std::vector<std::string>{"k:l1,r0", "k:l1,r1"});
+  publish(bus, "left", {{"z", "10000 lz"}});  // stream time passes every window above
+  REQUIRE(pipeline.wait(30s).ok());
+  std::vector<std::string> want{"k:l1,r0", "k:l1,r1"};
+  if (kind != StreamJoinKind::kInner) want.push_back("j:lj,-");
+  if (kind == StreamJoinKind::kOuter) want.push_back("k:-,r2");
+  std::sort(want.begin(), want.end());
+  CHECK(pairs(out) == want);
+  publish(bus, "right", {{"k", "5000 late"}});  // its window closed long ago
+  REQUIRE(pipeline.wait(30s).ok());
+  auto s = pipeline.stats("wj");
+  REQUIRE(s.ok());
+  CHECK(s->late == 1);
+  CHECK(pairs(out) == want);
+}
+
+TEST_CASE("windowed stream-stream join: grace keeps windows open for late arrivals", "[join]") {
+  Bus bus;
+  Pipeline pipeline(bus);
+  Seen out;
+  WindowJoin join = window_join(StreamJoinKind::kInner);
+  join.grace = 500ms;
+  REQUIRE(pipeline.window_join("wj", join, {.output = "joined", .inputs = {"left", "right"}}).ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { out.add(e); }, {.input = "joined"}).ok());
+  REQUIRE(pipeline.start().ok());
+  publish(bus, "left", {{"k", "1000 l1"}, {"x", "1500 lx"}});  // stream time 1500
+  REQUIRE(pipeline.wait(30s).ok());
+  publish(bus, "right", {{"k", "1050 r1"}});  // within grace: 1050 + 100 + 500 >= 1500
+  REQUIRE(pipeline.wait(30s).ok());
+  CHECK(pairs(out) == std::vector<std::string>{"k:l1,r1"});
+  publish(bus, "left", {{"x", "2000 lx2"}});  // stream time 2000
+  REQUIRE(pipeline.wait(30s).ok());
+  publish(bus, "right", {{"k", "1050 r2"}});  // after grace: late
+  REQUIRE(pipeline.wait(30s).ok());
+  CHECK(pairs(out) == std::vector<std::string>{"k:l1,r1"});
+  CHECK(pipeline.stats("wj")->late == 1);
+}
+
+TEST_CASE("a windowed join on durable topics matches across a restart", "[join][durable]") {
+  testing::TempDir dir;
+  Seen out;
+  auto run = [&](const char* topic, std::vector<std::pair<std::string, std::string>> events, bool collect) {
+    Bus bus = testing::open_bus(dir.path());
+    for (const char* t : {"left", "right", "joined"}) REQUIRE(bus.ensure_topic(t, testing::durable(Durability::kAsync, 1, 1024)).ok());
+    Pipeline pipeline(bus);
+    REQUIRE(pipeline.window_join("wj", window_join(StreamJoinKind::kLeft), {.output = "joined", .inputs = {"left", "right"}}).ok());
+    if (collect) {
+      REQUIRE(pipeline.sink("collect", [&](const Event& e) { out.add(e); }, {.input = "joined", .position = Position::earliest()}).ok());
+    }
+    publish(bus, topic, events);
+    REQUIRE(pipeline.start().ok());
+    REQUIRE(pipeline.wait(60s).ok());
+    pipeline.stop();
+  };
+  run("left", {{"a", "1000 la"}, {"b", "1000 lb"}}, false);
+  run("right", {{"a", "1050 ra"}, {"c", "9000 rc"}}, true);  // rc closes lb's window
+  CHECK(pairs(out) == std::vector<std::string>{"a:la,ra", "b:lb,-"});
+}

@@ -1,0 +1,195 @@
+#include "pipeline/stream_join.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "pipeline/join_table.hpp"
+#include "rill/pipeline.hpp"
+
+namespace rill::detail {
+
+namespace {
+
+constexpr char kPresent = 'P', kRemoved = 'X';
+
+template <class T>
+void put(std::string& s, const T& v) {
+  s.append(reinterpret_cast<const char*>(&v), sizeof(T));
+}
+template <class T>
+bool get(std::string_view& s, T& v) {
+  if (s.size() < sizeof(T)) return false;
+  std::memcpy(&v, s.data(), sizeof(T));
+  s.remove_prefix(sizeof(T));
+  return true;
+}
+
+std::int64_t ns(std::chrono::milliseconds d) { return std::chrono::nanoseconds(d).count(); }
+
+}  // namespace
+
+Status StreamJoinSpec::validate(std::size_t inputs) const {
+  if (inputs != 2) return Status::InvalidArgument("a windowed stream-stream join reads two topics: {left, right}");
+  if (join_.before.count() < 0 || join_.after.count() < 0 || join_.grace.count() < 0) {
+    return Status::InvalidArgument("window join before, after and grace must be >= 0");
+  }
+  return Status::Ok();
+}
+
+StreamJoinState::StreamJoinState(const WindowJoin& join, bool track_changes)
+    : join_(join), track_changes_(track_changes), before_(ns(join.before)), after_(ns(join.after)), grace_(ns(join.grace)) {}
+
+std::int64_t StreamJoinState::closes_at(int side, std::int64_t t) const noexcept {
+  return t + (side == 0 ? after_ : before_) + grace_;
+}
+
+std::int64_t StreamJoinState::stream_time_with(std::uint32_t p, std::int64_t t) const noexcept {
+  std::int64_t low = t;
+  for (const auto& [partition, max] : max_time_) {
+    if (partition != p) low = std::min(low, max);
+  }
+  return low;
+}
+
+void StreamJoinState::emit(std::string_view key, const JoinPart* left, const JoinPart* right, Emitter& out) const {
+  if (join_.combine) {
+    join_.combine(key, left, right, out);
+    return;
+  }
+  const std::string_view parts[] = {left ? std::string_view(left->data) : std::string_view(),
+                                    right ? std::string_view(right->data) : std::string_view()};
+  out.emit(key, {}, encode_tuple(parts));
+}
+
+StageState::Verdict StreamJoinState::add(std::size_t input, const Event& e, Emitter& out, Emitter&, std::string&) {
+  const int side = input == 0 ? 0 : 1;
+  const std::int64_t t = join_.event_time ? join_.event_time(e) : e.timestamp_ns();
+  auto seen = max_time_.find(e.partition());
+  const std::int64_t new_max = seen == max_time_.end() ? t : std::max(seen->second, t);
+  const std::int64_t now = stream_time_with(e.partition(), new_max);
+  if (closes_at(side, t) < now) return Verdict::kLate;
+
+  // First every call of user code (combine), then the changes: an
+  // exception leaves the state as it was.
+  const JoinPart part = part_of(e);
+  auto key_it = keys_.find(e.key());
+  std::vector<std::uint64_t> matched;
+  if (key_it != keys_.end()) {
+    for (auto& [seq, other] : key_it->second.side[1 - side]) {
+      const std::int64_t lt = side == 0 ? t : other.t, rt = side == 0 ? other.t : t;
+      if (rt < lt - before_ || rt > lt + after_) continue;
+      if (side == 0) {
+        emit(e.key(), &part, &other.part, out);
+      } else {
+        emit(e.key(), &other.part, &part, out);
+      }
+      matched.push_back(seq);
+    }
+  }
+  // Windows the new stream time closes: unmatched events leave as the kind says.
+  std::vector<decltype(closing_)::iterator> closed;
+  for (auto c = closing_.begin(); c != closing_.end() && c->first < now; ++c) {
+    const auto& [key, s, seq] = c->second;
+    const Item& item = keys_.find(key)->second.side[s].at(seq);
+    const bool now_matched = key == e.key() && s == 1 - side && std::count(matched.begin(), matched.end(), seq);
+    const bool alone = !item.matched && !now_matched &&
+                       (join_.kind == StreamJoinKind::kOuter || (join_.kind == StreamJoinKind::kLeft && s == 0));
+    if (alone) emit(key, s == 0 ? &item.part : nullptr, s == 1 ? &item.part : nullptr, out);
+    closed.push_back(c);
+  }
+
+  max_time_[e.partition()] = new_max;
+  if (key_it == keys_.end()) {
+    key_it = keys_.emplace(std::string(e.key()), Buffers{}).first;
+    key_it->second.partition = e.partition();
+  }
+  for (std::uint64_t seq : matched) key_it->second.side[1 - side].at(seq).matched = true;
+  const std::uint64_t seq = next_seq_++;
+  key_it->second.side[side].emplace(seq, Item{t, !matched.empty(), part});
+  closing_.emplace(closes_at(side, t), std::make_tuple(key_it->first, side, seq));
+  if (track_changes_) changed_.insert_or_assign(key_it->first, key_it->second.partition);
+  for (auto c : closed) {
+    const auto& [key, s, item_seq] = c->second;
+    auto k = keys_.find(key);
+    k->second.side[s].erase(item_seq);
+    if (track_changes_) changed_.insert_or_assign(key, k->second.partition);
+    if (k->second.side[0].empty() && k->second.side[1].empty()) keys_.erase(k);
+    closing_.erase(c);
+  }
+  return Verdict::kTaken;
+}
+
+void StreamJoinState::take_changes(Emitter& changelog) {
+  std::string data;
+  for (const auto& [key, partition] : changed_) {
+    auto it = keys_.find(key);
+    data.clear();
+    data += it == keys_.end() ? kRemoved : kPresent;
+    put(data, partition);
+    auto m = max_time_.find(partition);
+    put(data, m == max_time_.end() ? std::numeric_limits<std::int64_t>::min() : m->second);
+    if (it != keys_.end()) {
+      for (const auto& side : it->second.side) {
+        put(data, std::uint32_t(side.size()));
+        for (const auto& [seq, item] : side) {
+          put(data, seq);
+          put(data, item.t);
+          put(data, char(item.matched));
+          append_part(data, item.part);
+        }
+      }
+    }
+    changelog.emit(Message{key, {}, data, {}, std::int64_t(partition)});
+  }
+  changed_.clear();
+}
+
+Status StreamJoinState::restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions) {
+  const Status bad = Status::Corruption("window-join changelog record for key '" + std::string(key) + "' is malformed");
+  char tag = 0;
+  std::uint32_t partition = 0;
+  std::int64_t max_time = 0;
+  if (!get(data, tag) || !get(data, partition) || !get(data, max_time) || (tag != kPresent && tag != kRemoved)) return bad;
+  if (!mine(partition, partitions)) return Status::Ok();
+  if (max_time != std::numeric_limits<std::int64_t>::min()) {
+    auto [m, fresh] = max_time_.emplace(partition, max_time);
+    if (!fresh) m->second = std::max(m->second, max_time);
+  }
+  if (tag == kRemoved) {
+    if (auto it = keys_.find(key); it != keys_.end()) keys_.erase(it);
+    return Status::Ok();
+  }
+  Buffers b;
+  b.partition = partition;
+  for (auto& side : b.side) {
+    std::uint32_t n = 0;
+    if (!get(data, n)) return bad;
+    for (std::uint32_t i = 0; i < n; ++i) {
+      std::uint64_t seq = 0;
+      Item item;
+      char matched = 0;
+      if (!get(data, seq) || !get(data, item.t) || !get(data, matched) || !read_part(data, item.part)) return bad;
+      item.matched = matched != 0;
+      side.emplace(seq, std::move(item));
+    }
+  }
+  keys_.insert_or_assign(std::string(key), std::move(b));
+  return Status::Ok();
+}
+
+void StreamJoinState::finish_restore() {
+  changed_.clear();
+  closing_.clear();
+  for (const auto& [key, b] : keys_) {
+    for (int s = 0; s < 2; ++s) {
+      for (const auto& [seq, item] : b.side[s]) {
+        closing_.emplace(closes_at(s, item.t), std::make_tuple(key, s, seq));
+        next_seq_ = std::max(next_seq_, seq + 1);
+      }
+    }
+  }
+}
+
+}  // namespace rill::detail

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <deque>
 #include <vector>
 
 #include "common/clock.hpp"
@@ -93,7 +92,11 @@ bool read_part(std::string_view& in, JoinPart& p) {
 // ------------------------------------------------------------------ JoinTable
 
 JoinTable::JoinTable(const JoinFns& fns, bool track_changes, bool dead_letters, std::string stage)
-    : fns_(fns), track_changes_(track_changes), dead_letters_(dead_letters), stage_(std::move(stage)) {}
+    : fns_(fns),
+      track_changes_(track_changes),
+      dead_letters_(dead_letters),
+      aged_(fns.limits.ttl.count() > 0 || fns.limits.max_entries > 0),
+      stage_(std::move(stage)) {}
 
 StageState::Verdict JoinTable::add(std::size_t input, const Event& e, Emitter& out, Emitter& expired, std::string& reason) {
   std::string computed;
@@ -107,11 +110,11 @@ StageState::Verdict JoinTable::add(std::size_t input, const Event& e, Emitter& o
         reason = "join table full (" + std::to_string(entries_.size()) + " keys)";
         return Verdict::kRejected;
       }
-      leave(entries_.find(by_age_.front()), "evicted: join table full", expired);
+      leave(entries_.find(*by_age_.front()), "evicted: join table full", expired);
     }
     Entry entry{fns_.init(), now_ns(false), e.partition(), {}};
     it = entries_.emplace(std::string(key), std::move(entry)).first;
-    it->second.age = by_age_.insert(by_age_.end(), it->first);
+    if (aged_) it->second.age = by_age_.insert(by_age_.end(), &it->first);
   }
   std::string refused;
   try {
@@ -139,7 +142,7 @@ void JoinTable::tick(std::int64_t now, Emitter&, Emitter& expired) {
   if (fns_.limits.ttl.count() <= 0) return;
   const std::int64_t ttl = std::chrono::nanoseconds(fns_.limits.ttl).count();
   while (!by_age_.empty()) {
-    auto it = entries_.find(by_age_.front());
+    auto it = entries_.find(*by_age_.front());
     if (it->second.created_ns + ttl > now) break;
     leave(it, "join entry expired", expired);
   }
@@ -158,7 +161,7 @@ void JoinTable::leave(Entries::iterator it, const char* why, Emitter& expired) {
 
 void JoinTable::erase(Entries::iterator it) {
   if (track_changes_) changed_.insert_or_assign(it->first, it->second.partition);
-  by_age_.erase(it->second.age);
+  if (aged_) by_age_.erase(it->second.age);
   entries_.erase(it);
 }
 
@@ -192,7 +195,7 @@ Status JoinTable::restore(std::string_view key, std::string_view data, const std
   }
   if (it == entries_.end()) {
     it = entries_.emplace(std::string(key), Entry{}).first;
-    it->second.age = by_age_.insert(by_age_.end(), it->first);
+    if (aged_) it->second.age = by_age_.insert(by_age_.end(), &it->first);
   }
   it->second.partial = fns_.decode(data);
   it->second.created_ns = created;
@@ -202,10 +205,10 @@ Status JoinTable::restore(std::string_view key, std::string_view data, const std
 
 void JoinTable::finish_restore() {
   changed_.clear();  // restoring is not a change
-  by_age_.sort([&](const std::string& a, const std::string& b) {
-    return entries_.find(a)->second.created_ns < entries_.find(b)->second.created_ns;
+  by_age_.sort([&](const std::string* a, const std::string* b) {
+    return entries_.find(*a)->second.created_ns < entries_.find(*b)->second.created_ns;
   });
-  for (auto age = by_age_.begin(); age != by_age_.end(); ++age) entries_.find(*age)->second.age = age;
+  for (auto age = by_age_.begin(); age != by_age_.end(); ++age) entries_.find(**age)->second.age = age;
 }
 
 Status JoinSpec::validate(std::size_t inputs) const {
@@ -219,8 +222,10 @@ Status JoinSpec::validate(std::size_t inputs) const {
 namespace {
 
 // A key-matching join's partial: per input, the events waiting for a match.
+// (Vectors, not deques: a key rarely waits with more than one event per
+// input, and a deque allocates a whole block up front.)
 struct Slots {
-  std::vector<std::deque<JoinPart>> waiting;
+  std::vector<std::vector<JoinPart>> waiting;
 };
 
 std::string encode_slots(const Slots& s) {
@@ -259,7 +264,7 @@ JoinFns key_match_fns(KeyMatchJoin join, std::size_t inputs) {
   fns.inputs = inputs;
   fns.key = std::move(join.key);
   fns.limits = join.limits;
-  fns.init = [inputs] { return std::any(Slots{std::vector<std::deque<JoinPart>>(inputs)}); };
+  fns.init = [inputs] { return std::any(Slots{std::vector<std::vector<JoinPart>>(inputs)}); };
   fns.merge = [policy = join.on_duplicate](std::any& a, std::size_t input, const Event& e) -> std::string {
     Slots& s = *std::any_cast<Slots>(&a);
     auto& q = s.waiting[input];
@@ -278,7 +283,8 @@ JoinFns key_match_fns(KeyMatchJoin join, std::size_t inputs) {
   fns.fire = [combine = std::move(join.combine)](std::string_view key, std::any& a, Emitter& out) {
     Slots& s = *std::any_cast<Slots>(&a);
     std::vector<JoinPart> parts;
-    for (auto& q : s.waiting) parts.push_back(q.front());
+    parts.reserve(s.waiting.size());
+    for (auto& q : s.waiting) parts.push_back(q.front());  // copies: combine may throw, then nothing changed
     if (combine) {
       combine(key, parts, out);
     } else {
@@ -286,7 +292,7 @@ JoinFns key_match_fns(KeyMatchJoin join, std::size_t inputs) {
       for (const JoinPart& p : parts) data.push_back(p.data);
       out.emit(key, {}, encode_tuple(data));
     }
-    for (auto& q : s.waiting) q.pop_front();
+    for (auto& q : s.waiting) q.erase(q.begin());
     return std::all_of(s.waiting.begin(), s.waiting.end(), [](const auto& q) { return q.empty(); });
   };
   if (join.incomplete) {

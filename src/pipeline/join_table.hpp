@@ -52,7 +52,7 @@ class JoinTable final : public StageState {
     std::any partial;
     std::int64_t created_ns = 0;
     std::uint32_t partition = 0;
-    std::list<std::string>::iterator age;  // into by_age_
+    std::list<const std::string*>::iterator age;  // into by_age_ (when aged_)
   };
   struct Hash {
     using is_transparent = void;
@@ -66,9 +66,10 @@ class JoinTable final : public StageState {
 
   const JoinFns& fns_;
   const bool track_changes_, dead_letters_;
+  const bool aged_;  // a TTL or a bound: entries are kept in creation order
   const std::string stage_;
   Entries entries_;
-  std::list<std::string> by_age_;                      // keys, oldest first
+  std::list<const std::string*> by_age_;  // entries_' keys (stable in its nodes), oldest first
   std::map<std::string, std::uint32_t, std::less<>> changed_;  // key -> partition, since take_changes
 };
 

@@ -66,7 +66,7 @@ struct JoinLimits {
 // partial as it was when it throws (the event is retried).
 template <class Partial>
 struct AccumulateJoin {
-  std::function<std::string(const Event&)> key{};  // empty: the event's key
+  std::function<std::string(std::size_t input, const Event&)> key{};  // the join key of input i's event; empty: its key
   std::function<void(Partial&, std::size_t input, const Event&)> merge;
   std::function<bool(const Partial&)> sufficient;
   // Empty: one event with the key and encode(partial) as data.
@@ -98,7 +98,7 @@ struct JoinPart {
 // N-way key matching (as oneTBB's join_node<key_matching>): when every
 // input has an event with the same key, one combined event is emitted.
 struct KeyMatchJoin {
-  std::function<std::string(const Event&)> key{};  // empty: the event's key
+  std::function<std::string(std::size_t input, const Event&)> key{};  // the join key of input i's event; empty: its key
   OnDuplicate on_duplicate = OnDuplicate::kReplace;
   // The combined event; parts[i] came from input i. Empty: key, no
   // metadata, data = encode_tuple(the parts' data).
@@ -155,7 +155,7 @@ Result<std::vector<std::string_view>> decode_tuple(std::string_view data);
 namespace detail {
 // A join with its types erased, as the stage runs it (see join_table.hpp).
 struct JoinFns {
-  std::function<std::string(const Event&)> key;  // empty: the event's key
+  std::function<std::string(std::size_t input, const Event&)> key;  // empty: the event's key
   std::function<std::any()> init;
   // Adds the event to the partial; returns an empty string, or why the
   // event is refused (the partial unchanged).

@@ -100,7 +100,7 @@ JoinTable::JoinTable(const JoinFns& fns, bool track_changes, bool dead_letters, 
 
 StageState::Verdict JoinTable::add(std::size_t input, const Event& e, Emitter& out, Emitter& expired, std::string& reason) {
   std::string computed;
-  if (fns_.key) computed = fns_.key(e);
+  if (fns_.key) computed = fns_.key(input, e);
   const std::string_view key = fns_.key ? std::string_view(computed) : e.key();
   auto it = entries_.find(key);
   const bool fresh = it == entries_.end();

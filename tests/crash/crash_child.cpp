@@ -9,6 +9,9 @@
 //    "pipeline-out"), exactly-once because both topics are durable;
 //  * a window stage ("pipeline-window", to "window-out"): per key, counts
 //    over 20 ms windows of append time, its state durable;
+//  * an accumulate join ("pipeline-join", to "join-out") of each "in"
+//    event with its "pipeline-out" output, by origin "<partition>:<offset>",
+//    its table durable;
 //  * a producer publishing to "async" (kAsync durability) that reports
 //    "D <offset> <data>" for every event wait_durable has confirmed.
 // Each report is one write(2) of one line to stdout (a pipe): atomic, so the
@@ -82,6 +85,18 @@ int main(int argc, char** argv) {
                                {.input = "in", .output = "window-out"});
       !s.ok()) {
     die("pipeline window", s);
+  }
+  if (auto jo = bus->ensure_topic("join-out", t); !jo.ok()) die("topic join-out", jo.status());
+  rill::AccumulateJoin<unsigned> pairs{
+      .key = [](std::size_t input, const rill::Event& e) {
+        return input == 0 ? std::to_string(e.partition()) + ":" + std::to_string(e.offset()) : std::string(e.key());
+      },
+      .merge = [](unsigned& seen, std::size_t input, const rill::Event&) { seen |= 1u << input; },
+      .sufficient = [](const unsigned& seen) { return seen == 3; },
+      .process = [](std::string_view key, const unsigned&, rill::Emitter& joined) { joined.emit(key, {}, "joined"); }};
+  if (auto s = pipeline.accumulate_join("pipeline-join", pairs, {.output = "join-out", .inputs = {"in", "pipeline-out"}});
+      !s.ok()) {
+    die("pipeline join", s);
   }
   if (auto s = pipeline.start(); !s.ok()) die("pipeline start", s);
   report("R");  // ready

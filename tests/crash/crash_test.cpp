@@ -8,7 +8,7 @@
 //  * the stage produced exactly one output per acked input and none for
 //    inputs not acked — both the hand-written stage and the same stage run
 //    as a rill::Pipeline transform; a Pipeline window stage emits each
-//    (key, window) result once;
+//    (key, window) result once; a Pipeline join emits each pair once;
 //  * on the async topic, every event the child saw confirmed durable is
 //    there, and its offsets are contiguous (a crash loses only a tail).
 // While a child runs, a read-only open of the same store must work and a
@@ -131,8 +131,8 @@ ChildReports run_and_kill(const std::string& path, int cycle, std::chrono::milli
     auto tool = Bus::open(ro);
     INFO(tool.status().to_string());
     REQUIRE(tool.ok());
-    CHECK(tool->list_topics() == std::vector<std::string>{"async", "in", "out", "pipeline-out",
-                                                          "pipeline-window.changelog", "window-out"});
+    CHECK(tool->list_topics() == std::vector<std::string>{"async", "in", "join-out", "out", "pipeline-join.changelog",
+                                                          "pipeline-out", "pipeline-window.changelog", "window-out"});
     // A second writer is refused, naming the child as the holder.
     BusOptions rw;
     rw.path = path;
@@ -214,7 +214,7 @@ TEST_CASE("SIGKILL at random moments loses no completed publish and keeps the st
   std::map<std::pair<std::uint32_t, std::uint64_t>, std::string> all_published;
   std::map<std::uint32_t, std::uint64_t> all_acked;
   std::map<std::uint64_t, std::string> all_durable_async;
-  std::size_t pipeline_outputs_seen = 0, window_results_seen = 0;
+  std::size_t pipeline_outputs_seen = 0, window_results_seen = 0, joins_seen = 0;
 
   for (int cycle = 0; cycle < cycles; ++cycle) {
     const auto run_for = std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 60)(rng));
@@ -275,6 +275,17 @@ TEST_CASE("SIGKILL at random moments loses no completed publish and keeps the st
     for (std::uint32_t p = 0; p < in->partitions(); ++p) window_acked += stage_cursor(*in, p, "pipeline-window");
     REQUIRE(counted <= window_acked);
     window_results_seen = windows.size();
+    // The join of each input with its pipeline output: once per origin,
+    // and only for inputs the pipeline stage processed.
+    auto join_out = bus->topic("join-out");
+    REQUIRE(join_out.ok());
+    std::set<std::string> joined;
+    for (const auto& [id, kd] : read_all(*join_out)) {
+      REQUIRE(joined.insert(kd.first).second);
+      const std::uint32_t p = std::uint32_t(std::stoul(kd.first.substr(0, kd.first.find(':'))));
+      REQUIRE(std::stoull(kd.first.substr(kd.first.find(':') + 1)) < pipeline_cursor[p]);
+    }
+    joins_seen = joined.size();
 
     // The async topic: whatever was confirmed durable survived.
     auto async_topic = bus->topic("async");
@@ -292,4 +303,5 @@ TEST_CASE("SIGKILL at random moments loses no completed publish and keeps the st
   CHECK(!all_durable_async.empty());
   CHECK(pipeline_outputs_seen > 0);
   CHECK(window_results_seen > 0);
+  CHECK(joins_seen > 0);
 }

@@ -404,6 +404,18 @@ TEST_CASE("bad stages are refused with a clear error and the pipeline keeps work
 
 namespace {
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kAddressSanitizer = true;
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+
 std::size_t resident_bytes() {
   long pages = 0, resident = 0;
   if (FILE* f = std::fopen("/proc/self/statm", "r")) {
@@ -455,8 +467,10 @@ TEST_CASE("backpressure: a slow sink holds the source back and memory stays boun
   CHECK(max_gap.load() <= 2 * 256 + 2 * 32 + 16 + 16);
   // Resident memory does not grow with the number of events (200k events
   // of ~48 bytes would be ~10 MB if they piled up).
+  // (Not under AddressSanitizer: its quarantine keeps freed memory
+  // resident on purpose; the gap check above holds there too.)
   INFO("rss at n/10: " << rss_early << ", at n: " << rss_late);
-  CHECK(rss_late < rss_early + (4u << 20));
+  if (!kAddressSanitizer) CHECK(rss_late < rss_early + (4u << 20));
 }
 
 TEST_CASE("durable topics make a transform exactly-once across bus restarts", "[pipeline][durable]") {

@@ -48,10 +48,10 @@ inline Status check_event_size(const Message& m, std::uint32_t max_event_size) {
 // kInlineEventBytes. Fails: InvalidArgument when larger than max_event_size.
 // Inline: it is on the per-event path.
 inline Status prepare_event(const Message& m, std::uint32_t max_event_size, PreparedEvent& out) {
-  if (Status s = check_event_size(m, max_event_size); !s.ok()) return s;
   const std::string_view data = message_data(m);
   const std::size_t head = m.key.size() + m.metadata.size();
   const std::size_t total = head + data.size();
+  if (total > max_event_size) return check_event_size(m, max_event_size);
   out.message = &m;
   out.key_size = static_cast<std::uint32_t>(m.key.size());
   out.meta_size = static_cast<std::uint32_t>(m.metadata.size());

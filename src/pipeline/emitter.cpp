@@ -1,6 +1,7 @@
 // Emitter: output events copied into one reused byte arena.
 #include "rill/pipeline.hpp"
 
+#include <cstring>
 #include <string>
 
 namespace rill {
@@ -9,10 +10,16 @@ void Emitter::emit(const Message& m) {
   // Offsets, not pointers: the arena may move as it grows. A Buffer's bytes
   // are copied like any data (a stage's outputs are republished anyway).
   const std::string_view data = m.buffer.empty() ? m.data : std::string_view(m.buffer.data(), m.buffer.size());
-  Record r{bytes_.size(), std::uint32_t(m.key.size()), std::uint32_t(m.metadata.size()), std::uint32_t(data.size()),
-           m.partition};
-  bytes_.append(m.key).append(m.metadata).append(data);
-  records_.push_back(r);
+  const std::size_t at = bytes_.size();
+  records_.push_back(Record{at, std::uint32_t(m.key.size()), std::uint32_t(m.metadata.size()),
+                            std::uint32_t(data.size()), m.partition});
+  bytes_.resize(at + m.key.size() + m.metadata.size() + data.size());  // capacity kept across clear()
+  char* p = bytes_.data() + at;
+  if (!m.key.empty()) std::memcpy(p, m.key.data(), m.key.size());
+  p += m.key.size();
+  if (!m.metadata.empty()) std::memcpy(p, m.metadata.data(), m.metadata.size());
+  p += m.metadata.size();
+  if (!data.empty()) std::memcpy(p, data.data(), data.size());
 }
 
 std::span<const Message> Emitter::messages() {

@@ -382,6 +382,7 @@ void Stage::run_reader(Worker& w) {
         ++end;
         if (chunk_full()) break;
       }
+      processed_.fetch_add(end - begin, std::memory_order_relaxed);  // one RMW per chunk, not per event
       if (end > begin && !deliver(w, input, events.subspan(begin, end - begin))) return;
       if (stopped) return;  // the rest stays unacked: delivered again next time
       begin = end;
@@ -438,7 +439,6 @@ bool Stage::handle(Worker& w, std::size_t input, const Event& e) {
     retried_.fetch_add(1, std::memory_order_relaxed);
     if (!pause(backoff(attempt))) return false;
   }
-  processed_.fetch_add(1, std::memory_order_relaxed);
   if (threw) {
     errors_.fetch_add(1, std::memory_order_relaxed);
     note_error(*threw);

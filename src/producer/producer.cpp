@@ -307,18 +307,26 @@ Result<std::size_t> Producer::publish_batch(std::span<const Message> messages, T
   const std::uint32_t max_size = p.topic_->options().max_event_size;
   // Validate everything first: an invalid message publishes nothing. A
   // partition selector is asked once per message, here.
+  // The common case (no validator, no selector, valid sizes) builds no
+  // Status per message.
   std::vector<std::uint32_t> selected;
-  if (!p.default_partitioning()) selected.reserve(messages.size());
+  const bool by_default = p.default_partitioning();
+  if (!by_default) selected.reserve(messages.size());
+  const std::int64_t partitions = p.topic_->partitions();
   for (const Message& m : messages) {
-    if (Status s = p.validate(m); !s.ok()) return s;
-    Result<std::uint32_t> part = p.pick_partition(m);
-    if (!part.ok()) return part.status();
-    if (Status s = detail::check_event_size(m, max_size); !s.ok()) return s;
-    if (!p.default_partitioning()) selected.push_back(*part);
+    if (p.has_validator()) {
+      if (Status s = p.validate(m); !s.ok()) return s;
+    }
+    if (!by_default || (m.partition != kAnyPartition && (m.partition < 0 || m.partition >= partitions))) {
+      Result<std::uint32_t> part = p.pick_partition(m);
+      if (!part.ok()) return part.status();
+      if (!by_default) selected.push_back(*part);
+    }
+    if (m.key.size() + m.metadata.size() + detail::message_data(m).size() > max_size) {
+      return detail::check_event_size(m, max_size);
+    }
   }
-  auto partition_of = [&](std::size_t i) {
-    return p.default_partitioning() ? *p.pick_partition(messages[i]) : selected[i];
-  };
+  auto partition_of = [&](std::size_t i) { return by_default ? p.default_partition(messages[i]) : selected[i]; };
   detail::LazyDeadline deadline(timeout);
   const bool sync = p.log_ && p.topic_->durable()->sync;
   std::vector<std::uint64_t> last_offset;  // sync topics: per partition, the last published + 1

@@ -70,6 +70,15 @@ class ProducerImpl {
   }
   // True when pick_partition follows the default rule, which is pure.
   bool default_partitioning() const noexcept { return !options_.partition_selector; }
+  // The default rule for a message whose explicit partition (if any) was
+  // validated: the per-message path of publish_batch, with no Status.
+  std::uint32_t default_partition(const Message& m) const noexcept {
+    if (m.partition != kAnyPartition) return std::uint32_t(m.partition);
+    const std::uint32_t parts = topic_->partitions();
+    if (parts == 1) return 0;
+    return m.key.empty() ? sticky_ : std::uint32_t(hash_key(m.key) % parts);
+  }
+  bool has_validator() const noexcept { return bool(options_.validator); }
   // The validator's verdict (Ok without one).
   Status validate(const Message& m) const {
     if (!options_.validator) return Status::Ok();

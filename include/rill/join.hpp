@@ -88,22 +88,19 @@ enum class OnDuplicate : std::uint8_t {
   kReject,   // the newer event is refused (dead-lettered or counted)
 };
 
-// One input's event inside a match.
-struct JoinPart {
-  std::string key, metadata, data;
-  EventId id{};
-  std::int64_t timestamp_ns = 0;
-};
-
 // N-way key matching (as oneTBB's join_node<key_matching>): when every
-// input has an event with the same key, one combined event is emitted.
+// input (at most 64) has an event with the same key, one combined event is
+// emitted.
 struct KeyMatchJoin {
   std::function<std::string(std::size_t input, const Event&)> key{};  // the join key of input i's event; empty: its key
   OnDuplicate on_duplicate = OnDuplicate::kReplace;
-  // The combined event; parts[i] came from input i. Empty: key, no
-  // metadata, data = encode_tuple(the parts' data).
-  std::function<void(std::string_view key, std::span<const JoinPart> parts, Emitter&)> combine{};
-  std::function<void(std::string_view key, std::span<const std::optional<JoinPart>> parts)> incomplete{};
+  // The combined event; parts[i] came from input i (the events themselves:
+  // no copy of their bytes). Empty: key, no metadata, data =
+  // encode_tuple(the parts' data).
+  std::function<void(std::string_view key, std::span<const Event> parts, Emitter&)> combine{};
+  // An entry that expired or was evicted: parts[i] is null for an input
+  // that had no event.
+  std::function<void(std::string_view key, std::span<const Event* const> parts)> incomplete{};
   JoinLimits limits{};
 };
 
@@ -142,7 +139,7 @@ struct WindowJoin {
   // A result: both parts, or one (the other null) for unmatched events.
   // Empty: the key, data = encode_tuple({left data, right data}) with an
   // absent side empty.
-  std::function<void(std::string_view key, const JoinPart* left, const JoinPart* right, Emitter&)> combine{};
+  std::function<void(std::string_view key, const Event* left, const Event* right, Emitter&)> combine{};
   bool dead_letter_late = false;
 };
 

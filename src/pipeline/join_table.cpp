@@ -6,6 +6,7 @@
 
 #include "common/clock.hpp"
 #include "common/user_code.hpp"
+#include "event/record_writer.hpp"
 #include "rill/json.hpp"
 
 namespace rill {
@@ -62,31 +63,35 @@ bool mine(std::uint32_t partition, const std::vector<std::uint32_t>& partitions)
   return std::find(partitions.begin(), partitions.end(), partition) != partitions.end();
 }
 
-JoinPart part_of(const Event& e) {
-  return {std::string(e.key()), std::string(e.metadata()), std::string(e.data()), e.id(), e.timestamp_ns()};
-}
-
-void append_part(std::string& out, const JoinPart& p) {
-  const std::string_view fields[] = {p.key, p.metadata, p.data};
+void append_event(std::string& out, const Event& e) {
+  const std::string_view fields[] = {e.key(), e.metadata(), e.data()};
   const std::string tuple = encode_tuple(fields);
   const std::uint32_t size = std::uint32_t(tuple.size());
+  const EventId id = e.id();
+  const std::int64_t ts = e.timestamp_ns();
   put(out, &size, 4);
   out += tuple;
-  put(out, &p.id.partition, 4);
-  put(out, &p.id.offset, 8);
-  put(out, &p.timestamp_ns, 8);
+  put(out, &id.partition, 4);
+  put(out, &id.offset, 8);
+  put(out, &ts, 8);
 }
 
-bool read_part(std::string_view& in, JoinPart& p) {
+bool read_event(std::string_view& in, Event& e) {
   std::uint32_t size = 0;
   if (!get(in, size) || in.size() < size) return false;
   Result<std::vector<std::string_view>> fields = decode_tuple(in.substr(0, size));
   in.remove_prefix(size);
-  if (!fields.ok() || fields->size() != 3) return false;
-  p.key = std::string((*fields)[0]);
-  p.metadata = std::string((*fields)[1]);
-  p.data = std::string((*fields)[2]);
-  return get(in, p.id.partition) && get(in, p.id.offset) && get(in, p.timestamp_ns);
+  EventId id;
+  std::int64_t ts = 0;
+  if (!fields.ok() || fields->size() != 3 || !get(in, id.partition) || !get(in, id.offset) || !get(in, ts)) return false;
+  const Message m{(*fields)[0], (*fields)[1], (*fields)[2], {}, kAnyPartition};
+  PreparedEvent prepared;
+  if (!prepare_event(m, ~std::uint32_t{0}, prepared).ok()) return false;
+  Event rebuilt;
+  write_record(rebuilt.record(), prepared, ts);
+  rebuilt.set_origin(id, 0);
+  e = std::move(rebuilt);
+  return true;
 }
 
 // ------------------------------------------------------------------ JoinTable
@@ -213,6 +218,7 @@ void JoinTable::finish_restore() {
 
 Status JoinSpec::validate(std::size_t inputs) const {
   if (inputs < 2) return Status::InvalidArgument("a join reads at least two topics (StageOptions::inputs)");
+  if (inputs > 64) return Status::InvalidArgument("a join reads at most 64 topics");
   if (fns_.inputs && inputs != fns_.inputs) return Status::InvalidArgument("this join reads " + std::to_string(fns_.inputs) + " topics");
   return Status::Ok();
 }
@@ -221,21 +227,27 @@ Status JoinSpec::validate(std::size_t inputs) const {
 
 namespace {
 
-// A key-matching join's partial: per input, the events waiting for a match.
-// (Vectors, not deques: a key rarely waits with more than one event per
-// input, and a deque allocates a whole block up front.)
+// A key-matching join's partial: per input, the event waiting for a match
+// (heads[i], valid when bit i of `present` is set) and, under kQueue, the
+// ones queued behind it. Events are kept as Events: small ones inline, large
+// ones sharing their block, no copy of the bytes.
 struct Slots {
-  std::vector<std::vector<JoinPart>> waiting;
+  std::vector<Event> heads;
+  std::uint64_t present = 0;
+  std::vector<std::vector<Event>> queued;  // empty until something queues
 };
 
 std::string encode_slots(const Slots& s) {
   std::string out;
-  const std::uint32_t inputs = std::uint32_t(s.waiting.size());
+  const std::uint32_t inputs = std::uint32_t(s.heads.size());
   put(out, &inputs, 4);
-  for (const auto& q : s.waiting) {
-    const std::uint32_t n = std::uint32_t(q.size());
+  for (std::uint32_t i = 0; i < inputs; ++i) {
+    const std::uint32_t queued = s.queued.empty() ? 0 : std::uint32_t(s.queued[i].size());
+    const std::uint32_t n = (s.present >> i & 1) ? 1 + queued : 0;
     put(out, &n, 4);
-    for (const JoinPart& p : q) append_part(out, p);
+    if (n == 0) continue;
+    append_event(out, s.heads[i]);
+    for (std::uint32_t q = 0; q < queued; ++q) append_event(out, s.queued[i][q]);
   }
   return out;
 }
@@ -243,15 +255,21 @@ std::string encode_slots(const Slots& s) {
 Slots decode_slots(std::string_view in) {
   Slots s;
   std::uint32_t inputs = 0;
-  if (!get(in, inputs)) throw std::runtime_error("key-match state cut short");
-  s.waiting.resize(inputs);
-  for (auto& q : s.waiting) {
+  if (!get(in, inputs) || inputs > 64) throw std::runtime_error("key-match state malformed");
+  s.heads.resize(inputs);
+  for (std::uint32_t i = 0; i < inputs; ++i) {
     std::uint32_t n = 0;
     if (!get(in, n)) throw std::runtime_error("key-match state cut short");
-    for (std::uint32_t i = 0; i < n; ++i) {
-      JoinPart p;
-      if (!read_part(in, p)) throw std::runtime_error("key-match state malformed");
-      q.push_back(std::move(p));
+    for (std::uint32_t k = 0; k < n; ++k) {
+      Event e;
+      if (!read_event(in, e)) throw std::runtime_error("key-match state malformed");
+      if (k == 0) {
+        s.heads[i] = std::move(e);
+        s.present |= std::uint64_t{1} << i;
+      } else {
+        if (s.queued.empty()) s.queued.resize(inputs);
+        s.queued[i].push_back(std::move(e));
+      }
     }
   }
   return s;
@@ -264,42 +282,50 @@ JoinFns key_match_fns(KeyMatchJoin join, std::size_t inputs) {
   fns.inputs = inputs;
   fns.key = std::move(join.key);
   fns.limits = join.limits;
-  fns.init = [inputs] { return std::any(Slots{std::vector<std::vector<JoinPart>>(inputs)}); };
-  fns.merge = [policy = join.on_duplicate](std::any& a, std::size_t input, const Event& e) -> std::string {
+  fns.init = [inputs] { return std::any(Slots{std::vector<Event>(inputs), 0, {}}); };
+  fns.merge = [policy = join.on_duplicate, inputs](std::any& a, std::size_t input, const Event& e) -> std::string {
     Slots& s = *std::any_cast<Slots>(&a);
-    auto& q = s.waiting[input];
-    if (!q.empty()) {
+    const std::uint64_t bit = std::uint64_t{1} << input;
+    if (s.present & bit) {
       if (policy == OnDuplicate::kReject) return "duplicate key on input " + std::to_string(input) + " before a match";
-      if (policy == OnDuplicate::kReplace) q.clear();
+      if (policy == OnDuplicate::kQueue) {
+        if (s.queued.empty()) s.queued.resize(inputs);
+        s.queued[input].push_back(e);
+        return {};
+      }
     }
-    q.push_back(part_of(e));
+    s.heads[input] = e;  // new, or kReplace
+    s.present |= bit;
     return {};
   };
-  // Ready once every input has an event waiting.
-  fns.ready = [](const std::any& a) {
-    const Slots& s = *std::any_cast<Slots>(&a);
-    return !s.waiting.empty() && std::all_of(s.waiting.begin(), s.waiting.end(), [](const auto& q) { return !q.empty(); });
-  };
+  const std::uint64_t all = inputs >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << inputs) - 1;
+  fns.ready = [all](const std::any& a) { return std::any_cast<Slots>(&a)->present == all; };
   fns.fire = [combine = std::move(join.combine)](std::string_view key, std::any& a, Emitter& out) {
     Slots& s = *std::any_cast<Slots>(&a);
-    std::vector<JoinPart> parts;
-    parts.reserve(s.waiting.size());
-    for (auto& q : s.waiting) parts.push_back(q.front());  // copies: combine may throw, then nothing changed
     if (combine) {
-      combine(key, parts, out);
+      combine(key, s.heads, out);
     } else {
       std::vector<std::string_view> data;
-      for (const JoinPart& p : parts) data.push_back(p.data);
+      data.reserve(s.heads.size());
+      for (const Event& e : s.heads) data.push_back(e.data());
       out.emit(key, {}, encode_tuple(data));
     }
-    for (auto& q : s.waiting) q.erase(q.begin());
-    return std::all_of(s.waiting.begin(), s.waiting.end(), [](const auto& q) { return q.empty(); });
+    for (std::size_t i = 0; i < s.heads.size(); ++i) {
+      if (!s.queued.empty() && !s.queued[i].empty()) {
+        s.heads[i] = std::move(s.queued[i].front());
+        s.queued[i].erase(s.queued[i].begin());
+      } else {
+        s.heads[i] = Event();  // lets a shared block go
+        s.present &= ~(std::uint64_t{1} << i);
+      }
+    }
+    return s.present == 0;
   };
   if (join.incomplete) {
     fns.incomplete = [f = std::move(join.incomplete)](std::string_view key, const std::any& a) {
       const Slots& s = *std::any_cast<Slots>(&a);
-      std::vector<std::optional<JoinPart>> parts;
-      for (const auto& q : s.waiting) parts.push_back(q.empty() ? std::nullopt : std::optional<JoinPart>(q.front()));
+      std::vector<const Event*> parts;
+      for (std::size_t i = 0; i < s.heads.size(); ++i) parts.push_back((s.present >> i & 1) ? &s.heads[i] : nullptr);
       f(key, parts);
     };
   }

@@ -26,12 +26,10 @@ namespace rill::detail {
 // Changelog helpers shared by the join states.
 // Whether a record's input partition is one a stage thread reads.
 bool mine(std::uint32_t partition, const std::vector<std::uint32_t>& partitions);
-// A copy of an event's parts.
-JoinPart part_of(const Event& e);
-// A JoinPart as bytes, appended to `out`; read_part reads one and advances
-// `in` (false: malformed).
-void append_part(std::string& out, const JoinPart& p);
-bool read_part(std::string_view& in, JoinPart& p);
+// An event as bytes (key, metadata, data, id, timestamp), appended to
+// `out`; read_event rebuilds one and advances `in` (false: malformed).
+void append_event(std::string& out, const Event& e);
+bool read_event(std::string_view& in, Event& e);
 
 class JoinTable final : public StageState {
  public:

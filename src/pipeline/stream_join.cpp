@@ -53,13 +53,12 @@ std::int64_t StreamJoinState::stream_time_with(std::uint32_t p, std::int64_t t) 
   return low;
 }
 
-void StreamJoinState::emit(std::string_view key, const JoinPart* left, const JoinPart* right, Emitter& out) const {
+void StreamJoinState::emit(std::string_view key, const Event* left, const Event* right, Emitter& out) const {
   if (join_.combine) {
     join_.combine(key, left, right, out);
     return;
   }
-  const std::string_view parts[] = {left ? std::string_view(left->data) : std::string_view(),
-                                    right ? std::string_view(right->data) : std::string_view()};
+  const std::string_view parts[] = {left ? left->data() : std::string_view(), right ? right->data() : std::string_view()};
   out.emit(key, {}, encode_tuple(parts));
 }
 
@@ -73,7 +72,6 @@ StageState::Verdict StreamJoinState::add(std::size_t input, const Event& e, Emit
 
   // First every call of user code (combine), then the changes: an
   // exception leaves the state as it was.
-  const JoinPart part = part_of(e);
   auto key_it = keys_.find(e.key());
   std::vector<std::uint64_t> matched;
   if (key_it != keys_.end()) {
@@ -81,9 +79,9 @@ StageState::Verdict StreamJoinState::add(std::size_t input, const Event& e, Emit
       const std::int64_t lt = side == 0 ? t : other.t, rt = side == 0 ? other.t : t;
       if (rt < lt - before_ || rt > lt + after_) continue;
       if (side == 0) {
-        emit(e.key(), &part, &other.part, out);
+        emit(e.key(), &e, &other.event, out);
       } else {
-        emit(e.key(), &other.part, &part, out);
+        emit(e.key(), &other.event, &e, out);
       }
       matched.push_back(seq);
     }
@@ -96,7 +94,7 @@ StageState::Verdict StreamJoinState::add(std::size_t input, const Event& e, Emit
     const bool now_matched = key == e.key() && s == 1 - side && std::count(matched.begin(), matched.end(), seq);
     const bool alone = !item.matched && !now_matched &&
                        (join_.kind == StreamJoinKind::kOuter || (join_.kind == StreamJoinKind::kLeft && s == 0));
-    if (alone) emit(key, s == 0 ? &item.part : nullptr, s == 1 ? &item.part : nullptr, out);
+    if (alone) emit(key, s == 0 ? &item.event : nullptr, s == 1 ? &item.event : nullptr, out);
     closed.push_back(c);
   }
 
@@ -107,7 +105,7 @@ StageState::Verdict StreamJoinState::add(std::size_t input, const Event& e, Emit
   }
   for (std::uint64_t seq : matched) key_it->second.side[1 - side].at(seq).matched = true;
   const std::uint64_t seq = next_seq_++;
-  key_it->second.side[side].emplace(seq, Item{t, !matched.empty(), part});
+  key_it->second.side[side].emplace(seq, Item{t, !matched.empty(), e});
   closing_.emplace(closes_at(side, t), std::make_tuple(key_it->first, side, seq));
   if (track_changes_) changed_.insert_or_assign(key_it->first, key_it->second.partition);
   for (auto c : closed) {
@@ -137,7 +135,7 @@ void StreamJoinState::take_changes(Emitter& changelog) {
           put(data, seq);
           put(data, item.t);
           put(data, char(item.matched));
-          append_part(data, item.part);
+          append_event(data, item.event);
         }
       }
     }
@@ -170,7 +168,7 @@ Status StreamJoinState::restore(std::string_view key, std::string_view data, con
       std::uint64_t seq = 0;
       Item item;
       char matched = 0;
-      if (!get(data, seq) || !get(data, item.t) || !get(data, matched) || !read_part(data, item.part)) return bad;
+      if (!get(data, seq) || !get(data, item.t) || !get(data, matched) || !read_event(data, item.event)) return bad;
       item.matched = matched != 0;
       side.emplace(seq, std::move(item));
     }

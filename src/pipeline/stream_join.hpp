@@ -2,8 +2,8 @@
 // WindowJoin): per key, the left and right events still joinable, and an
 // index of when each one's window closes.
 //
-// Not thread-safe: one per stage thread. Allocates: a copy of each
-// buffered event's bytes.
+// Not thread-safe: one per stage thread. Allocates: map nodes per buffered
+// event (its bytes are kept inline or shared, not copied).
 #pragma once
 
 #include <cstdint>
@@ -31,7 +31,7 @@ class StreamJoinState final : public StageState {
   struct Item {
     std::int64_t t = 0;
     bool matched = false;
-    JoinPart part;
+    Event event;  // small events inline, large ones share their block
   };
   struct Buffers {
     std::map<std::uint64_t, Item> side[2];  // by arrival sequence: 0 left, 1 right
@@ -40,7 +40,7 @@ class StreamJoinState final : public StageState {
   // When an item of `side` at time t stops being joinable.
   std::int64_t closes_at(int side, std::int64_t t) const noexcept;
   std::int64_t stream_time_with(std::uint32_t p, std::int64_t t) const noexcept;
-  void emit(std::string_view key, const JoinPart* left, const JoinPart* right, Emitter& out) const;
+  void emit(std::string_view key, const Event* left, const Event* right, Emitter& out) const;
   // Drops what stream time `now` closed, emitting unmatched ones as the kind says.
   void expire(std::int64_t now, Emitter& out);
 

@@ -1,8 +1,9 @@
 // join2/<impl>/64: two inputs, 1,000,000 keys, each key once per input,
 // each input in its own random order, 64-byte payloads; items are matches
-// (joined pairs) per second. rill: a key-matching join stage (memory-only
-// topics, one stage thread) fed by two publishing threads, its output
-// counted by a sink stage. tbb_key_matching: oneTBB's flow graph join_node
+// (joined pairs) per second. rill: a key-matching join stage with two
+// threads over two-partition memory-only topics (keys hash to partitions,
+// so each thread owns its keys' table), fed by two publishing threads, its
+// output counted by a sink stage. tbb_key_matching: oneTBB's flow graph join_node
 // with key_matching<std::string>, fed by two threads calling try_put, its
 // output counted by a function_node.
 #include <algorithm>
@@ -46,10 +47,10 @@ const Workload& workload() {
 
 void join2_rill(benchmark::State& state) {
   const Workload& w = workload();
-  rill::Bus bus({.default_topic = {.partitions = 1, .capacity = 8192}});
+  rill::Bus bus({.default_topic = {.partitions = 2, .capacity = 8192}});
   rill::Pipeline pipeline(bus);
   std::atomic<std::uint64_t> joined{0};
-  bool ok = pipeline.key_match_join("join", {}, {.output = "joined", .inputs = {"a", "b"}, .max_batch = 1024}).ok();
+  bool ok = pipeline.key_match_join("join", {}, {.output = "joined", .inputs = {"a", "b"}, .threads = 2, .max_batch = 1024}).ok();
   ok = ok && pipeline.sink("count", [&](const rill::Event&) { joined.fetch_add(1, std::memory_order_relaxed); },
                            {.input = "joined", .max_batch = 1024})
                  .ok();

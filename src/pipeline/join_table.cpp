@@ -63,6 +63,19 @@ bool mine(std::uint32_t partition, const std::vector<std::uint32_t>& partitions)
   return std::find(partitions.begin(), partitions.end(), partition) != partitions.end();
 }
 
+void begin_record(std::string& out, bool present, std::uint32_t partition) {
+  out.clear();
+  out += present ? kPresent : kRemoved;
+  put(out, &partition, 4);
+}
+
+bool read_record_head(std::string_view& in, bool& present, std::uint32_t& partition) {
+  char tag = 0;
+  if (!get(in, tag) || !get(in, partition) || (tag != kPresent && tag != kRemoved)) return false;
+  present = tag == kPresent;
+  return true;
+}
+
 void append_event(std::string& out, const Event& e) {
   const std::string_view fields[] = {e.key(), e.metadata(), e.data()};
   const std::string tuple = encode_tuple(fields);
@@ -174,27 +187,26 @@ void JoinTable::take_changes(Emitter& changelog) {
   std::string data;
   for (const auto& [key, partition] : changed_) {
     auto it = entries_.find(key);
-    data.clear();
-    data += it == entries_.end() ? kRemoved : kPresent;
-    const std::int64_t created = it == entries_.end() ? 0 : it->second.created_ns;
-    put(data, &created, 8);
-    put(data, &partition, 4);
-    if (it != entries_.end()) data += fns_.encode(it->second.partial);
+    begin_record(data, it != entries_.end(), partition);
+    if (it != entries_.end()) {
+      put(data, &it->second.created_ns, 8);
+      data += fns_.encode(it->second.partial);
+    }
     changelog.emit(Message{key, {}, data, {}, std::int64_t(partition)});
   }
   changed_.clear();
 }
 
 Status JoinTable::restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions) {
-  char tag = 0;
-  std::int64_t created = 0;
+  bool present = false;
   std::uint32_t partition = 0;
-  if (!get(data, tag) || !get(data, created) || !get(data, partition) || (tag != kPresent && tag != kRemoved)) {
+  std::int64_t created = 0;
+  if (!read_record_head(data, present, partition) || (present && !get(data, created))) {
     return Status::Corruption("join changelog record for key '" + std::string(key) + "' is malformed");
   }
   if (!mine(partition, partitions)) return Status::Ok();
   auto it = entries_.find(key);
-  if (tag == kRemoved) {
+  if (!present) {
     if (it != entries_.end()) erase(it);
     return Status::Ok();
   }
@@ -363,9 +375,7 @@ void TableJoinState::take_changes(Emitter& changelog) {
   std::string data;
   for (const auto& [key, partition] : changed_) {
     auto it = table_.find(key);
-    data.clear();
-    data += it == table_.end() ? kRemoved : kPresent;
-    put(data, &partition, 4);
+    begin_record(data, it != table_.end(), partition);
     if (it != table_.end()) data += it->second.bytes;
     changelog.emit(Message{key, {}, data, {}, std::int64_t(partition)});
   }
@@ -373,13 +383,13 @@ void TableJoinState::take_changes(Emitter& changelog) {
 }
 
 Status TableJoinState::restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions) {
-  char tag = 0;
+  bool present = false;
   std::uint32_t partition = 0;
-  if (!get(data, tag) || !get(data, partition) || (tag != kPresent && tag != kRemoved)) {
+  if (!read_record_head(data, present, partition)) {
     return Status::Corruption("table-join changelog record for key '" + std::string(key) + "' is malformed");
   }
   if (!mine(partition, partitions)) return Status::Ok();
-  if (tag == kRemoved) {
+  if (!present) {
     if (auto it = table_.find(key); it != table_.end()) table_.erase(it);
   } else {
     table_.insert_or_assign(std::string(key), Value{std::string(data), partition});

@@ -309,20 +309,10 @@ void Stage::run_source(Worker& w) {
   const SourceFn& fn = std::get<SourceFn>(fn_);
   while (!stopping() && !draining_.load(std::memory_order_acquire)) {
     bool more = true;
-    std::optional<std::string> threw;
-    for (std::uint32_t attempt = 0;; ++attempt) {
-      const std::size_t mark = w.outputs.mark();
-      threw = user_code_threw([&] { more = fn(w.outputs); });
-      if (!threw) {
-        Status s = w.outputs.check_since(mark, output_->options().max_event_size, output_->partitions());
-        if (!s.ok()) threw = std::string(s.message());
-      }
-      if (!threw) break;
-      w.outputs.rollback(mark);
-      if (attempt >= options_.retry.max_retries) break;
-      retried_.fetch_add(1, std::memory_order_relaxed);
-      if (!pause(backoff(attempt))) return;
-    }
+    std::uint32_t attempts = 0;
+    bool stopped = false;
+    const std::optional<std::string> threw = with_retries(w, [&] { more = fn(w.outputs); }, attempts, stopped);
+    if (stopped) return;
     if (threw) {
       errors_.fetch_add(1, std::memory_order_relaxed);
       note_error(*threw);
@@ -413,36 +403,46 @@ Status Stage::batch_ack(Worker& w, std::size_t input, const Event& e) {
   return w.batch.ack(w.multi, input_names_[input], e);
 }
 
-bool Stage::handle(Worker& w, std::size_t input, const Event& e) {
-  const std::size_t mark = w.outputs.mark();
+template <class Call>
+std::optional<std::string> Stage::with_retries(Worker& w, Call&& call, std::uint32_t& attempts, bool& stopped) {
   std::optional<std::string> threw;
-  StageState::Verdict verdict = StageState::Verdict::kTaken;
-  std::string reason;
-  std::uint32_t attempt = 0;
-  for (;; ++attempt) {
-    threw = user_code_threw([&] {
-      if (w.table) {
-        verdict = w.table->add(input, e, w.outputs, w.dead_letters, reason);
-      } else if (kind_ == StageKind::kTransform) {
-        std::get<TransformFn>(fn_)(e, w.outputs);
-      } else {
-        std::get<SinkFn>(fn_)(e);
-      }
-    });
+  for (attempts = 1;; ++attempts) {
+    const std::size_t mark = w.outputs.mark();
+    threw = user_code_threw(call);
     if (!threw && has_output_) {
       Status s = w.outputs.check_since(mark, output_->options().max_event_size, output_->partitions());
       if (!s.ok()) threw = std::string(s.message());
     }
-    if (!threw) break;
+    if (!threw) return threw;
     w.outputs.rollback(mark);
-    if (attempt >= options_.retry.max_retries) break;
+    if (attempts > options_.retry.max_retries) return threw;
     retried_.fetch_add(1, std::memory_order_relaxed);
-    if (!pause(backoff(attempt))) return false;
+    if (!pause(backoff(attempts - 1))) {
+      stopped = true;
+      return threw;
+    }
   }
+}
+
+bool Stage::handle(Worker& w, std::size_t input, const Event& e) {
+  StageState::Verdict verdict = StageState::Verdict::kTaken;
+  std::string reason;
+  std::uint32_t attempts = 0;
+  bool stopped = false;
+  const std::optional<std::string> threw = with_retries(w, [&] {
+    if (w.table) {
+      verdict = w.table->add(input, e, w.outputs, w.dead_letters, reason);
+    } else if (kind_ == StageKind::kTransform) {
+      std::get<TransformFn>(fn_)(e, w.outputs);
+    } else {
+      std::get<SinkFn>(fn_)(e);
+    }
+  }, attempts, stopped);
+  if (stopped) return false;
   if (threw) {
     errors_.fetch_add(1, std::memory_order_relaxed);
     note_error(*threw);
-    if (has_dead_letter_) (void)dead_letter(w, input, e, *threw, attempt + 1);
+    if (has_dead_letter_) (void)dead_letter(w, input, e, *threw, attempts);
     return true;
   }
   switch (verdict) {

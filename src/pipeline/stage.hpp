@@ -83,6 +83,13 @@ class Stage {
   // Runs the stage function on one input event (with retries; dead-letters
   // it when they are spent). False: stopping during a retry's backoff.
   bool handle(Worker& w, std::size_t input, const Event& e);
+  // Runs `call` (user code writing to w.outputs) until it neither throws nor
+  // emits an event the output cannot take, at most 1 + max_retries times,
+  // with backoff; a failed attempt's outputs are rolled back. Returns the
+  // last error, or nullopt. `attempts`: how many ran; `stopped`: a stop came
+  // during a backoff (the work is not done).
+  template <class Call>
+  std::optional<std::string> with_retries(Worker& w, Call&& call, std::uint32_t& attempts, bool& stopped);
   // Publishes (or commits) what the worker holds for the handled events of
   // `input` and acks them. False: stopping before it could.
   bool deliver(Worker& w, std::size_t input, std::span<const Event> handled);

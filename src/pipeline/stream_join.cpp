@@ -12,8 +12,6 @@ namespace rill::detail {
 
 namespace {
 
-constexpr char kPresent = 'P', kRemoved = 'X';
-
 template <class T>
 void put(std::string& s, const T& v) {
   s.append(reinterpret_cast<const char*>(&v), sizeof(T));
@@ -123,9 +121,7 @@ void StreamJoinState::take_changes(Emitter& changelog) {
   std::string data;
   for (const auto& [key, partition] : changed_) {
     auto it = keys_.find(key);
-    data.clear();
-    data += it == keys_.end() ? kRemoved : kPresent;
-    put(data, partition);
+    begin_record(data, it != keys_.end(), partition);
     auto m = max_time_.find(partition);
     put(data, m == max_time_.end() ? std::numeric_limits<std::int64_t>::min() : m->second);
     if (it != keys_.end()) {
@@ -146,16 +142,16 @@ void StreamJoinState::take_changes(Emitter& changelog) {
 
 Status StreamJoinState::restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions) {
   const Status bad = Status::Corruption("window-join changelog record for key '" + std::string(key) + "' is malformed");
-  char tag = 0;
+  bool present = false;
   std::uint32_t partition = 0;
   std::int64_t max_time = 0;
-  if (!get(data, tag) || !get(data, partition) || !get(data, max_time) || (tag != kPresent && tag != kRemoved)) return bad;
+  if (!read_record_head(data, present, partition) || !get(data, max_time)) return bad;
   if (!mine(partition, partitions)) return Status::Ok();
   if (max_time != std::numeric_limits<std::int64_t>::min()) {
     auto [m, fresh] = max_time_.emplace(partition, max_time);
     if (!fresh) m->second = std::max(m->second, max_time);
   }
-  if (tag == kRemoved) {
+  if (!present) {
     if (auto it = keys_.find(key); it != keys_.end()) keys_.erase(it);
     return Status::Ok();
   }

@@ -69,10 +69,19 @@ AccumulateJoin<Parts> two_part_join() {
               }};
 }
 
-void publish(Bus& bus, const std::string& topic, const std::vector<std::pair<std::string, std::string>>& events) {
+// Publishes (key, data) pairs; usable off the main thread (no Catch
+// macros): false when a publish failed.
+bool try_publish(Bus& bus, const std::string& topic, const std::vector<std::pair<std::string, std::string>>& events) {
   auto p = bus.producer(topic);
-  REQUIRE(p.ok());
-  for (const auto& [k, d] : events) REQUIRE(p->publish(Message{.key = k, .data = d}).ok());
+  if (!p.ok()) return false;
+  for (const auto& [k, d] : events) {
+    if (!p->publish(Message{.key = k, .data = d}).ok()) return false;
+  }
+  return true;
+}
+
+void publish(Bus& bus, const std::string& topic, const std::vector<std::pair<std::string, std::string>>& events) {
+  REQUIRE(try_publish(bus, topic, events));
 }
 
 template <class Pred>
@@ -104,9 +113,11 @@ TEST_CASE("accumulate join: every key merged once, in any arrival order, with du
     ones.push_back({"t" + std::to_string(order[i]), "a" + std::to_string(order[i])});
     twos.push_back({"t" + std::to_string(i), "b" + std::to_string(i)});
   }
-  std::thread second([&] { publish(bus, "two", twos); });
+  std::atomic<bool> second_ok{false};
+  std::thread second([&] { second_ok = try_publish(bus, "two", twos); });
   publish(bus, "one", ones);
   second.join();
+  REQUIRE(second_ok);
   REQUIRE(pipeline.wait(120s).ok());
   // A duplicate on input one before its match: the later part wins.
   publish(bus, "one", {{"t" + std::to_string(keys), "stale"}, {"t" + std::to_string(keys), "fresh"}});

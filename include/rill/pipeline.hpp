@@ -96,6 +96,8 @@ class Emitter {
   // Ok when every event emitted after `mark` fits a topic of `partitions`
   // partitions and `max_event_size` bytes; otherwise which one does not.
   Status check_since(std::size_t mark, std::uint32_t max_event_size, std::uint32_t partitions) const;
+  // The same verdict without the reason (no Status built).
+  bool fits_since(std::size_t mark, std::uint32_t max_event_size, std::uint32_t partitions) const noexcept;
 
  private:
   struct Record {
@@ -103,7 +105,10 @@ class Emitter {
     std::uint32_t key_size, meta_size, data_size;
     std::int64_t partition;
   };
-  std::string bytes_;
+  // The emitted bytes: a buffer grown by doubling and never zero-filled
+  // (kept across clear()).
+  std::unique_ptr<char[]> bytes_;
+  std::size_t used_ = 0, capacity_ = 0;
   std::vector<Record> records_;
   std::vector<Message> views_;
 };

@@ -1,7 +1,9 @@
 // Emitter: output events copied into one reused byte arena.
 #include "rill/pipeline.hpp"
 
+#include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
 
 namespace rill {
@@ -10,22 +12,29 @@ void Emitter::emit(const Message& m) {
   // Offsets, not pointers: the arena may move as it grows. A Buffer's bytes
   // are copied like any data (a stage's outputs are republished anyway).
   const std::string_view data = m.buffer.empty() ? m.data : std::string_view(m.buffer.data(), m.buffer.size());
-  const std::size_t at = bytes_.size();
-  records_.push_back(Record{at, std::uint32_t(m.key.size()), std::uint32_t(m.metadata.size()),
+  const std::size_t size = m.key.size() + m.metadata.size() + data.size();
+  if (used_ + size > capacity_) {
+    const std::size_t grown = std::max<std::size_t>({4096, capacity_ * 2, used_ + size});
+    auto bigger = std::make_unique_for_overwrite<char[]>(grown);
+    if (used_) std::memcpy(bigger.get(), bytes_.get(), used_);
+    bytes_ = std::move(bigger);
+    capacity_ = grown;
+  }
+  records_.push_back(Record{used_, std::uint32_t(m.key.size()), std::uint32_t(m.metadata.size()),
                             std::uint32_t(data.size()), m.partition});
-  bytes_.resize(at + m.key.size() + m.metadata.size() + data.size());  // capacity kept across clear()
-  char* p = bytes_.data() + at;
+  char* p = bytes_.get() + used_;
   if (!m.key.empty()) std::memcpy(p, m.key.data(), m.key.size());
   p += m.key.size();
   if (!m.metadata.empty()) std::memcpy(p, m.metadata.data(), m.metadata.size());
   p += m.metadata.size();
   if (!data.empty()) std::memcpy(p, data.data(), data.size());
+  used_ += size;
 }
 
 std::span<const Message> Emitter::messages() {
   views_.clear();
   for (const Record& r : records_) {
-    const char* p = bytes_.data() + r.offset;
+    const char* p = bytes_.get() + r.offset;
     views_.push_back(Message{{p, r.key_size}, {p + r.key_size, r.meta_size}, {p + r.key_size + r.meta_size, r.data_size},
                              {}, r.partition});
   }
@@ -34,8 +43,17 @@ std::span<const Message> Emitter::messages() {
 
 void Emitter::rollback(std::size_t mark) noexcept {
   if (mark >= records_.size()) return;
-  bytes_.resize(records_[mark].offset);
+  used_ = records_[mark].offset;
   records_.resize(mark);
+}
+
+bool Emitter::fits_since(std::size_t mark, std::uint32_t max_event_size, std::uint32_t partitions) const noexcept {
+  for (std::size_t i = mark; i < records_.size(); ++i) {
+    const Record& r = records_[i];
+    if (std::uint64_t(r.key_size) + r.meta_size + r.data_size > max_event_size) return false;
+    if (r.partition != kAnyPartition && (r.partition < 0 || r.partition >= std::int64_t(partitions))) return false;
+  }
+  return true;
 }
 
 Status Emitter::check_since(std::size_t mark, std::uint32_t max_event_size, std::uint32_t partitions) const {
@@ -55,7 +73,7 @@ Status Emitter::check_since(std::size_t mark, std::uint32_t max_event_size, std:
 }
 
 void Emitter::clear() noexcept {
-  bytes_.clear();
+  used_ = 0;
   records_.clear();
   views_.clear();
 }

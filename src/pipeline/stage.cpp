@@ -339,6 +339,9 @@ void Stage::run_reader(Worker& w) {
     const std::size_t changes = w.table ? w.table->pending_changes() : 0;
     return w.outputs.size() + w.dead_letters.size() + changes >= chunk_limit;
   };
+  // Stateless stages first try each event with no retry frame around it;
+  // a throw (or an output the topic cannot take) falls back to handle().
+  const bool fast = !w.table;
   while (!stopping()) {
     if (draining_.load(std::memory_order_acquire) && drained(w)) return;
     if (w.table) {
@@ -365,7 +368,9 @@ void Stage::run_reader(Worker& w) {
       std::size_t end = begin;
       bool stopped = false;
       while (end < events.size()) {
-        if (!handle(w, input, events[end])) {
+        std::optional<std::string> first_error;
+        const bool done = fast && !(first_error = try_fast(w, events[end]));
+        if (!done && !handle(w, input, events[end], std::move(first_error))) {
           stopped = true;
           break;
         }
@@ -404,17 +409,34 @@ Status Stage::batch_ack(Worker& w, std::size_t input, const Event& e) {
 }
 
 template <class Call>
-std::optional<std::string> Stage::with_retries(Worker& w, Call&& call, std::uint32_t& attempts, bool& stopped) {
+std::optional<std::string> Stage::attempt(Worker& w, Call&& call) {
+  const std::size_t mark = w.outputs.mark();
+  std::optional<std::string> failed = user_code_threw(call);
+  if (!failed && has_output_ && !w.outputs.fits_since(mark, output_->options().max_event_size, output_->partitions())) {
+    failed = std::string(w.outputs.check_since(mark, output_->options().max_event_size, output_->partitions()).message());
+  }
+  if (failed) w.outputs.rollback(mark);
+  return failed;
+}
+
+std::optional<std::string> Stage::try_fast(Worker& w, const Event& e) {
+  return attempt(w, [&] {
+    if (kind_ == StageKind::kTransform) {
+      std::get<TransformFn>(fn_)(e, w.outputs);
+    } else {
+      std::get<SinkFn>(fn_)(e);
+    }
+  });
+}
+
+template <class Call>
+std::optional<std::string> Stage::with_retries(Worker& w, Call&& call, std::uint32_t& attempts, bool& stopped,
+                                               std::optional<std::string> first_error) {
   std::optional<std::string> threw;
   for (attempts = 1;; ++attempts) {
-    const std::size_t mark = w.outputs.mark();
-    threw = user_code_threw(call);
-    if (!threw && has_output_) {
-      Status s = w.outputs.check_since(mark, output_->options().max_event_size, output_->partitions());
-      if (!s.ok()) threw = std::string(s.message());
-    }
+    // The first attempt may have been try_fast's.
+    threw = attempts == 1 && first_error ? std::move(first_error) : attempt(w, call);
     if (!threw) return threw;
-    w.outputs.rollback(mark);
     if (attempts > options_.retry.max_retries) return threw;
     retried_.fetch_add(1, std::memory_order_relaxed);
     if (!pause(backoff(attempts - 1))) {
@@ -424,7 +446,7 @@ std::optional<std::string> Stage::with_retries(Worker& w, Call&& call, std::uint
   }
 }
 
-bool Stage::handle(Worker& w, std::size_t input, const Event& e) {
+bool Stage::handle(Worker& w, std::size_t input, const Event& e, std::optional<std::string> first_error) {
   StageState::Verdict verdict = StageState::Verdict::kTaken;
   std::string reason;
   std::uint32_t attempts = 0;
@@ -437,7 +459,7 @@ bool Stage::handle(Worker& w, std::size_t input, const Event& e) {
     } else {
       std::get<SinkFn>(fn_)(e);
     }
-  }, attempts, stopped);
+  }, attempts, stopped, std::move(first_error));
   if (stopped) return false;
   if (threw) {
     errors_.fetch_add(1, std::memory_order_relaxed);

@@ -353,7 +353,9 @@ void Stage::run_reader(Worker& w) {
     Result<Polled> batch = poll(w);
     if (!batch.ok()) {
       if (batch.status().code() == Status::Code::kTimedOut) {
-        if (w.outputs.size() + w.dead_letters.size() > 0 && !deliver(w, 0, {})) return;
+        // What the timers produced (expiries, and their changelog records).
+        const bool changed = has_changelog_ && w.table->pending_changes() > 0;
+        if ((w.outputs.size() + w.dead_letters.size() > 0 || changed) && !deliver(w, 0, {})) return;
         continue;
       }
       if (batch.status().code() == Status::Code::kClosed) return;

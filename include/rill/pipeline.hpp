@@ -105,6 +105,8 @@ class Emitter {
     std::uint32_t key_size, meta_size, data_size;
     std::int64_t partition;
   };
+  // Whether one emitted event fits a topic of that shape.
+  static bool fits(const Record& r, std::uint32_t max_event_size, std::uint32_t partitions) noexcept;
   // The emitted bytes: a buffer grown by doubling and never zero-filled
   // (kept across clear()).
   std::unique_ptr<char[]> bytes_;

@@ -47,11 +47,14 @@ void Emitter::rollback(std::size_t mark) noexcept {
   records_.resize(mark);
 }
 
+bool Emitter::fits(const Record& r, std::uint32_t max_event_size, std::uint32_t partitions) noexcept {
+  if (std::uint64_t(r.key_size) + r.meta_size + r.data_size > max_event_size) return false;
+  return r.partition == kAnyPartition || (r.partition >= 0 && r.partition < std::int64_t(partitions));
+}
+
 bool Emitter::fits_since(std::size_t mark, std::uint32_t max_event_size, std::uint32_t partitions) const noexcept {
   for (std::size_t i = mark; i < records_.size(); ++i) {
-    const Record& r = records_[i];
-    if (std::uint64_t(r.key_size) + r.meta_size + r.data_size > max_event_size) return false;
-    if (r.partition != kAnyPartition && (r.partition < 0 || r.partition >= std::int64_t(partitions))) return false;
+    if (!fits(records_[i], max_event_size, partitions)) return false;
   }
   return true;
 }
@@ -59,15 +62,14 @@ bool Emitter::fits_since(std::size_t mark, std::uint32_t max_event_size, std::ui
 Status Emitter::check_since(std::size_t mark, std::uint32_t max_event_size, std::uint32_t partitions) const {
   for (std::size_t i = mark; i < records_.size(); ++i) {
     const Record& r = records_[i];
+    if (fits(r, max_event_size, partitions)) continue;
     const std::uint64_t size = std::uint64_t(r.key_size) + r.meta_size + r.data_size;
     if (size > max_event_size) {
       return Status::InvalidArgument("emitted event of " + std::to_string(size) + " bytes exceeds the output topic's " +
                                      "max_event_size of " + std::to_string(max_event_size));
     }
-    if (r.partition != kAnyPartition && (r.partition < 0 || r.partition >= std::int64_t(partitions))) {
-      return Status::InvalidArgument("emitted event for partition " + std::to_string(r.partition) +
-                                     " of an output topic with " + std::to_string(partitions) + " partitions");
-    }
+    return Status::InvalidArgument("emitted event for partition " + std::to_string(r.partition) +
+                                   " of an output topic with " + std::to_string(partitions) + " partitions");
   }
   return Status::Ok();
 }

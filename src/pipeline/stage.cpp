@@ -101,14 +101,12 @@ Status Stage::open() {
   }
   if (wants_output) {
     if (Status s = open_topic(options_.output, output_); !s.ok()) return s;
-    has_output_ = true;
   }
   if (!options_.dead_letter_topic.empty()) {
     if (Status s = open_topic(options_.dead_letter_topic, dead_letter_); !s.ok()) return s;
     if (dead_letter_->options().producers == ProducerMode::kSingle) {
       return Status::InvalidArgument(what + ": dead-letter topic '" + options_.dead_letter_topic + "' is single-producer");
     }
-    has_dead_letter_ = true;
   }
   const std::uint32_t n = options_.threads;
   if (!inputs_.empty()) {
@@ -144,7 +142,7 @@ Status Stage::decide_delivery() {
   const std::string what = "stage '" + name_ + "'";
   const bool in_durable = !inputs_.empty() && std::all_of(inputs_.begin(), inputs_.end(), durable);
   const bool possible = kind_ == StageKind::kTransform && in_durable && batchable(*output_) &&
-                        (!has_dead_letter_ || batchable(*dead_letter_));
+                        (!dead_letter_ || batchable(*dead_letter_));
   if (options_.delivery == Delivery::kExactlyOnce && !possible) {
     return Status::InvalidArgument(what + ": exactly-once needs a transform whose input, output (and dead-letter) "
                                           "topics are durable and multi-producer");
@@ -165,7 +163,6 @@ Status Stage::decide_delivery() {
       return Status::InvalidArgument(what + ": topic '" + c->name() + "' is not this stage's state changelog");
     }
     changelog_.emplace(*c);
-    has_changelog_ = true;
   }
   use_batch_ = exactly_once_ || durable_state;
   return Status::Ok();
@@ -204,35 +201,39 @@ Status Stage::open_worker(Worker& w, std::uint32_t index) {
       w.multi = std::move(*consumer);
     }
   }
-  if (has_output_) {
+  if (output_) {
     Result<Producer> p = output_->producer();
     if (!p.ok()) return p.status().with_context("stage '" + name_ + "'");
     w.out = std::move(*p);
   }
-  if (has_dead_letter_) {
+  if (dead_letter_) {
     Result<Producer> p = dead_letter_->producer();
     if (!p.ok()) return p.status().with_context("stage '" + name_ + "'");
     w.dead = std::move(*p);
   }
   if (state_) {
-    w.table = state_->make(/*durable=*/has_changelog_);
+    w.table = state_->make(/*durable=*/changelog_.has_value());
     if (Status s = restore_state(w); !s.ok()) return s;
   }
   return Status::Ok();
 }
 
 Status Stage::restore_state(Worker& w) {
-  if (!has_changelog_) return Status::Ok();
+  if (!changelog_) return Status::Ok();
   const std::string what = "stage '" + name_ + "': restoring its state";
   const std::string reader = consumer_name() + ".restore";
-  std::vector<PartitionStats> ends = changelog_->stats();
+  std::vector<std::uint64_t> read_to, end;  // per partition: next offset to read, and where the log ends
+  for (const PartitionStats& p : changelog_->stats()) {
+    read_to.push_back(p.earliest_offset);
+    end.push_back(p.next_offset);
+  }
   Status result = Status::Ok();
   {
     Result<Consumer> c = changelog_->consumer({.name = reader, .position = Position::earliest(), .partitions = w.partitions});
     if (!c.ok()) return c.status().with_context(what);
     auto done = [&] {
       for (std::uint32_t p : w.partitions) {
-        if (ends[p].earliest_offset < ends[p].next_offset) return false;
+        if (read_to[p] < end[p]) return false;
       }
       return true;
     };
@@ -251,7 +252,7 @@ Status Stage::restore_state(Worker& w) {
           result = s.with_context(what);
           break;
         }
-        ends[e.partition()].earliest_offset = e.offset() + 1;  // read up to here
+        read_to[e.partition()] = e.offset() + 1;
       }
       if (!result.ok()) break;
     }
@@ -331,9 +332,9 @@ void Stage::run_reader(Worker& w) {
     auto bound = [&](const Topic& t) {
       if (batchable(t)) chunk_limit = std::min<std::size_t>(chunk_limit, std::max<std::uint32_t>(1, t.options().capacity / 2));
     };
-    if (has_output_) bound(*output_);
-    if (has_dead_letter_) bound(*dead_letter_);
-    if (has_changelog_) bound(*changelog_);
+    if (output_) bound(*output_);
+    if (dead_letter_) bound(*dead_letter_);
+    if (changelog_) bound(*changelog_);
   }
   auto chunk_full = [&] {
     const std::size_t changes = w.table ? w.table->pending_changes() : 0;
@@ -354,7 +355,7 @@ void Stage::run_reader(Worker& w) {
     if (!batch.ok()) {
       if (batch.status().code() == Status::Code::kTimedOut) {
         // What the timers produced (expiries, and their changelog records).
-        const bool changed = has_changelog_ && w.table->pending_changes() > 0;
+        const bool changed = changelog_ && w.table->pending_changes() > 0;
         if ((w.outputs.size() + w.dead_letters.size() > 0 || changed) && !deliver(w, 0, {})) return;
         continue;
       }
@@ -414,21 +415,23 @@ template <class Call>
 std::optional<std::string> Stage::attempt(Worker& w, Call&& call) {
   const std::size_t mark = w.outputs.mark();
   std::optional<std::string> failed = user_code_threw(call);
-  if (!failed && has_output_ && !w.outputs.fits_since(mark, output_->options().max_event_size, output_->partitions())) {
+  if (!failed && output_ && !w.outputs.fits_since(mark, output_->options().max_event_size, output_->partitions())) {
     failed = std::string(w.outputs.check_since(mark, output_->options().max_event_size, output_->partitions()).message());
   }
   if (failed) w.outputs.rollback(mark);
   return failed;
 }
 
+void Stage::call_fn(Worker& w, const Event& e) {
+  if (kind_ == StageKind::kTransform) {
+    std::get<TransformFn>(fn_)(e, w.outputs);
+  } else {
+    std::get<SinkFn>(fn_)(e);
+  }
+}
+
 std::optional<std::string> Stage::try_fast(Worker& w, const Event& e) {
-  return attempt(w, [&] {
-    if (kind_ == StageKind::kTransform) {
-      std::get<TransformFn>(fn_)(e, w.outputs);
-    } else {
-      std::get<SinkFn>(fn_)(e);
-    }
-  });
+  return attempt(w, [&] { call_fn(w, e); });
 }
 
 template <class Call>
@@ -456,17 +459,15 @@ bool Stage::handle(Worker& w, std::size_t input, const Event& e, std::optional<s
   const std::optional<std::string> threw = with_retries(w, [&] {
     if (w.table) {
       verdict = w.table->add(input, e, w.outputs, w.dead_letters, reason);
-    } else if (kind_ == StageKind::kTransform) {
-      std::get<TransformFn>(fn_)(e, w.outputs);
     } else {
-      std::get<SinkFn>(fn_)(e);
+      call_fn(w, e);
     }
   }, attempts, stopped, std::move(first_error));
   if (stopped) return false;
   if (threw) {
     errors_.fetch_add(1, std::memory_order_relaxed);
     note_error(*threw);
-    if (has_dead_letter_) (void)dead_letter(w, input, e, *threw, attempts);
+    if (dead_letter_) dead_letter(w, input, e, *threw, attempts);
     return true;
   }
   switch (verdict) {
@@ -474,18 +475,18 @@ bool Stage::handle(Worker& w, std::size_t input, const Event& e, std::optional<s
       return true;
     case StageState::Verdict::kLate:
       late_.fetch_add(1, std::memory_order_relaxed);
-      if (has_dead_letter_ && state_->dead_letter_late()) (void)dead_letter(w, input, e, "late event", 1);
+      if (dead_letter_ && state_->dead_letter_late()) dead_letter(w, input, e, "late event", 1);
       return true;
     case StageState::Verdict::kRejected:
       errors_.fetch_add(1, std::memory_order_relaxed);
       note_error(reason);
-      if (has_dead_letter_) (void)dead_letter(w, input, e, reason, 1);
+      if (dead_letter_) dead_letter(w, input, e, reason, 1);
       return true;
   }
   return true;
 }
 
-Status Stage::dead_letter(Worker& w, std::size_t input, const Event& e, const std::string& reason, std::uint32_t attempts) {
+void Stage::dead_letter(Worker& w, std::size_t input, const Event& e, const std::string& reason, std::uint32_t attempts) {
   nlohmann::json info = {{"reason", reason},
                          {"stage", name_},
                          {"topic", input_names_[input]},
@@ -494,7 +495,6 @@ Status Stage::dead_letter(Worker& w, std::size_t input, const Event& e, const st
                          {"attempts", attempts}};
   const std::string metadata = dead_letter_metadata(e.metadata(), std::move(info));
   w.dead_letters.emit(Message{e.key(), metadata, e.data(), {}, kAnyPartition});
-  return Status::Ok();
 }
 
 bool Stage::publish_all(Producer& p, std::span<const Message> messages) {
@@ -520,28 +520,26 @@ bool Stage::deliver(Worker& w, std::size_t input, std::span<const Event> handled
   const std::size_t outputs = w.outputs.size(), dead = w.dead_letters.size();
   if (use_batch_) {
     w.batch.clear();
-    auto add = [&](const Topic& t, Producer& p, Emitter& emitter) {
-      if (emitter.size() == 0) return true;
-      if (!batchable(t)) return publish_all(p, emitter.messages());  // memory-only: before the commit
+    auto into_batch = [&](const Topic& t, Emitter& emitter) {
       for (const Message& m : emitter.messages()) {
         if (Status s = w.batch.publish(t, m); !s.ok()) {
-          note_error("write batch: " + s.to_string());
+          note_error("write batch to '" + t.name() + "': " + s.to_string());
           return false;
         }
       }
       return true;
     };
-    if (has_output_ && !add(*output_, w.out, w.outputs)) return false;
-    if (has_dead_letter_ && !add(*dead_letter_, w.dead, w.dead_letters)) return false;
-    if (has_changelog_) {
+    // Memory-only targets are published before the commit.
+    auto add = [&](const Topic& t, Producer& p, Emitter& emitter) {
+      if (emitter.size() == 0) return true;
+      return batchable(t) ? into_batch(t, emitter) : publish_all(p, emitter.messages());
+    };
+    if (output_ && !add(*output_, w.out, w.outputs)) return false;
+    if (dead_letter_ && !add(*dead_letter_, w.dead, w.dead_letters)) return false;
+    if (changelog_) {
       w.changes.clear();
       w.table->take_changes(w.changes);
-      for (const Message& m : w.changes.messages()) {
-        if (Status s = w.batch.publish(*changelog_, m); !s.ok()) {
-          note_error("window changelog: " + s.to_string());
-          return false;
-        }
-      }
+      if (!into_batch(*changelog_, w.changes)) return false;
     }
     if (!handled.empty()) {
       if (Status s = batch_ack(w, input, handled.back()); !s.ok()) {

@@ -75,7 +75,10 @@ class Stage {
   Result<Polled> poll(Worker& w);
   Status ack(Worker& w, std::size_t input, const Event& e);
   Status batch_ack(Worker& w, std::size_t input, const Event& e);
-  Status dead_letter(Worker& w, std::size_t input, const Event& e, const std::string& reason, std::uint32_t attempts);
+  // Queues `e` for the dead-letter topic with why and where it came from.
+  void dead_letter(Worker& w, std::size_t input, const Event& e, const std::string& reason, std::uint32_t attempts);
+  // The stage function of a stateless stage (transform or sink) on one event.
+  void call_fn(Worker& w, const Event& e);
 
   void run(Worker& w);
   void run_source(Worker& w);
@@ -123,8 +126,7 @@ class Stage {
 
   std::vector<std::string> input_names_;  // options.input, or options.inputs
   std::vector<Topic> inputs_;
-  std::optional<Topic> output_, dead_letter_, changelog_;
-  bool has_output_ = false, has_dead_letter_ = false, has_changelog_ = false;
+  std::optional<Topic> output_, dead_letter_, changelog_;  // each only when the stage has one
   bool exactly_once_ = false;  // outputs + ack in one write batch
   bool use_batch_ = false;     // acks go through write batches (exactly-once or durable window state)
   bool individual_acks_ = false;

@@ -5,9 +5,9 @@
 #include <vector>
 
 #include "common/clock.hpp"
+#include "common/dead_letter.hpp"
 #include "common/user_code.hpp"
 #include "event/record_writer.hpp"
-#include "rill/json.hpp"
 
 namespace rill {
 
@@ -58,10 +58,6 @@ bool get(std::string_view& s, T& v) {
 }
 
 }  // namespace
-
-bool mine(std::uint32_t partition, const std::vector<std::uint32_t>& partitions) {
-  return std::find(partitions.begin(), partitions.end(), partition) != partitions.end();
-}
 
 void begin_record(std::string& out, bool present, std::uint32_t partition) {
   out.clear();
@@ -171,8 +167,7 @@ void JoinTable::leave(Entries::iterator it, const char* why, Emitter& expired) {
   if (dead_letters_) {
     std::string data;
     if (fns_.encode) (void)user_code_threw([&] { data = fns_.encode(it->second.partial); });
-    const nlohmann::json md = {{"dead_letter", {{"reason", why}, {"stage", stage_}}}};
-    expired.emit(it->first, md.dump(), data);
+    expired.emit(it->first, dead_letter_metadata({}, {{"reason", why}, {"stage", stage_}}), data);
   }
   erase(it);
 }

@@ -24,8 +24,6 @@
 namespace rill::detail {
 
 // Changelog helpers shared by the join states.
-// Whether a record's input partition is one a stage thread reads.
-bool mine(std::uint32_t partition, const std::vector<std::uint32_t>& partitions);
 // Every join changelog record starts with whether its entry is present
 // (absent: removed) and the entry's input partition.
 void begin_record(std::string& out, bool present, std::uint32_t partition);

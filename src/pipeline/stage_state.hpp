@@ -7,7 +7,10 @@
 // functions throw; the stage retries or dead-letters the event.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <limits>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -16,6 +19,42 @@
 #include "rill/pipeline.hpp"
 
 namespace rill::detail {
+
+// Event time as a stateful stage sees it: the largest event time seen in
+// each input partition, and the stream's time, the smallest of those (so a
+// partition whose batches come later holds the stream back rather than
+// making its events late). kNone before any event.
+class PartitionClock {
+ public:
+  static constexpr std::int64_t kNone = std::numeric_limits<std::int64_t>::min();
+  // The largest time seen in partition p (kNone: none yet).
+  std::int64_t seen(std::uint32_t p) const noexcept {
+    auto it = max_.find(p);
+    return it == max_.end() ? kNone : it->second;
+  }
+  // The stream's time if partition p's largest time were t.
+  std::int64_t low_with(std::uint32_t p, std::int64_t t) const noexcept {
+    std::int64_t low = t;
+    for (const auto& [partition, max] : max_) {
+      if (partition != p) low = std::min(low, max);
+    }
+    return low;
+  }
+  std::int64_t low() const noexcept { return max_.empty() ? kNone : low_with(max_.begin()->first, max_.begin()->second); }
+  void raise(std::uint32_t p, std::int64_t t) {
+    if (t == kNone) return;
+    auto [it, fresh] = max_.emplace(p, t);
+    if (!fresh) it->second = std::max(it->second, t);
+  }
+
+ private:
+  std::map<std::uint32_t, std::int64_t> max_;
+};
+
+// Whether a changelog record's input partition is one a stage thread reads.
+inline bool mine(std::uint32_t partition, const std::vector<std::uint32_t>& partitions) {
+  return std::find(partitions.begin(), partitions.end(), partition) != partitions.end();
+}
 
 class StageState {
  public:

@@ -43,14 +43,6 @@ std::int64_t StreamJoinState::closes_at(int side, std::int64_t t) const noexcept
   return t + (side == 0 ? after_ : before_) + grace_;
 }
 
-std::int64_t StreamJoinState::stream_time_with(std::uint32_t p, std::int64_t t) const noexcept {
-  std::int64_t low = t;
-  for (const auto& [partition, max] : max_time_) {
-    if (partition != p) low = std::min(low, max);
-  }
-  return low;
-}
-
 void StreamJoinState::emit(std::string_view key, const Event* left, const Event* right, Emitter& out) const {
   if (join_.combine) {
     join_.combine(key, left, right, out);
@@ -63,9 +55,8 @@ void StreamJoinState::emit(std::string_view key, const Event* left, const Event*
 StageState::Verdict StreamJoinState::add(std::size_t input, const Event& e, Emitter& out, Emitter&, std::string&) {
   const int side = input == 0 ? 0 : 1;
   const std::int64_t t = join_.event_time ? join_.event_time(e) : e.timestamp_ns();
-  auto seen = max_time_.find(e.partition());
-  const std::int64_t new_max = seen == max_time_.end() ? t : std::max(seen->second, t);
-  const std::int64_t now = stream_time_with(e.partition(), new_max);
+  const std::int64_t new_max = std::max(clock_.seen(e.partition()), t);
+  const std::int64_t now = clock_.low_with(e.partition(), new_max);
   if (closes_at(side, t) < now) return Verdict::kLate;
 
   // First every call of user code (combine), then the changes: an
@@ -96,7 +87,7 @@ StageState::Verdict StreamJoinState::add(std::size_t input, const Event& e, Emit
     closed.push_back(c);
   }
 
-  max_time_[e.partition()] = new_max;
+  clock_.raise(e.partition(), new_max);
   if (key_it == keys_.end()) {
     key_it = keys_.emplace(std::string(e.key()), Buffers{}).first;
     key_it->second.partition = e.partition();
@@ -122,8 +113,7 @@ void StreamJoinState::take_changes(Emitter& changelog) {
   for (const auto& [key, partition] : changed_) {
     auto it = keys_.find(key);
     begin_record(data, it != keys_.end(), partition);
-    auto m = max_time_.find(partition);
-    put(data, m == max_time_.end() ? std::numeric_limits<std::int64_t>::min() : m->second);
+    put(data, clock_.seen(partition));
     if (it != keys_.end()) {
       for (const auto& side : it->second.side) {
         put(data, std::uint32_t(side.size()));
@@ -147,10 +137,7 @@ Status StreamJoinState::restore(std::string_view key, std::string_view data, con
   std::int64_t max_time = 0;
   if (!read_record_head(data, present, partition) || !get(data, max_time)) return bad;
   if (!mine(partition, partitions)) return Status::Ok();
-  if (max_time != std::numeric_limits<std::int64_t>::min()) {
-    auto [m, fresh] = max_time_.emplace(partition, max_time);
-    if (!fresh) m->second = std::max(m->second, max_time);
-  }
+  clock_.raise(partition, max_time);
   if (!present) {
     if (auto it = keys_.find(key); it != keys_.end()) keys_.erase(it);
     return Status::Ok();

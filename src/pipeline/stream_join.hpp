@@ -39,7 +39,6 @@ class StreamJoinState final : public StageState {
   };
   // When an item of `side` at time t stops being joinable.
   std::int64_t closes_at(int side, std::int64_t t) const noexcept;
-  std::int64_t stream_time_with(std::uint32_t p, std::int64_t t) const noexcept;
   void emit(std::string_view key, const Event* left, const Event* right, Emitter& out) const;
   // Drops what stream time `now` closed, emitting unmatched ones as the kind says.
   void expire(std::int64_t now, Emitter& out);
@@ -48,7 +47,7 @@ class StreamJoinState final : public StageState {
   const bool track_changes_;
   const std::int64_t before_, after_, grace_;
   std::map<std::string, Buffers, std::less<>> keys_;
-  std::map<std::uint32_t, std::int64_t> max_time_;  // per input partition
+  PartitionClock clock_;
   std::multimap<std::int64_t, std::tuple<std::string, int, std::uint64_t>> closing_;  // close time -> item
   std::uint64_t next_seq_ = 0;
   std::map<std::string, std::uint32_t, std::less<>> changed_;

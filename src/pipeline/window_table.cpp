@@ -25,19 +25,11 @@ WindowTable::WindowTable(const WindowFns& fns, bool track_changes)
       hop_ns_(fns.options.hop.count() > 0 ? std::chrono::nanoseconds(fns.options.hop).count() : size_ns_),
       lateness_ns_(std::chrono::nanoseconds(fns.options.allowed_lateness).count()) {}
 
-std::int64_t WindowTable::watermark_with(std::uint32_t p, std::int64_t t) const noexcept {
-  std::int64_t low = t;
-  for (const auto& [partition, max] : max_time_) {
-    if (partition != p) low = std::min(low, max);
-  }
-  return low == std::numeric_limits<std::int64_t>::min() ? low : low - lateness_ns_;
+std::int64_t WindowTable::watermark_at(std::int64_t stream_time) const noexcept {
+  return stream_time == PartitionClock::kNone ? stream_time : stream_time - lateness_ns_;
 }
 
-std::int64_t WindowTable::watermark() const noexcept {
-  if (max_time_.empty()) return std::numeric_limits<std::int64_t>::min();
-  const auto& [p, t] = *max_time_.begin();
-  return watermark_with(p, t);
-}
+std::int64_t WindowTable::watermark() const noexcept { return watermark_at(clock_.low()); }
 
 std::size_t WindowTable::open_windows() const noexcept {
   std::size_t n = 0;
@@ -57,9 +49,8 @@ Status WindowSpec::validate(std::size_t inputs) const {
 
 StageState::Verdict WindowTable::add(std::size_t, const Event& e, Emitter& out, Emitter&, std::string&) {
   const std::int64_t t = fns_.options.event_time ? fns_.options.event_time(e) : e.timestamp_ns();
-  auto seen = max_time_.find(e.partition());
-  const std::int64_t new_max = seen == max_time_.end() ? t : std::max(seen->second, t);
-  const std::int64_t wm = watermark_with(e.partition(), new_max);
+  const std::int64_t new_max = std::max(clock_.seen(e.partition()), t);
+  const std::int64_t wm = watermark_at(clock_.low_with(e.partition(), new_max));
   // The event's windows: starts s = k * hop with s <= t < s + size.
   const std::int64_t last_start = floor_div(t, hop_ns_) * hop_ns_;
   if (last_start + size_ns_ <= wm) return Verdict::kLate;  // even its newest window is closed
@@ -74,7 +65,7 @@ StageState::Verdict WindowTable::add(std::size_t, const Event& e, Emitter& out, 
     for (const auto& [key, entry] : it->second) changed_.erase(std::pair<std::int64_t, std::string>(it->first, key));
   }
   windows_.erase(windows_.begin(), close_end);
-  max_time_[e.partition()] = new_max;
+  clock_.raise(e.partition(), new_max);
 
   for (std::int64_t s = last_start; s > t - size_ns_ && s + size_ns_ > wm; s -= hop_ns_) {
     Keys& keys = windows_[s];
@@ -96,7 +87,7 @@ void WindowTable::take_changes(Emitter& changelog) {
     const std::string state = fns_.encode(k->second.state);
     data.resize(kHeader);
     std::memcpy(data.data(), &start, 8);
-    const std::int64_t max_time = max_time_.at(k->second.partition);
+    const std::int64_t max_time = clock_.seen(k->second.partition);
     std::memcpy(data.data() + 8, &max_time, 8);
     std::memcpy(data.data() + 16, &k->second.partition, 4);
     data += state;
@@ -112,11 +103,8 @@ Status WindowTable::restore(std::string_view key, std::string_view data, const s
   std::memcpy(&start, data.data(), 8);
   std::memcpy(&max_time, data.data() + 8, 8);
   std::memcpy(&partition, data.data() + 16, 4);
-  bool mine = false;
-  for (std::uint32_t p : partitions) mine |= p == partition;
-  if (!mine) return Status::Ok();
-  auto [seen, fresh] = max_time_.emplace(partition, max_time);
-  if (!fresh) seen->second = std::max(seen->second, max_time);
+  if (!mine(partition, partitions)) return Status::Ok();
+  clock_.raise(partition, max_time);
   windows_[start].insert_or_assign(std::string(key), Entry{fns_.decode(data.substr(kHeader)), partition});
   return Status::Ok();
 }

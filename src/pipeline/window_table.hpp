@@ -62,9 +62,9 @@ class WindowTable final : public StageState {
   const WindowFns& fns_;
   const bool track_changes_;
   const std::int64_t size_ns_, hop_ns_, lateness_ns_;
-  std::map<std::uint32_t, std::int64_t> max_time_;  // per input partition
-  // The watermark if partition p's largest event time became t.
-  std::int64_t watermark_with(std::uint32_t p, std::int64_t t) const noexcept;
+  PartitionClock clock_;  // the watermark is its time minus the lateness
+  // The watermark for a stream time (kNone stays kNone).
+  std::int64_t watermark_at(std::int64_t stream_time) const noexcept;
   std::map<std::int64_t, Keys> windows_;  // by start; equal sizes, so also by end
   std::set<std::pair<std::int64_t, std::string>, std::less<>> changed_;
 };

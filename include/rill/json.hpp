@@ -8,6 +8,7 @@
 #include <string>
 
 #include "rill/event.hpp"
+#include "rill/options.hpp"
 #include "rill/status.hpp"
 
 namespace rill {
@@ -22,5 +23,18 @@ inline Result<nlohmann::json> parse_metadata(std::string_view text) {
   return j;
 }
 inline Result<nlohmann::json> parse_metadata(const Event& e) { return parse_metadata(e.metadata()); }
+
+// A metadata serializer (ProducerOptions::metadata_serializer) that
+// accepts only a JSON object (or empty metadata) and publishes it in
+// compact form: malformed metadata is refused before it is published.
+inline MetadataSerializer json_object_metadata() {
+  return [](std::string_view text, std::string& out) -> Status {
+    if (text.empty()) return Status::Ok();
+    Result<nlohmann::json> j = parse_metadata(text);
+    if (!j.ok()) return j.status();
+    out = j->dump();
+    return Status::Ok();
+  };
+}
 
 }  // namespace rill

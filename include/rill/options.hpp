@@ -232,6 +232,14 @@ struct ConsumerOptions {
   // out in order. prefetch_batches: batches prepared ahead (>= 1).
   std::shared_ptr<ThreadPool> thread_pool{};
   std::uint32_t prefetch_batches = 2;
+  // The pull model's batch size (Diaspora's BatchSize). 0, adaptive: a
+  // batch is fetched as soon as one event is there, with whatever is there
+  // up to max_batch, so batches grow while the consumer falls behind.
+  // n > 0, fixed: a batch is fetched once n events are there (gathered
+  // over partitions and polls); it goes short only when the pull's timeout
+  // expires or the consumer closes, so a stream's tail is not held back.
+  // Memory: n Events, reserved at the first pull.
+  std::uint32_t pull_batch_size = 0;
 };
 
 struct Message;  // rill/producer.hpp
@@ -241,6 +249,18 @@ struct Message;  // rill/producer.hpp
 // InvalidArgument carrying the reason; nothing is published, and a batch
 // with a refused message publishes none of its messages.
 using Validator = std::function<Status(const Message&)>;
+
+// The producer's metadata serializer: turns the metadata a caller passes
+// (structured, in whatever text form the application uses) into the text
+// the event carries, e.g. `key=value` pairs into a JSON object, or JSON
+// normalized, enriched or re-encoded. It runs first, on the calling thread,
+// once per message of publish, try_publish, publish_batch and push; the
+// validator and the partition selector see its output. Returns Ok and
+// fills `out`, or why the metadata is refused: then (and on an exception)
+// that call fails with InvalidArgument and publishes nothing. Allocates:
+// the output text, per message. Built-in: rill::json_object_metadata()
+// (rill/json.hpp).
+using MetadataSerializer = std::function<Status(std::string_view metadata, std::string& out)>;
 
 // Picks the partition, below `partitions`, of a message that names none
 // (Message::partition == kAnyPartition). Called once per message, on the
@@ -274,6 +294,8 @@ struct PushOptions {
 struct ProducerOptions {
   // Reserved for the producer's name in stats and durable logs; may be empty.
   std::string name{};
+  // Empty: metadata is published as given.
+  MetadataSerializer metadata_serializer{};
   // Empty: every message is accepted.
   Validator validator{};
   // Empty: the key's hash for keyed messages, round-robin for keyless ones

@@ -60,7 +60,7 @@ Status PullQueue::drive(const PullSlot& slot, Timeout timeout) {
 Result<std::optional<PulledEvent>> PullQueue::next(Timeout timeout) {
   if (consumer_->options().thread_pool) return next_prepared(timeout);
   if (batch_next_ == batch_.size()) {
-    Result<std::span<const Event>> r = consumer_->poll_batch(consumer_->options().max_batch, timeout);
+    Result<std::span<const Event>> r = fetch(timeout);
     if (!r.ok()) {
       if (r.status().is_closed()) return std::optional<PulledEvent>();  // the end of the stream
       return r.status();
@@ -79,7 +79,7 @@ Result<std::optional<PulledEvent>> PullQueue::next_prepared(Timeout timeout) {
   const ConsumerOptions& o = consumer_->options();
   const std::size_t depth = std::max<std::uint32_t>(1, o.prefetch_batches);
   while (prepared_.size() < depth) {
-    Result<std::span<const Event>> r = consumer_->poll_batch(o.max_batch, prepared_.empty() ? timeout : Timeout::zero());
+    Result<std::span<const Event>> r = fetch(prepared_.empty() ? timeout : Timeout::zero());
     if (!r.ok()) {
       if (!prepared_.empty()) break;  // hand out what is ready first
       if (r.status().is_closed()) return std::optional<PulledEvent>();
@@ -108,6 +108,25 @@ Result<std::optional<PulledEvent>> PullQueue::next_prepared(Timeout timeout) {
                                                : Result<std::optional<PulledEvent>>(front.status[i]);
   if (front.next == front.events.size()) prepared_.pop_front();
   return out;
+}
+
+Result<std::span<const Event>> PullQueue::fetch(Timeout timeout) {
+  const ConsumerOptions& o = consumer_->options();
+  if (o.pull_batch_size == 0) return consumer_->poll_batch(o.max_batch, timeout);
+  const std::size_t want = o.pull_batch_size;
+  if (fixed_.capacity() < want) fixed_.reserve(want);
+  fixed_.clear();
+  const Deadline deadline = deadline_after(timeout);
+  while (fixed_.size() < want) {
+    Result<std::span<const Event>> r = consumer_->poll_batch(want - fixed_.size(), remaining(deadline));
+    if (!r.ok()) {
+      if (!fixed_.empty() && (r.status().is_timed_out() || r.status().is_closed())) break;  // short
+      return r.status();
+    }
+    // The consumer refills every entry it hands out: moving them is safe.
+    for (const Event& e : *r) fixed_.push_back(std::move(const_cast<Event&>(e)));
+  }
+  return std::span<const Event>(fixed_.data(), fixed_.size());
 }
 
 // Moves the event out of the consumer's batch: the storage is not const,

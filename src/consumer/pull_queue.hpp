@@ -51,6 +51,10 @@ class PullQueue : public std::enable_shared_from_this<PullQueue> {
   // TimedOut when none came in time (nothing consumed).
   Result<std::optional<PulledEvent>> next(Timeout timeout);
   Result<std::optional<PulledEvent>> next_prepared(Timeout timeout);
+  // The next batch: poll_batch's (adaptive), or pull_batch_size events
+  // gathered in fixed_ (short only at the timeout or the end). Closed at
+  // the end of the stream with nothing gathered.
+  Result<std::span<const Event>> fetch(Timeout timeout);
 
   // The user's hooks, shared with pool tasks that may outlive the consumer.
   struct Hooks {
@@ -72,7 +76,8 @@ class PullQueue : public std::enable_shared_from_this<PullQueue> {
   std::shared_ptr<const Hooks> hooks_;
   std::deque<std::shared_ptr<Prepared>> prepared_;
   std::deque<std::shared_ptr<PullSlot>> pending_;
-  std::span<const Event> batch_;  // the consumer's last poll_batch, handed out one by one
+  std::span<const Event> batch_;  // the last fetched batch, handed out one by one
+  std::vector<Event> fixed_;      // a fixed-size batch being gathered
   std::size_t batch_next_ = 0;
 };
 

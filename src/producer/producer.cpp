@@ -164,6 +164,23 @@ Result<std::uint32_t> ProducerImpl::select_partition(const Message& m) {
   return chosen;
 }
 
+Result<Message> ProducerImpl::serialize(const Message& m, std::string& text) const {
+  text.clear();
+  Status verdict;
+  if (Status thrown = guarded_hook("the metadata serializer",
+                                   [&] { verdict = options_.metadata_serializer(m.metadata, text); });
+      !thrown.ok()) {
+    return thrown;
+  }
+  if (!verdict.ok()) {
+    return Status::InvalidArgument("the metadata serializer refused the metadata: " + std::string(verdict.message()) +
+                                   "; nothing was published");
+  }
+  Message out = m;
+  out.metadata = text;
+  return out;
+}
+
 Status ProducerImpl::run_validator(const Message& m) const {
   Status verdict;
   if (Status thrown = guarded_hook("the validator", [&] { verdict = options_.validator(m); }); !thrown.ok()) {
@@ -212,6 +229,13 @@ void Producer::close() noexcept {
 namespace detail {
 
 Result<EventId> ProducerImpl::publish_message(const Message& m, LazyDeadline& deadline, bool may_wait) {
+  if (has_serializer()) {
+    std::string text;
+    Result<Message> serialized = serialize(m, text);
+    if (!serialized.ok()) return serialized.status();
+    if (Status s = validate(*serialized); !s.ok()) return s;
+    return publish_validated(*serialized, deadline, may_wait);
+  }
   if (Status s = validate(m); !s.ok()) return s;
   return publish_validated(m, deadline, may_wait);
 }
@@ -304,6 +328,22 @@ Result<std::size_t> Producer::publish_batch(std::span<const Message> messages, T
   assert(impl_ && "publish_batch() needs a valid Producer");
   if (impl_->pusher_) return pushing();
   detail::ProducerImpl& p = *impl_;
+  if (p.has_serializer()) {  // serialize every message first: a refusal publishes none
+    std::vector<std::string> texts(messages.size());
+    std::vector<Message> serialized;
+    serialized.reserve(messages.size());
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      Result<Message> m = p.serialize(messages[i], texts[i]);
+      if (!m.ok()) return m.status();
+      serialized.push_back(std::move(*m));
+    }
+    return detail::publish_messages(p, serialized, timeout);
+  }
+  return detail::publish_messages(p, messages, timeout);
+}
+
+Result<std::size_t> detail::publish_messages(detail::ProducerImpl& p, std::span<const Message> messages,
+                                             Timeout timeout) {
   const std::uint32_t max_size = p.topic_->options().max_event_size;
   // Validate everything first: an invalid message publishes nothing. A
   // partition selector is asked once per message, here.

@@ -78,6 +78,10 @@ class ProducerImpl {
     if (parts == 1) return 0;
     return m.key.empty() ? sticky_ : std::uint32_t(hash_key(m.key) % parts);
   }
+  bool has_serializer() const noexcept { return bool(options_.metadata_serializer); }
+  // The message with its metadata run through the serializer, into `text`
+  // (which the returned Message views). REQUIRES: has_serializer().
+  Result<Message> serialize(const Message& m, std::string& text) const;
   bool has_validator() const noexcept { return bool(options_.validator); }
   // The validator's verdict (Ok without one).
   Status validate(const Message& m) const {
@@ -131,5 +135,9 @@ class ProducerImpl {
 
   static constexpr std::size_t kMaxRun = 64;  // prepared events held on the stack
 };
+
+// Producer::publish_batch after serialization: validates every message,
+// then publishes them in runs of one partition.
+Result<std::size_t> publish_messages(ProducerImpl& p, std::span<const Message> messages, Timeout timeout);
 
 }  // namespace rill::detail

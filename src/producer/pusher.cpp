@@ -2,6 +2,7 @@
 #include "producer/pusher.hpp"
 
 #include <map>
+#include <optional>
 
 #include "event/record_writer.hpp"
 #include "producer/producer_impl.hpp"
@@ -44,9 +45,17 @@ bool Pusher::hand_over(std::unique_lock<std::mutex>& lock, Deadline deadline, bo
   return true;
 }
 
-PushFuture Pusher::push(const Message& m, Timeout timeout) {
+PushFuture Pusher::push(const Message& given, Timeout timeout) {
   ProducerImpl& p = *senders_.front();
   if (p.stopped()) return refused(p.stop_status());
+  std::string text;
+  std::optional<Message> serialized;
+  if (p.has_serializer()) {
+    Result<Message> r = p.serialize(given, text);
+    if (!r.ok()) return refused(r.status());
+    serialized = std::move(*r);
+  }
+  const Message& m = serialized ? *serialized : given;
   if (Status s = p.validate(m); !s.ok()) return refused(std::move(s));
   if (Status s = check_event_size(m, p.topic_->options().max_event_size); !s.ok()) return refused(std::move(s));
   const std::size_t cap = options_.batch_size ? options_.batch_size : kAdaptiveCap;

@@ -547,3 +547,51 @@ TEST_CASE("with a thread pool, selection runs on the pool and events still come 
   CHECK(selector_threads.count(std::this_thread::get_id()) == 0);  // never on the pulling thread
   CHECK_FALSE(selector_threads.empty());
 }
+
+TEST_CASE("a fixed pull batch waits for n events over partitions; it goes short only at the timeout",
+          "[pull][batch]") {
+  Bus bus;
+  auto t = make_topic(bus, {.partitions = 2, .capacity = 64});
+  ConsumerOptions o{.name = "c", .max_batch = 2};  // a batch needs polls of several partitions
+  o.pull_batch_size = 5;
+  auto c = *t.consumer(o);
+  auto p = *t.producer();
+  // A pull that may wait forever gets its event only once 5 are there,
+  // whenever the producer (another thread) gets to them.
+  std::thread producer([&] {
+    for (int i = 0; i < 5; ++i) {
+      if (!p.publish(Message{.data = "e" + std::to_string(i), .partition = i % 2}).ok()) return;
+      std::this_thread::sleep_for(2ms);
+    }
+  });
+  auto first = c.pull().wait(-1);
+  producer.join();
+  REQUIRE(first.ok());
+  REQUIRE(*first);
+  CHECK(c.stats().delivered == 5);  // the whole batch was fetched before the first event went out
+  std::set<std::string> got{(*first)->data().to_string()};
+  for (int i = 0; i < 4; ++i) {
+    auto r = c.pull().wait(0ms);  // buffered: no wait
+    REQUIRE(r.ok());
+    REQUIRE(*r);
+    got.insert((*r)->data().to_string());
+  }
+  CHECK(got == std::set<std::string>{"e0", "e1", "e2", "e3", "e4"});
+  // The tail: three events, a pull with a timeout delivers them short.
+  for (int i = 0; i < 3; ++i) REQUIRE(p.publish(Message{.data = "t" + std::to_string(i), .partition = 0}).ok());
+  auto tail = c.pull().wait(20ms);
+  REQUIRE(tail.ok());
+  REQUIRE(*tail);
+  CHECK((*tail)->data().to_string() == "t0");
+  CHECK(c.stats().delivered == 8);
+  CHECK((*c.pull().wait(0ms))->data().to_string() == "t1");
+  CHECK((*c.pull().wait(0ms))->data().to_string() == "t2");
+  CHECK(c.pull().wait(10ms).status().is_timed_out());
+  // Closing ends the stream; what was not pulled stays unacked for the name.
+  REQUIRE(p.publish(Message{.data = "last", .partition = 1}).ok());
+  auto f = c.pull();
+  c.close();
+  auto end = f.wait(1s);
+  REQUIRE(end.ok());
+  CHECK_FALSE(*end);
+}

@@ -2,6 +2,7 @@
 // the single-producer right.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <set>
@@ -9,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "rill/json.hpp"
 #include "rill/rill.hpp"
 
 using namespace rill;
@@ -266,4 +268,85 @@ TEST_CASE("partition selectors: round-robin ignores keys, user choices are check
   CHECK(out_of_range.status().is_invalid_argument());
   CHECK(out_of_range.status().message().find("chose partition 3") != std::string_view::npos);
   CHECK(b.publish("throw", "", "v").status().message().find("selector exploded") != std::string_view::npos);
+}
+
+namespace {
+// A serializer from the application's `k=v;k=v` form to a JSON object;
+// an entry without '=' is refused, "boom" throws.
+Status kv_to_json(std::string_view in, std::string& out) {
+  if (in == "boom") throw std::runtime_error("serializer exploded");
+  out = "{";
+  while (!in.empty()) {
+    const std::size_t end = std::min(in.find(';'), in.size());
+    const std::string_view pair = in.substr(0, end);
+    const std::size_t eq = pair.find('=');
+    if (eq == std::string_view::npos) return Status::InvalidArgument("'" + std::string(pair) + "' is not k=v");
+    if (out.size() > 1) out += ',';
+    out += "\"" + std::string(pair.substr(0, eq)) + "\":\"" + std::string(pair.substr(eq + 1)) + "\"";
+    in.remove_prefix(std::min(end + 1, in.size()));
+  }
+  out += "}";
+  return Status::Ok();
+}
+}  // namespace
+
+TEST_CASE("a metadata serializer shapes what publish and publish_batch store; refusals publish nothing",
+          "[producer][serializer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 2, .capacity = 64});
+  ProducerOptions po;
+  po.metadata_serializer = kv_to_json;
+  std::atomic<int> validated_json{0};
+  po.validator = [&](const Message& m) {  // sees the serializer's output
+    validated_json += !m.metadata.empty() && m.metadata.front() == '{';
+    return Status::Ok();
+  };
+  auto p = *t.producer(po);
+  auto c = *t.consumer({.name = "c"});
+  REQUIRE(p.publish(Message{.key = "k", .metadata = "energy=25;unit=keV", .data = "img"}).ok());
+  auto refused = p.publish(Message{.metadata = "energy"});
+  REQUIRE(refused.status().is_invalid_argument());
+  CHECK(refused.status().message().find("not k=v") != std::string_view::npos);
+  auto thrown = p.try_publish(Message{.metadata = "boom"});
+  REQUIRE(thrown.status().is_invalid_argument());
+  CHECK(thrown.status().message().find("serializer exploded") != std::string_view::npos);
+  // A batch with one refused message publishes none of them.
+  std::vector<Message> batch{{.metadata = "a=1"}, {.metadata = "b"}, {.metadata = "c=3"}};
+  CHECK(p.publish_batch(batch).status().is_invalid_argument());
+  batch[1].metadata = "b=2";
+  auto n = p.publish_batch(batch);
+  REQUIRE(n.ok());
+  CHECK(*n == 3);
+  std::vector<std::string> seen;
+  for (int i = 0; i < 4; ++i) {
+    auto e = c.poll(2s);
+    REQUIRE(e.ok());
+    seen.emplace_back(e->metadata());
+    auto j = parse_metadata(*e);
+    REQUIRE(j.ok());  // every stored metadata is a JSON object
+  }
+  CHECK(c.poll(0ms).status().is_timed_out());  // nothing of the refused calls was published
+  std::sort(seen.begin(), seen.end());
+  CHECK(seen == std::vector<std::string>{"{\"a\":\"1\"}", "{\"b\":\"2\"}", "{\"c\":\"3\"}",
+                                         "{\"energy\":\"25\",\"unit\":\"keV\"}"});
+  CHECK(validated_json == 4);
+}
+
+TEST_CASE("the JSON serializer compacts objects and refuses anything else", "[producer][serializer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t");
+  auto p = *t.producer({.metadata_serializer = json_object_metadata()});
+  auto c = *t.consumer({.name = "c"});
+  REQUIRE(p.publish(Message{.metadata = "{ \"energy\" :  21.5 }", .data = "x"}).ok());
+  REQUIRE(p.publish(Message{.data = "no metadata"}).ok());
+  CHECK(p.publish(Message{.metadata = "[1, 2]"}).status().is_invalid_argument());
+  CHECK(p.publish(Message{.metadata = "{oops"}).status().is_invalid_argument());
+  auto a = c.poll(2s);
+  REQUIRE(a.ok());
+  CHECK(a->metadata() == "{\"energy\":21.5}");
+  auto b = c.poll(2s);
+  REQUIRE(b.ok());
+  CHECK(b->metadata().empty());
+  CHECK(b->data() == "no metadata");
+  CHECK(c.poll(0ms).status().is_timed_out());
 }

@@ -196,3 +196,36 @@ TEST_CASE("push on a sync durable topic completes once the events are committed"
   for (auto& f : futures) last = std::max(last, f.wait(0ms)->offset);
   CHECK(t.stats()[0].committed_offset > last);
 }
+
+TEST_CASE("push runs the metadata serializer on the pushing thread; a refusal fails that future only",
+          "[push][serializer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t");
+  ProducerOptions po = pushing(0);
+  const auto pusher = std::this_thread::get_id();
+  std::atomic<int> off_thread{0};
+  po.metadata_serializer = [&](std::string_view in, std::string& out) -> Status {
+    off_thread += std::this_thread::get_id() != pusher;
+    if (in.empty()) return Status::InvalidArgument("metadata is required");
+    out = "{\"tag\":\"" + std::string(in) + "\"}";
+    return Status::Ok();
+  };
+  auto p = *t.producer(po);
+  auto c = *t.consumer({.name = "c"});
+  auto ok1 = p.push("a", "one");
+  auto bad = p.push("", "two");
+  auto ok2 = p.push("b", "three");
+  CHECK(bad.wait(0ms).status().is_invalid_argument());
+  REQUIRE(p.flush().wait(2s).ok());
+  REQUIRE(ok1.wait(2s).ok());
+  REQUIRE(ok2.wait(2s).ok());
+  auto e1 = c.poll(2s);
+  auto e2 = c.poll(2s);
+  REQUIRE((e1.ok() && e2.ok()));
+  CHECK(e1->metadata() == "{\"tag\":\"a\"}");
+  CHECK(e1->data() == "one");
+  CHECK(e2->metadata() == "{\"tag\":\"b\"}");
+  CHECK(e2->data() == "three");
+  CHECK(c.poll(0ms).status().is_timed_out());
+  CHECK(off_thread == 0);
+}

@@ -38,7 +38,7 @@ class BusCore {
     for (const StoredCursor& c : *cursors) {
       auto it = by_id.find(c.topic_id);
       if (it == by_id.end() || c.partition >= it->second->partitions()) continue;  // a dropped topic's leftovers
-      it->second->restore_cursor(c.name, c.partition, c.acked_next);
+      it->second->restore_cursor(c.name, c.partition, c.acked_next, c.acked_above);
     }
     for (auto& [id, core] : by_id) log_->add_topic(core);
     return Status::Ok();

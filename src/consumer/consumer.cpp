@@ -176,7 +176,16 @@ Status ConsumerImpl::attach() {
     // The name's first individual-ack instance: the group takes over the
     // cursors just positioned.
     std::vector<SharedGroup::PartitionInit> init;
-    for (const Cursor& c : cursors_) init.push_back({c.partition, c.gate, c.read});
+    for (const Cursor& c : cursors_) {
+      init.push_back({c.partition, c.gate, c.read, c.durable_acked});
+      if (c.durable_acked) {
+        // A restored cursor's individually acked set applies where the
+        // group starts at the restored position.
+        std::string& bits = ns.acked_above[c.partition];
+        if (c.read == ns.persisted[c.partition]) init.back().acked_above = std::move(bits);
+        bits.clear();
+      }
+    }
     ns.group = std::make_shared<SharedGroup>(*topic_, init, options_.mode == ConsumerMode::kKeyShared);
     cursors_.clear();
     std::fill(cursor_of_.begin(), cursor_of_.end(), -1);
@@ -199,11 +208,6 @@ Status ConsumerImpl::check_individual_acks() {
     }
     return Status::Ok();
   }
-  if (topic_->durable() || topic_->options().overflow == OverflowPolicy::kDropOldest) {
-    return Status::InvalidArgument("individual acks and shared mode need a memory-only topic with overflow "
-                                   "kBlock or kFail; topic '" + topic_->name() + "' is " +
-                                   (topic_->durable() ? "durable" : "lossy (kDropOldest)"));
-  }
   if (options_.max_redeliveries > 0 && options_.dead_letter_topic.empty()) {
     return Status::InvalidArgument("max_redeliveries needs a dead_letter_topic to send exhausted events to");
   }
@@ -218,6 +222,7 @@ Status ConsumerImpl::check_individual_acks() {
     }
   }
   offsets_.resize(batch_.size());
+  found_.resize(batch_.size());
   return Status::Ok();
 }
 
@@ -295,15 +300,7 @@ std::size_t ConsumerImpl::read_disk(Cursor& c, std::uint64_t end, std::size_t ma
   std::uint64_t first_kept = end;
   Status s = d.log->store().read(
       d.stored.dbs[c.partition], c.read, end, max,
-      [&](const StoredEvent& se) {
-        Event& e = batch_[n++];
-        PreparedEvent prepared;
-        const Message m{se.key, se.metadata, se.data, {}, 0};
-        (void)prepare_event(m, ~std::uint32_t{0}, prepared);  // cannot fail: no size limit
-        write_record(e.record(), prepared, se.timestamp_ns);
-        e.set_origin(EventId{c.partition, se.offset}, id_);
-      },
-      first_kept);
+      [&](const StoredEvent& se) { deliver_stored(n++, se, c.partition); }, first_kept);
   if (!s.ok()) {
     error_ = std::move(s);
     return 0;
@@ -326,6 +323,79 @@ std::size_t ConsumerImpl::read_disk(Cursor& c, std::uint64_t end, std::size_t ma
   delivered_.fetch_add(n, std::memory_order_relaxed);
   from_disk_.fetch_add(n, std::memory_order_relaxed);
   return n;
+}
+
+void ConsumerImpl::deliver_stored(std::size_t i, const StoredEvent& se, std::uint32_t partition) {
+  Event& e = batch_[i];
+  PreparedEvent prepared;
+  const Message m{se.key, se.metadata, se.data, {}, 0};
+  (void)prepare_event(m, ~std::uint32_t{0}, prepared);  // cannot fail: no size limit
+  write_record(e.record(), prepared, se.timestamp_ns);
+  e.set_origin(EventId{partition, se.offset}, id_);
+}
+
+std::size_t ConsumerImpl::copy_group(std::uint32_t partition, std::size_t n) {
+  EventRing& ring = topic_->ring(partition);
+  if (!group_->lossy()) {
+    // The group's gate (at the lowest unacked offset) protects every
+    // offset handed out until it is acked: copy without a lock.
+    for (std::size_t i = 0; i < n; ++i) deliver(i, ring.slot(offsets_[i]), EventId{partition, offsets_[i]});
+    return n;
+  }
+  // Producers push a lossy ring's gates: pin, copy what is still in the
+  // ring; offsets_[0, gone) (ascending) were dropped from it.
+  std::size_t gone = 0;
+  {
+    std::lock_guard<std::mutex> pin(group_->pin_mutex());
+    const std::uint32_t gate = group_->gate(partition);
+    const std::uint64_t first = ring.pin(gate, offsets_[0]);
+    while (gone < n && offsets_[gone] < first) ++gone;
+    for (std::size_t i = gone; i < n; ++i) deliver(i, ring.slot(offsets_[i]), EventId{partition, offsets_[i]});
+    ring.unpin(gate);
+  }
+  if (gone == 0) return n;
+  // Durable: read them back, one read per run of consecutive offsets.
+  // Memory-only, or deleted by retention: lost; acked as skipped.
+  std::fill(found_.begin(), found_.begin() + std::ptrdiff_t(gone), false);
+  if (DurableTopic* d = topic_->durable()) {
+    for (std::size_t i = 0; i < gone;) {
+      std::size_t j = i + 1;
+      while (j < gone && offsets_[j] == offsets_[j - 1] + 1) ++j;
+      std::uint64_t first_kept = 0;
+      Status s = d->log->store().read(
+          d->stored.dbs[partition], offsets_[i], offsets_[j - 1] + 1, j - i,
+          [&](const StoredEvent& se) {
+            const std::size_t at = i + std::size_t(se.offset - offsets_[i]);
+            deliver_stored(at, se, partition);
+            found_[at] = true;
+            from_disk_.fetch_add(1, std::memory_order_relaxed);
+          },
+          first_kept);
+      if (!s.ok()) {
+        // Nothing is lost: the events stay held by this instance; give them
+        // back for redelivery and report the failure.
+        bool dead = false;
+        for (std::size_t k = 0; k < n; ++k) (void)group_->nack(id_, partition, offsets_[k], 0, 0, 0, dead);
+        error_ = std::move(s);
+        return 0;
+      }
+      i = j;
+    }
+  }
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i < gone && !found_[i]) {
+      (void)group_->ack(id_, partition, offsets_[i]);
+      skipped_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    if (kept != i) {
+      batch_[kept] = std::move(batch_[i]);
+      offsets_[kept] = offsets_[i];
+    }
+    ++kept;
+  }
+  return kept;
 }
 
 Status ConsumerImpl::too_many_names(std::uint32_t partition) const {
@@ -485,11 +555,13 @@ Result<std::span<const Event>> ConsumerImpl::poll_group(std::size_t max, Timeout
     std::uint32_t partition = 0;
     const std::int64_t now = now_ns(false);
     const std::uint64_t epoch = group_->epoch();  // before take: a change after it wakes us
-    if (const std::size_t n = group_->take(id_, max, now, partition, offsets_.data(), next_due)) {
-      // The group's gate (at the lowest unacked offset) protects every
-      // offset handed out until it is acked: copy without the lock.
-      EventRing& ring = topic_->ring(partition);
-      for (std::size_t i = 0; i < n; ++i) deliver(i, ring.slot(offsets_[i]), EventId{partition, offsets_[i]});
+    std::uint64_t skipped = 0;
+    const std::size_t taken = group_->take(id_, max, now, partition, offsets_.data(), next_due, skipped);
+    if (skipped) skipped_.fetch_add(skipped, std::memory_order_relaxed);
+    if (taken) {
+      const std::size_t n = copy_group(partition, taken);
+      if (!error_.ok()) return std::exchange(error_, Status::Ok());
+      if (n == 0) continue;  // every one was lost: take again
       delivered_.fetch_add(n, std::memory_order_relaxed);
       return std::span<const Event>(batch_.data(), n);
     }
@@ -579,6 +651,10 @@ Result<std::atomic<std::uint64_t>*> ConsumerImpl::durable_ack_target(const Event
   }
   const InCall call(*this);
   if (!call) return Status::Closed("consumer '" + options_.name + "' is closed");
+  if (group_) {
+    return Status::InvalidArgument("a write batch acks cumulatively; consumer '" + options_.name +
+                                   "' acks individually (shared mode or individual_acks): use ack()");
+  }
   Cursor* cursor = nullptr;
   if (Status s = check_ack(e, cursor); !s.ok()) return s;
   return cursor->durable_acked;

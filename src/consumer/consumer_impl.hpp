@@ -93,6 +93,9 @@ class ConsumerImpl {
   // Durable topics: positions the name on partition p. REQUIRES: registry
   // mutex held.
   Status attach_durable(TopicCore::NameState& ns, std::uint32_t p);
+  // Writes a stored (disk) event into batch_[i], stamped as this consumer's.
+  // Allocates: for events larger than kInlineEventBytes.
+  void deliver_stored(std::size_t i, const StoredEvent& se, std::uint32_t partition);
   Status error_;  // a failed disk read, reported by the poll that met it
 
   // The close handshake: a call in flight (poll/ack) holds kInCall; close()
@@ -132,6 +135,12 @@ class ConsumerImpl {
   Status check_individual_acks();  // options and topic allow it; resolves the dead-letter topic
   Status join_group(std::shared_ptr<SharedGroup> group);
   Result<std::span<const Event>> poll_group(std::size_t max, Timeout timeout);
+  // Copies the n events the group handed out (offsets_) into batch_; on
+  // lossy rings, reads what the ring dropped from disk, or acks it as
+  // skipped (memory-only). Returns how many are in batch_ (in order); 0
+  // with error_ set when a disk read failed (the events were given back).
+  std::size_t copy_group(std::uint32_t partition, std::size_t n);
+  std::vector<bool> found_;  // copy_group's disk hits; sized once
   // Publishes e to the dead-letter topic with why in its metadata.
   Status dead_letter(const Event& e, std::uint32_t deliveries, std::string_view reason);
   Status name_is_live(std::uint32_t partition) const;

@@ -5,6 +5,7 @@
 
 #include "common/clock.hpp"
 #include "common/hash.hpp"
+#include "storage/durable_log.hpp"
 
 namespace rill::detail {
 
@@ -22,7 +23,9 @@ std::uint64_t weight(std::uint64_t slot, std::uint64_t instance) noexcept {
 }  // namespace
 
 SharedGroup::SharedGroup(TopicCore& topic, const std::vector<PartitionInit>& parts, bool keyed)
-    : topic_(topic), keyed_(keyed) {
+    : topic_(topic), keyed_(keyed), lossy_(!parts.empty() && topic.ring(parts[0].partition).lossy()) {
+  if (keyed_) slots_.resize(kSlots);
+  std::lock_guard<std::mutex> lock(mu_);
   for (const PartitionInit& init : parts) {
     auto p = std::make_unique<Part>();
     p->partition = init.partition;
@@ -30,15 +33,58 @@ SharedGroup::SharedGroup(TopicCore& topic, const std::vector<PartitionInit>& par
     p->ring = &topic.ring(init.partition);
     p->base = init.start;
     p->dispatch.store(init.start, std::memory_order_relaxed);
+    if (lossy_) p->window_end.store(init.start + window(*p), std::memory_order_relaxed);
+    p->durable_acked = init.durable_acked;
+    if (!init.acked_above.empty()) restore(*p, init.acked_above);
     parts_.push_back(std::move(p));
   }
-  if (keyed_) slots_.resize(kSlots);
+}
+
+void SharedGroup::restore(Part& p, const std::string& acked_above) {
+  // Bit i: offset base + i was acked. Those not acked below the last acked
+  // one are due for delivery, as if returned by an instance that left.
+  std::size_t bits = acked_above.size() * 8;
+  auto acked = [&](std::size_t i) { return (std::uint8_t(acked_above[i / 8]) >> (i % 8)) & 1; };
+  while (bits > 0 && !acked(bits - 1)) --bits;
+  if (bits == 0) return;
+  scan_slots_.resize(bits);
+  slots_of(p, p.base, p.base + bits, scan_slots_.data());
+  std::size_t due = 0;
+  for (std::size_t i = 0; i < bits; ++i) {
+    Entry e;
+    e.slot = scan_slots_[i];
+    if (acked(i)) {
+      e.acked = true;
+    } else {
+      e.queued = true;
+      p.due.insert(p.base + i);
+      ++due;
+    }
+    p.entries.push_back(e);
+  }
+  p.dispatch.store(p.base + bits, std::memory_order_relaxed);
+  due_count_.fetch_add(due, std::memory_order_relaxed);
+  settle(p);
 }
 
 std::vector<std::uint32_t> SharedGroup::partitions() const {
   std::vector<std::uint32_t> out;
   for (const auto& p : parts_) out.push_back(p->partition);
   return out;
+}
+
+bool SharedGroup::reads(std::uint32_t partition) const noexcept {
+  for (const auto& p : parts_) {
+    if (p->partition == partition) return true;
+  }
+  return false;
+}
+
+std::uint32_t SharedGroup::gate(std::uint32_t partition) const noexcept {
+  for (const auto& p : parts_) {
+    if (p->partition == partition) return p->gate;
+  }
+  return 0;
 }
 
 void SharedGroup::bump() noexcept {
@@ -133,11 +179,35 @@ void SharedGroup::unhold(Entry& e) noexcept {
   }
 }
 
-std::uint16_t SharedGroup::slot_of(const Part& p, std::uint64_t offset) const noexcept {
-  if (!keyed_) return kAnySlot;
+std::uint16_t SharedGroup::ring_slot(const Part& p, std::uint64_t offset) const noexcept {
   const EventRecord& r = p.ring->slot(offset);
   if (r.key_size == 0) return kAnySlot;
   return std::uint16_t(hash_key(std::string_view(r.head(), r.key_size)) % kSlots);
+}
+
+void SharedGroup::slots_of(Part& p, std::uint64_t from, std::uint64_t to, std::uint16_t* out) {
+  std::fill(out, out + (to - from), kAnySlot);
+  if (!keyed_ || from == to) return;
+  std::uint64_t first = from;  // offsets below it are gone from the ring
+  if (lossy_) {
+    std::lock_guard<std::mutex> pin(pin_mu_);
+    first = std::min(p.ring->pin(p.gate, from), to);
+    for (std::uint64_t o = first; o < to; ++o) out[o - from] = ring_slot(p, o);
+    p.ring->unpin(p.gate);
+  } else {
+    for (std::uint64_t o = from; o < to; ++o) out[o - from] = ring_slot(p, o);
+  }
+  DurableTopic* d = topic_.durable();
+  if (first == from || !d) return;  // memory-only: dropped events are lost, any instance acks them
+  std::uint64_t first_kept = 0;
+  // A failed read leaves kAnySlot: the copy meets the same failure and
+  // reports it to the instance that took the event.
+  (void)d->log->store().read(
+      d->stored.dbs[p.partition], from, first, std::size_t(first - from),
+      [&](const StoredEvent& se) {
+        if (!se.key.empty()) out[se.offset - from] = std::uint16_t(hash_key(se.key) % kSlots);
+      },
+      first_kept);
 }
 
 void SharedGroup::make_due(std::int64_t now_ns) {
@@ -154,7 +224,7 @@ void SharedGroup::make_due(std::int64_t now_ns) {
 }
 
 std::size_t SharedGroup::take(std::uint64_t instance, std::size_t max, std::int64_t now_ns, std::uint32_t& partition,
-                              std::uint64_t* offsets, std::int64_t& next_due_ns) {
+                              std::uint64_t* offsets, std::int64_t& next_due_ns, std::uint64_t& skipped) {
   std::unique_lock<std::mutex> lock(mu_);
   make_due(now_ns);
   const std::size_t k = parts_.size();
@@ -185,13 +255,31 @@ std::size_t SharedGroup::take(std::uint64_t instance, std::size_t max, std::int6
   for (std::size_t j = 0; j < k; ++j) {
     Part& p = *parts_[(next_part_ + j) % k];
     std::uint64_t from = p.dispatch.load(std::memory_order_relaxed);
+    if (lossy_ && !topic_.durable() && p.entries.empty()) {
+      // Nothing held: jump over what producers pushed the gate past.
+      const std::uint64_t floor = p.ring->gate_next(p.gate);
+      if (floor > from) {
+        skipped += floor - from;
+        from = p.base = floor;
+        p.dispatch.store(from, std::memory_order_release);
+        p.window_end.store(from + window(p), std::memory_order_release);
+      }
+    }
     const std::uint64_t available = topic_.visible(p.partition);
-    const std::uint64_t scan_end = std::min<std::uint64_t>(available, from + 4 * max);
+    const std::uint64_t scan_end = std::min({available, from + 4 * max, p.window_end.load(std::memory_order_relaxed)});
     std::size_t n = 0;
     std::size_t deferred_here = 0;
+    // Keys in the ring are read in place (the gate holds them); a lossy
+    // ring's are read for the whole scan under one pin.
+    const bool pinned_scan = keyed_ && lossy_;
+    if (pinned_scan && from < scan_end) {
+      scan_slots_.resize(scan_end - from);
+      slots_of(p, from, scan_end, scan_slots_.data());
+    }
+    const std::uint64_t scan_from = from;
     for (; from < scan_end && n < max; ++from) {
       Entry e;
-      e.slot = slot_of(p, from);
+      if (keyed_) e.slot = pinned_scan ? scan_slots_[from - scan_from] : ring_slot(p, from);
       if (may_take(instance, e.slot)) {
         hand(e, instance);
         offsets[n++] = from;
@@ -230,7 +318,8 @@ bool SharedGroup::has_work(std::uint64_t seen_epoch) const noexcept {
   const std::int64_t delayed = earliest_delayed_.load(std::memory_order_acquire);
   if (delayed != INT64_MAX && delayed <= now_ns(false)) return true;
   for (const auto& p : parts_) {
-    if (topic_.visible(p->partition) > p->dispatch.load(std::memory_order_acquire)) return true;
+    const std::uint64_t end = std::min(topic_.visible(p->partition), p->window_end.load(std::memory_order_acquire));
+    if (end > p->dispatch.load(std::memory_order_acquire)) return true;
   }
   return false;
 }
@@ -243,8 +332,25 @@ void SharedGroup::settle(Part& p) {
   }
   if (moved == 0) return;
   p.base += moved;
+  if (lossy_) p.window_end.store(p.base + window(p), std::memory_order_release);
   p.ring->ack(p.gate, p.base);
+  if (p.durable_acked) raise_position(*p.durable_acked, p.base);
   topic_.after_ack();
+}
+
+bool SharedGroup::acks_snapshot(std::uint32_t partition, std::uint64_t& base, std::string& acked_above) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Part* p = part_of(partition);
+  if (!p || p->version == p->saved_version) return false;
+  p->saved_version = p->version;
+  base = p->base;
+  std::size_t bits = p->entries.size();
+  while (bits > 0 && !p->entries[bits - 1].acked) --bits;
+  acked_above.assign((bits + 7) / 8, '\0');
+  for (std::size_t i = 0; i < bits; ++i) {
+    if (p->entries[i].acked) acked_above[i / 8] = char(std::uint8_t(acked_above[i / 8]) | (1u << (i % 8)));
+  }
+  return true;
 }
 
 Status SharedGroup::ack(std::uint64_t instance, std::uint32_t partition, std::uint64_t offset) {
@@ -261,10 +367,12 @@ Status SharedGroup::ack(std::uint64_t instance, std::uint32_t partition, std::ui
     }
     if (e->acked) return Status::Ok();
     e->acked = true;
+    ++p->version;
     unhold(*e);
     freed_key = keyed_ && e->slot != kAnySlot && slots_[e->slot].held == 0 && due_count_.load() > 0;
     settle(*p);
   }
+  if (DurableTopic* d = topic_.durable()) d->log->mark_acks_dirty();
   if (freed_key) bump();  // events of this key may wait for their new owner
   return Status::Ok();
 }

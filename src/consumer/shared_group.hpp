@@ -10,8 +10,18 @@
 // ack marks one entry; the gate moves over the acked prefix, so producers
 // wait only for what is really unprocessed, and the name resumes there.
 //
+// Lossy rings (kDropOldest, and every durable topic's ring) do not hold
+// events back for the group's gate: producers push it forward. There the
+// group hands out at most a ring's capacity past `base`; copies pin the
+// ring under pin_mutex(); what the ring dropped is read from disk (durable)
+// or is lost (memory-only: acked as skipped). Durable groups raise the
+// name's durable position with `base` and give the writer a bitmap of the
+// offsets acked above it (acks_snapshot), so a restart repeats no acked
+// event; a group built from a restored cursor starts from that bitmap.
+//
 // Thread-safety: every method locks the group's mutex, once per batch, ack
 // or nack (never per event of a batch). has_work() reads atomics only.
+// Lock order: a topic's registry mutex, then mu_, then pin_mu_.
 // Allocation: entries live in per-partition deques bounded by the ring's
 // capacity; redelivery bookkeeping allocates per returned or nacked event.
 #pragma once
@@ -23,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "rill/status.hpp"
@@ -36,6 +47,10 @@ class SharedGroup {
     std::uint32_t partition;
     std::uint32_t gate;
     std::uint64_t start;  // the gate's position: the name's first unacked offset
+    // Durable topics: the name's durable position, raised with the base,
+    // and the restored bitmap of offsets acked above `start`.
+    std::atomic<std::uint64_t>* durable_acked = nullptr;
+    std::string acked_above{};
   };
   // keyed: ConsumerMode::kKeyShared — every key has one owning instance
   // (rendezvous hashing of 256 key slots over the joined instances); an
@@ -45,7 +60,14 @@ class SharedGroup {
   SharedGroup(TopicCore& topic, const std::vector<PartitionInit>& parts, bool keyed);
 
   std::vector<std::uint32_t> partitions() const;
+  bool reads(std::uint32_t partition) const noexcept;
   bool keyed() const noexcept { return keyed_; }
+  // Lossy rings: copies of handed-out events pin the partition's gate
+  // (gate()) under this mutex; events below the pinned offset are gone
+  // from the ring.
+  bool lossy() const noexcept { return lossy_; }
+  std::mutex& pin_mutex() noexcept { return pin_mu_; }
+  std::uint32_t gate(std::uint32_t partition) const noexcept;
 
   // Instances joining and leaving. leave() hands the instance's unacked
   // events to the others (due at once) and returns how many remain joined.
@@ -53,12 +75,14 @@ class SharedGroup {
   std::size_t leave(std::uint64_t instance);
   std::size_t instances() const noexcept { return instances_.load(std::memory_order_acquire); }
 
-  // Hands up to `max` events of one partition to `instance`: their offsets
-  // into `offsets`, the partition into `partition`. Returns how many; 0
-  // when none is due. `next_due_ns` is lowered to when the earliest delayed
-  // redelivery becomes due (unchanged when none waits).
+  // Hands up to `max` events of one partition to `instance`: their offsets,
+  // ascending, into `offsets`, the partition into `partition`. Returns how
+  // many; 0 when none is due. `next_due_ns` is lowered to when the earliest
+  // delayed redelivery becomes due (unchanged when none waits). `skipped`
+  // grows by the events a memory-only lossy ring dropped before anyone
+  // took them.
   std::size_t take(std::uint64_t instance, std::size_t max, std::int64_t now_ns, std::uint32_t& partition,
-                   std::uint64_t* offsets, std::int64_t& next_due_ns);
+                   std::uint64_t* offsets, std::int64_t& next_due_ns, std::uint64_t& skipped);
 
   // Changes whenever work may have appeared for some instance (acks, nacks,
   // joins, leaves, events deferred to their key's owner).
@@ -78,6 +102,11 @@ class SharedGroup {
   // publishes it, then acks it) and `dead` is set. Fails: as ack.
   Result<std::uint32_t> nack(std::uint64_t instance, std::uint32_t partition, std::uint64_t offset,
                              std::int64_t delay_ns, std::int64_t now_ns, std::uint32_t max_deliveries, bool& dead);
+
+  // Durable topics, the writer: the partition's base and the bitmap of
+  // offsets acked above it (StoredCursor::acked_above). False when nothing
+  // changed since the last snapshot. Allocates: the bitmap.
+  bool acks_snapshot(std::uint32_t partition, std::uint64_t& base, std::string& acked_above);
 
  private:
   static constexpr std::size_t kSlots = 256;
@@ -100,24 +129,46 @@ class SharedGroup {
     EventRing* ring = nullptr;
     std::uint64_t base = 0;                    // == gate position: first unacked offset
     std::atomic<std::uint64_t> dispatch{0};    // next offset never handed out
+    // Lossy rings: dispatch stays below base + window().
+    std::atomic<std::uint64_t> window_end{~std::uint64_t{0}};
     std::deque<Entry> entries;                 // offsets [base, dispatch)
     std::set<std::uint64_t> due;               // offsets ready for redelivery, in order
+    std::atomic<std::uint64_t>* durable_acked = nullptr;
+    std::uint64_t version = 0;        // acks so far (durable: what the writer saves)
+    std::uint64_t saved_version = 0;  // version at the last acks_snapshot
   };
 
+  // Lossy rings: how far past the first unacked event the group hands
+  // events out. Memory-only: the ring's capacity (older ones are dropped
+  // anyway). Durable: at least kDurableWindow, read from disk beyond the
+  // ring; it bounds the entries (16 bytes each) and the acked bitmap.
+  static constexpr std::uint64_t kDurableWindow = 65536;
+  std::uint64_t window(const Part& p) const noexcept {
+    const std::uint64_t ring = p.ring->capacity();
+    return topic_.durable() ? std::max(ring, kDurableWindow) : ring;
+  }
   Entry* find(Part& p, std::uint64_t offset) noexcept;
   bool may_take(std::uint64_t instance, std::uint16_t slot) const noexcept;
   void hand(Entry& e, std::uint64_t instance) noexcept;  // delivers e to instance
   void unhold(Entry& e) noexcept;                        // e is no longer held (acked or given back)
-  std::uint16_t slot_of(const Part& p, std::uint64_t offset) const noexcept;
+  // The key slots of offsets [from, to) into out (kAnySlot when not keyed,
+  // keyless, or dropped from a memory-only lossy ring). Durable events the
+  // ring dropped are read from disk. REQUIRES: mu_ held.
+  void slots_of(Part& p, std::uint64_t from, std::uint64_t to, std::uint16_t* out);
+  std::uint16_t ring_slot(const Part& p, std::uint64_t offset) const noexcept;
   void reassign_slots();                                 // after a join or leave
   void bump() noexcept;                                  // epoch_ + wake sleeping instances
   Part* part_of(std::uint32_t partition) noexcept;
   void make_due(std::int64_t now_ns);  // moves delayed redeliveries whose time came into `due`
   void settle(Part& p);                // advances base and the gate over the acked prefix
+  void restore(Part& p, const std::string& acked_above);  // a restored cursor's individually acked set
 
   TopicCore& topic_;
   const bool keyed_;
+  const bool lossy_;
   mutable std::mutex mu_;
+  std::mutex pin_mu_;
+  std::vector<std::uint16_t> scan_slots_;  // take()'s key slots; reused
   std::vector<std::uint64_t> members_;  // joined instances
   std::vector<KeySlot> slots_;          // keyed: kSlots of them
   std::atomic<std::uint64_t> epoch_{0};

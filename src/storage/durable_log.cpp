@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "consumer/shared_group.hpp"
 #include "event/record_writer.hpp"
 #include "ring/wait.hpp"
 #include "topic/topic_core.hpp"
@@ -23,6 +24,7 @@ struct CursorChange {
   std::string name;
   std::uint32_t partition;
   std::uint64_t value;  // kNoPosition: delete
+  std::string acked_above{};  // individual acks: offsets acked above `value`
 };
 
 }  // namespace
@@ -207,6 +209,11 @@ Status DurableLog::commit_group(bool force_sync, bool capped) {
     t->removed_names_locked().clear();
     for (auto& [name, ns] : t->names_locked()) {
       for (std::uint32_t p = 0; p < t->partitions(); ++p) {
+        if (ns.group && ns.group->reads(p)) {  // individual acks: the base and the acked set above it
+          CursorChange c{t.get(), name, p, 0};
+          if (ns.group->acks_snapshot(p, c.value, c.acked_above)) cursors.push_back(std::move(c));
+          continue;
+        }
         const std::uint64_t v = ns.acked[p].load(std::memory_order_acquire);
         if (v != kNoPosition && v != ns.persisted[p]) cursors.push_back({t.get(), name, p, v});
       }
@@ -292,7 +299,7 @@ Status DurableLog::commit_group(bool force_sync, bool capped) {
     for (const CursorChange& c : cursors) {
       const std::uint32_t id = c.topic->durable()->stored.id;
       Status cs = c.value == kNoPosition ? w.delete_cursor(id, c.partition, c.name)
-                                         : w.put_cursor(id, c.partition, c.name, c.value);
+                                         : w.put_cursor(id, c.partition, c.name, c.value, c.acked_above);
       if (!cs.ok()) return cs;
     }
     return Status::Ok();

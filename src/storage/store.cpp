@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -389,13 +390,14 @@ Result<std::vector<StoredCursor>> Store::load_cursors() {
   std::vector<StoredCursor> out;
   MDB_val k, v;
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    if (k.mv_size < 9 || v.mv_size != 8) {
+    if (k.mv_size < 9 || v.mv_size < 8) {
       mdb_cursor_close(cur);
       return Status::Corruption("store '" + path_ + "': a consumer cursor record is malformed");
     }
     const char* kb = static_cast<const char*>(k.mv_data);
+    const char* vb = static_cast<const char*>(v.mv_data);
     out.push_back(StoredCursor{std::uint32_t(get_be(kb, 4)), std::uint32_t(get_be(kb + 4, 4)),
-                               std::string(kb + 8, k.mv_size - 8), get_be(static_cast<const char*>(v.mv_data), 8)});
+                               std::string(kb + 8, k.mv_size - 8), get_be(vb, 8), std::string(vb + 8, v.mv_size - 8)});
   }
   mdb_cursor_close(cur);
   if (rc != MDB_NOTFOUND) return error(rc, "cannot read cursors");
@@ -668,11 +670,12 @@ Status WriteTxn::put_state(std::uint32_t topic_id, std::uint32_t partition, cons
 }
 
 Status WriteTxn::put_cursor(std::uint32_t topic_id, std::uint32_t partition, std::string_view name,
-                            std::uint64_t acked_next) {
+                            std::uint64_t acked_next, std::string_view acked_above) {
   const std::string key = cursor_key(topic_id, partition, name);
-  char buf[8];
-  put_be(buf, acked_next, 8);
-  MDB_val k = as_val(key), v{8, buf};
+  std::string value(8 + acked_above.size(), '\0');
+  put_be(value.data(), acked_next, 8);
+  std::copy(acked_above.begin(), acked_above.end(), value.begin() + 8);
+  MDB_val k = as_val(key), v = as_val(value);
   const int rc = mdb_put(txn_, store_.cursors_, &k, &v, 0);
   if (rc != 0) return check(rc, "cannot write a consumer cursor");
   return Status::Ok();

@@ -57,6 +57,9 @@ struct StoredCursor {
   std::uint32_t partition = 0;
   std::string name;
   std::uint64_t acked_next = 0;
+  // Individual acks: bit i set when offset acked_next + i was acked (bit i
+  // of byte i / 8); empty for cumulative names.
+  std::string acked_above;
 };
 
 // One stored event as read back (views valid during the read callback).
@@ -76,7 +79,8 @@ class WriteTxn {
   Status append(const PartitionDbs& dbs, std::uint64_t offset, std::int64_t timestamp_ns, std::string_view key,
                 std::string_view metadata, std::string_view data);
   Status put_state(std::uint32_t topic_id, std::uint32_t partition, const PartitionState& state);
-  Status put_cursor(std::uint32_t topic_id, std::uint32_t partition, std::string_view name, std::uint64_t acked_next);
+  Status put_cursor(std::uint32_t topic_id, std::uint32_t partition, std::string_view name, std::uint64_t acked_next,
+                    std::string_view acked_above = {});
   Status delete_cursor(std::uint32_t topic_id, std::uint32_t partition, std::string_view name);
   // Deletes the oldest events of a partition while keep(event) says no and
   // the offset is below `limit`; returns how many and how many bytes.

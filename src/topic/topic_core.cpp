@@ -65,6 +65,7 @@ TopicCore::NameState& TopicCore::name_state(const std::string& name) {
       s.acked = std::make_unique<std::atomic<std::uint64_t>[]>(options_.partitions);
       for (std::uint32_t p = 0; p < options_.partitions; ++p) s.acked[p].store(kNoPosition, std::memory_order_relaxed);
       s.persisted.assign(options_.partitions, kNoPosition);
+      s.acked_above.resize(options_.partitions);
     }
     it = names_.emplace(name, std::move(s)).first;
   }
@@ -101,11 +102,13 @@ void TopicCore::forget_if_unused(const std::string& name) {
   names_.erase(it);
 }
 
-void TopicCore::restore_cursor(const std::string& name, std::uint32_t partition, std::uint64_t acked_next) {
+void TopicCore::restore_cursor(const std::string& name, std::uint32_t partition, std::uint64_t acked_next,
+                               std::string acked_above) {
   std::lock_guard<std::mutex> lock(registry_mu_);
   NameState& ns = name_state(name);
   ns.acked[partition].store(acked_next, std::memory_order_relaxed);
   ns.persisted[partition] = acked_next;
+  ns.acked_above[partition] = std::move(acked_above);
 }
 
 std::vector<std::string> TopicCore::names() const {

@@ -105,6 +105,10 @@ class TopicCore {
     // batches; and what the writer last committed of it (writer only).
     std::unique_ptr<std::atomic<std::uint64_t>[]> acked;
     std::vector<std::uint64_t> persisted;
+    // Durable topics with individual acks: per partition, the restored
+    // bitmap of offsets acked above `acked` (StoredCursor::acked_above),
+    // until the name's SharedGroup takes it over.
+    std::vector<std::string> acked_above;
     // Individual acks (shared mode): the name's dispatch and ack state; it
     // outlives its instances, so a name that comes back repeats nothing it
     // acked. Null for cumulative names.
@@ -124,7 +128,8 @@ class TopicCore {
   // REQUIRES: registry_mutex held.
   void forget_if_unused(const std::string& name);
   // Durable topics: a cursor read back from the store at restart.
-  void restore_cursor(const std::string& name, std::uint32_t partition, std::uint64_t acked_next);
+  void restore_cursor(const std::string& name, std::uint32_t partition, std::uint64_t acked_next,
+                      std::string acked_above);
   // Durable topics, writer only. REQUIRES: registry_mutex held.
   std::map<std::string, NameState, std::less<>>& names_locked() noexcept { return names_; }
   std::vector<std::string>& removed_names_locked() noexcept { return removed_names_; }

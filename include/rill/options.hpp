@@ -172,7 +172,8 @@ enum class ConsumerMode : std::uint8_t {
   // each event on its own (acks are individual); the name's position is
   // its lowest unacked event. When an instance closes, the events it holds
   // unacked go to the others. Order holds per instance, not per partition.
-  // Memory-only topics with OverflowPolicy kBlock or kFail.
+  // Any topic: on durable ones the acked set survives a restart; on lossy
+  // (kDropOldest) ones events the ring dropped are skipped (stats().skipped).
   kShared,
   // As kShared, but every key belongs to one instance at a time, so events
   // of a key are delivered in order, to one instance. When instances come
@@ -199,7 +200,10 @@ struct ConsumerOptions {
   // Acks one event at a time instead of cumulatively (always so in
   // kShared): the name's position moves over the contiguous acked prefix,
   // so events may be processed and acked out of order (parallel handlers).
-  // Enables Consumer::nack. Memory-only topics, kBlock or kFail.
+  // Enables Consumer::nack. Any topic (see kShared). Durable topics: the
+  // name's cursor record keeps the offsets acked above its position, so a
+  // restart repeats nothing acked; the group hands out at most 65536 (or
+  // the ring's capacity, if larger) events past its first unacked one.
   bool individual_acks = false;
 
   // With individual acks: a nacked event that was already redelivered this

@@ -160,7 +160,9 @@ enum class Split : std::uint8_t {
   // (hence per-key) order holds. Needs threads <= partitions.
   kPartitions,
   // The threads share the input in ConsumerMode::kKeyShared: any number of
-  // threads, per-key order holds. Memory-only input topics.
+  // threads, per-key order holds. At-least-once: exactly-once and durable
+  // state on durable inputs need kPartitions (their commits ack
+  // cumulatively) and refuse kKeyShared with InvalidArgument.
   kKeyShared,
 };
 
@@ -252,7 +254,8 @@ struct WindowFns {
 struct StageStats {
   std::string name;
   StageKind kind = StageKind::kTransform;
-  std::string input, output;
+  std::string input, output;        // input: the first (joins: of several)
+  std::vector<std::string> inputs;  // every input topic, in order
   bool running = false;
   bool exactly_once = false;       // the delivery the stage actually runs with
   std::uint64_t processed = 0;     // input events handled (sources: calls that emitted)
@@ -269,7 +272,8 @@ struct StageStats {
 struct ComponentInfo {
   std::string name;
   StageKind kind;
-  std::string input, output;
+  std::string input, output;        // input: the first (joins: of several)
+  std::vector<std::string> inputs;  // every input topic, in order
   bool running;
 };
 

@@ -49,7 +49,9 @@ class PipelineCore {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<ComponentInfo> out;
     for (const auto& s : stages_) {
-      out.push_back({s->name(), s->kind(), s->options().input, s->options().output, s->running()});
+      const std::vector<std::string>& inputs = s->input_names();
+      out.push_back({s->name(), s->kind(), inputs.empty() ? std::string() : inputs[0], s->options().output, inputs,
+                     s->running()});
     }
     return out;
   }
@@ -77,7 +79,9 @@ class PipelineCore {
       for (Stage* s : left) {
         const bool fed = s->kind() != StageKind::kSource &&
                          std::any_of(left.begin(), left.end(), [&](Stage* up) {
-                           return up != s && up->kind() != StageKind::kSink && up->options().output == s->options().input;
+                           if (up == s || up->kind() == StageKind::kSink) return false;
+                           const std::vector<std::string>& in = s->input_names();
+                           return std::find(in.begin(), in.end(), up->options().output) != in.end();
                          });
         if (!fed) layer.push_back(s);
       }

@@ -119,7 +119,7 @@ Status Stage::open() {
     if (options_.split == Split::kPartitions && n > partitions) {
       return Status::InvalidArgument(what + ": " + std::to_string(n) + " threads need at least as many partitions (topic '" +
                                      input_names_[0] + "' has " + std::to_string(partitions) +
-                                     "); use Split::kKeyShared on a memory-only topic");
+                                     "); use Split::kKeyShared");
     }
     if (options_.split == Split::kKeyShared && inputs_.size() > 1) {
       return Status::InvalidArgument(what + ": Split::kKeyShared reads one input topic");
@@ -141,11 +141,16 @@ Status Stage::open() {
 Status Stage::decide_delivery() {
   const std::string what = "stage '" + name_ + "'";
   const bool in_durable = !inputs_.empty() && std::all_of(inputs_.begin(), inputs_.end(), durable);
-  const bool possible = kind_ == StageKind::kTransform && in_durable && batchable(*output_) &&
+  // Write batches ack cumulatively: key-shared threads ack one by one.
+  const bool key_shared = options_.split == Split::kKeyShared;
+  const bool possible = kind_ == StageKind::kTransform && in_durable && !key_shared && batchable(*output_) &&
                         (!dead_letter_ || batchable(*dead_letter_));
   if (options_.delivery == Delivery::kExactlyOnce && !possible) {
-    return Status::InvalidArgument(what + ": exactly-once needs a transform whose input, output (and dead-letter) "
-                                          "topics are durable and multi-producer");
+    return Status::InvalidArgument(what + ": exactly-once needs a transform split by partitions whose input, "
+                                          "output (and dead-letter) topics are durable and multi-producer");
+  }
+  if (state_ && in_durable && key_shared) {
+    return Status::InvalidArgument(what + ": durable state needs Split::kPartitions (its commits ack cumulatively)");
   }
   exactly_once_ = possible && options_.delivery != Delivery::kAtLeastOnce;
   const bool durable_state = state_ && in_durable;
@@ -633,7 +638,8 @@ StageStats Stage::stats() const {
   StageStats s;
   s.name = name_;
   s.kind = kind_;
-  s.input = options_.input;
+  s.inputs = input_names_;
+  s.input = input_names_.empty() ? std::string() : input_names_[0];
   s.output = options_.output;
   s.running = running();
   s.exactly_once = exactly_once_;

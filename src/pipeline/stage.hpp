@@ -48,6 +48,8 @@ class Stage {
   const std::string& name() const noexcept { return name_; }
   StageKind kind() const noexcept { return kind_; }
   const StageOptions& options() const noexcept { return options_; }
+  // The input topics: options().input, or options().inputs (joins).
+  const std::vector<std::string>& input_names() const noexcept { return input_names_; }
   // Unacked events over the stage's inputs.
   std::uint64_t lag() const;
   // Sources: every thread has ended. Others: the input's lag is 0.

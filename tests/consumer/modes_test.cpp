@@ -329,8 +329,13 @@ TEST_CASE("misuse of individual acks and shared mode gets clear errors", "[modes
 
 TEST_CASE("shared stress: instances come and go; every event acked, none repeated after its ack",
           "[modes][shared][stress]") {
-  Bus bus;
-  auto t = *bus.create_topic("t", {.partitions = 4, .capacity = 256});
+  // Memory-only, or durable with a 64-slot ring (workers that fall behind read from disk).
+  const bool on_disk = GENERATE(false, true);
+  rill::testing::TempDir dir;
+  Bus bus = on_disk ? rill::testing::open_bus(dir.sub("store")) : Bus();
+  const TopicOptions options = on_disk ? rill::testing::durable(Durability::kAsync, 4, 64)
+                                       : TopicOptions{.partitions = 4, .capacity = 256};
+  auto t = *bus.create_topic("t", options);
   constexpr int kEvents = 30000, kWorkers = 3;
   std::vector<std::atomic<bool>> acked(kEvents);
   std::vector<std::atomic<int>> delivered(kEvents);

@@ -136,6 +136,12 @@ TEST_CASE("accumulate join: every key merged once, in any arrival order, with du
   REQUIRE(s.ok());
   CHECK(s->processed == ones.size() + twos.size() + 3);
   CHECK(s->emitted == std::size_t(keys) + 1);
+  CHECK(s->inputs == std::vector<std::string>{"one", "two"});  // a join reports all of its inputs
+  CHECK(s->input == "one");
+  auto listed = pipeline.list_components();
+  REQUIRE(listed.size() == 2);
+  CHECK(listed[0].inputs == std::vector<std::string>{"one", "two"});
+  CHECK(listed[1].inputs == std::vector<std::string>{"merged"});
 }
 
 TEST_CASE("accumulate join: incomplete entries expire to incomplete() and the dead-letter topic", "[join]") {

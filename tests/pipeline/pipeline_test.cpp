@@ -513,3 +513,35 @@ TEST_CASE("durable topics make a transform exactly-once across bus restarts", "[
   }
   check_exactly_once_in_key_order(sink.items(), n, "+");
 }
+
+TEST_CASE("key_shared threads on a durable input: at-least-once, per-key order; exactly-once is refused",
+          "[pipeline][durable]") {
+  testing::TempDir dir;
+  Bus bus = testing::open_bus(dir.path());
+  // A 64-slot ring and 4000 events published first: the threads catch up from disk.
+  REQUIRE(bus.ensure_topic("in", testing::durable(Durability::kAsync, 1, 64)).ok());
+  REQUIRE(bus.ensure_topic("out", testing::durable(Durability::kAsync, 1, 256)).ok());
+  const int n = 4000;
+  {
+    auto p = *bus.producer("in");
+    for (int i = 0; i < n; ++i) REQUIRE(p.publish(Message{.key = "k" + std::to_string(i % 13), .data = std::to_string(i)}).ok());
+  }
+  Pipeline pipeline(bus);
+  const auto pass = map([](const Event& e) { return Output{std::string(e.key()), {}, std::string(e.data())}; });
+  CHECK(pipeline
+            .transform("strict", pass,
+                       {.input = "in", .output = "out", .threads = 2, .split = Split::kKeyShared,
+                        .delivery = Delivery::kExactlyOnce})
+            .is_invalid_argument());
+  REQUIRE(pipeline
+              .transform("shared", pass,
+                         {.input = "in", .output = "out", .threads = 3, .split = Split::kKeyShared, .max_batch = 32,
+                          .position = Position::earliest()})
+              .ok());
+  CHECK_FALSE(stats_of(pipeline, "shared").exactly_once);
+  Collector sink;
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { sink.add(e); }, {.input = "out", .position = Position::earliest()}).ok());
+  REQUIRE(pipeline.start().ok());
+  REQUIRE(pipeline.wait(60s).ok());
+  check_exactly_once_in_key_order(sink.items(), n);  // nothing failed, so nothing came twice
+}

@@ -98,6 +98,16 @@ class Consumer {
   // carrying its message (its event is not acked).
   Result<std::size_t> process(const EventHandler& handler, Timeout idle_timeout = kForever,
                               std::size_t max_events = ~std::size_t{0});
+  // The same with the handler run on `pool`'s threads: the events of one
+  // partition go to the handler one at a time, in order; partitions run in
+  // parallel (so the handler must be thread-safe). Acks the handler makes
+  // (PulledEvent::acknowledge, which then returns Ok at once) are applied
+  // by the calling thread, in order, before this returns; the first that
+  // fails is returned. Once a handler returns false or throws, no further
+  // event is handed out; those pulled but not handed out go back to this
+  // consumer and come next from pull() or process(). A null pool: as above.
+  Result<std::size_t> process(const EventHandler& handler, Timeout idle_timeout, std::size_t max_events,
+                              const std::shared_ptr<ThreadPool>& pool);
 
   // for (const PulledEvent& e : consumer.pulled(100ms)) { ... }: pulls until
   // no event comes within `idle_timeout`, the consumer closes, or a pull

@@ -1,5 +1,11 @@
 // The pull model on top of poll_batch: futures completed in pull order,
 // each event passed through the consumer's selector and allocator.
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
 #include <string>
 
 #include "common/clock.hpp"
@@ -58,6 +64,11 @@ Status PullQueue::drive(const PullSlot& slot, Timeout timeout) {
 }
 
 Result<std::optional<PulledEvent>> PullQueue::next(Timeout timeout) {
+  if (!returned_.empty()) {
+    PulledEvent e = std::move(returned_.front());
+    returned_.pop_front();
+    return std::optional<PulledEvent>(std::move(e));
+  }
   if (consumer_->options().thread_pool) return next_prepared(timeout);
   if (batch_next_ == batch_.size()) {
     Result<std::span<const Event>> r = fetch(timeout);
@@ -178,8 +189,31 @@ Status PullQueue::place(const Hooks& hooks, PulledEvent& out) {
 }
 
 Status PullQueue::ack(const Event& e) {
+  if (deferring_.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(deferred_mu_);
+    deferred_.push_back(e);
+    return Status::Ok();
+  }
   if (!consumer_) return consumer_gone();
   return consumer_->ack(e);
+}
+
+Status PullQueue::apply_deferred_acks() {
+  std::vector<Event> acks;
+  {
+    std::lock_guard<std::mutex> lock(deferred_mu_);
+    acks.swap(deferred_);
+  }
+  Status first;
+  for (const Event& e : acks) {
+    Status s = consumer_ ? consumer_->ack(e) : consumer_gone();
+    if (!s.ok() && first.ok()) first = std::move(s);
+  }
+  return first;
+}
+
+void PullQueue::give_back(std::vector<PulledEvent> events) {
+  for (auto it = events.rbegin(); it != events.rend(); ++it) returned_.push_front(std::move(*it));
 }
 
 }  // namespace detail
@@ -262,6 +296,108 @@ Result<std::size_t> Consumer::process(const EventHandler& handler, Timeout idle_
     if (!go_on) break;
   }
   return handled;
+}
+
+Result<std::size_t> Consumer::process(const EventHandler& handler, Timeout idle_timeout, std::size_t max_events,
+                                      const std::shared_ptr<ThreadPool>& pool) {
+  if (!pool) return process(handler, idle_timeout, max_events);
+  assert(impl_ && "process() needs a valid Consumer");
+  const std::shared_ptr<detail::PullQueue>& q = impl_->pulls();
+  // Per partition, a lane of events waiting for the handler; a pool task
+  // runs a lane until it is empty (one task per lane at a time: order).
+  struct Waiting {
+    std::uint64_t seq;  // pull order, to give back what was not handed out
+    PulledEvent event;
+  };
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::map<std::uint32_t, std::deque<Waiting>> lanes;
+    std::set<std::uint32_t> running;  // lanes with a task
+    std::size_t queued = 0;           // in lanes, not yet handed out
+    std::size_t handled = 0;
+    bool stop = false;
+    Status error;
+  };
+  Shared sh;
+  const std::size_t lookahead = 4 * std::max<std::size_t>(1, pool->size());
+  auto run_lane = [&sh, &handler](std::uint32_t partition) {
+    for (;;) {
+      std::unique_lock<std::mutex> lock(sh.mu);
+      std::deque<Waiting>& lane = sh.lanes[partition];
+      if (lane.empty() || sh.stop) {
+        sh.running.erase(partition);
+        sh.cv.notify_all();
+        return;
+      }
+      Waiting w = std::move(lane.front());
+      lane.pop_front();
+      --sh.queued;
+      lock.unlock();
+      bool go_on = true;
+      Status s = detail::guarded("the event handler", w.event.id(), [&] { go_on = handler(w.event); });
+      lock.lock();
+      ++sh.handled;
+      if (!s.ok() && sh.error.ok()) sh.error = std::move(s);
+      if (!s.ok() || !go_on) sh.stop = true;
+      sh.cv.notify_all();
+    }
+  };
+  q->defer_acks(true);
+  using detail::deadline_after;
+  detail::Deadline idle_until = deadline_after(idle_timeout);  // kForever: Deadline::max()
+  std::uint64_t seq = 0;
+  std::size_t dispatched = 0;
+  Status pull_error;
+  while (dispatched < max_events) {
+    {
+      std::unique_lock<std::mutex> lock(sh.mu);
+      sh.cv.wait(lock, [&] { return sh.stop || sh.queued < lookahead; });
+      if (sh.stop) break;
+    }
+    if (Status s = q->apply_deferred_acks(); !s.ok()) {
+      pull_error = std::move(s);
+      break;
+    }
+    // Short waits, so that a handler asking to stop ends the call promptly.
+    const Timeout slice = std::min<Timeout>(detail::remaining(idle_until), std::chrono::milliseconds(5));
+    Result<std::optional<PulledEvent>> r = q->has_pending() ? pull().wait(slice) : q->next_direct(slice);
+    if (!r.ok()) {
+      if (r.status().is_timed_out()) {
+        if (detail::SteadyClock::now() >= idle_until) break;  // idle: done for now
+        continue;
+      }
+      pull_error = r.status();
+      break;
+    }
+    if (!*r) break;  // closed
+    idle_until = deadline_after(idle_timeout);
+    const std::uint32_t partition = (*r)->id().partition;
+    std::lock_guard<std::mutex> lock(sh.mu);
+    sh.lanes[partition].push_back({seq++, std::move(**r)});
+    ++sh.queued;
+    ++dispatched;
+    if (sh.running.insert(partition).second) pool->submit([&run_lane, partition] { run_lane(partition); });
+  }
+  std::vector<Waiting> left;
+  {
+    std::unique_lock<std::mutex> lock(sh.mu);
+    if (!pull_error.ok()) sh.stop = true;
+    sh.cv.wait(lock, [&] { return sh.running.empty() && (sh.stop || sh.queued == 0); });
+    for (auto& [partition, lane] : sh.lanes) {
+      for (Waiting& w : lane) left.push_back(std::move(w));
+    }
+  }
+  std::sort(left.begin(), left.end(), [](const Waiting& a, const Waiting& b) { return a.seq < b.seq; });
+  std::vector<PulledEvent> back;
+  for (Waiting& w : left) back.push_back(std::move(w.event));
+  q->give_back(std::move(back));
+  q->defer_acks(false);
+  Status acked = q->apply_deferred_acks();
+  if (!sh.error.ok()) return sh.error;
+  if (!pull_error.ok()) return pull_error;
+  if (!acked.ok()) return acked;
+  return sh.handled;
 }
 
 }  // namespace rill

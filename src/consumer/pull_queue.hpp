@@ -12,6 +12,7 @@
 #include <deque>
 #include <vector>
 #include <memory>
+#include <mutex>
 #include <optional>
 
 #include "rill/pull.hpp"
@@ -44,7 +45,16 @@ class PullQueue : public std::enable_shared_from_this<PullQueue> {
   }
   bool has_pending() const noexcept { return !pending_.empty(); }
   Status ack(const Event& e);
-  bool buffered() const noexcept { return batch_next_ < batch_.size() || !prepared_.empty(); }
+  bool buffered() const noexcept { return batch_next_ < batch_.size() || !prepared_.empty() || !returned_.empty(); }
+
+  // process() on a thread pool: while deferring, ack() (from any thread)
+  // queues the event; apply_deferred_acks() acks the queued ones on the
+  // consumer's thread and returns the first failure.
+  void defer_acks(bool on) noexcept { deferring_.store(on, std::memory_order_release); }
+  Status apply_deferred_acks();
+  // Events pulled but never handed out, in pull order: next() returns them
+  // first.
+  void give_back(std::vector<PulledEvent> events);
 
  private:
   // The next event, selected and placed; nullopt at the end of the stream.
@@ -78,6 +88,10 @@ class PullQueue : public std::enable_shared_from_this<PullQueue> {
   std::deque<std::shared_ptr<PullSlot>> pending_;
   std::span<const Event> batch_;  // the last fetched batch, handed out one by one
   std::vector<Event> fixed_;      // a fixed-size batch being gathered
+  std::deque<PulledEvent> returned_;
+  std::atomic<bool> deferring_{false};
+  std::mutex deferred_mu_;
+  std::vector<Event> deferred_;  // guarded by deferred_mu_
   std::size_t batch_next_ = 0;
 };
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <set>
 #include <cstring>
@@ -594,4 +595,86 @@ TEST_CASE("a fixed pull batch waits for n events over partitions; it goes short 
   auto end = f.wait(1s);
   REQUIRE(end.ok());
   CHECK_FALSE(*end);
+}
+
+TEST_CASE("process on a thread pool: per-partition order, all once, acks applied, handlers off the caller",
+          "[pull][pool][process]") {
+  Bus bus;
+  auto t = make_topic(bus, {.partitions = 3, .capacity = 1024});
+  auto p = *t.producer();
+  constexpr int kEvents = 900;
+  for (int i = 0; i < kEvents; ++i) REQUIRE(p.publish(Message{.data = std::to_string(i), .partition = i % 3}).ok());
+  auto pool = std::make_shared<ThreadPool>(3);
+  const auto caller = std::this_thread::get_id();
+  std::mutex mu;
+  std::map<std::uint32_t, std::vector<std::uint64_t>> order;
+  std::set<std::string> seen;
+  int on_caller = 0, ack_failures = 0;
+  {
+    auto c = *t.consumer({.name = "c"});
+    auto n = c.process(
+        [&](const PulledEvent& e) {
+          std::lock_guard<std::mutex> lock(mu);
+          on_caller += std::this_thread::get_id() == caller;
+          order[e.id().partition].push_back(e.id().offset);
+          seen.insert(e.data().to_string());
+          ack_failures += !e.acknowledge().ok();
+          return true;
+        },
+        50ms, ~std::size_t{0}, pool);
+    REQUIRE(n.ok());
+    CHECK(*n == kEvents);
+  }
+  CHECK(on_caller == 0);
+  CHECK(ack_failures == 0);
+  CHECK(seen.size() == std::size_t(kEvents));
+  for (auto& [partition, offsets] : order) {
+    CHECK(offsets.size() == std::size_t(kEvents / 3));
+    CHECK(std::is_sorted(offsets.begin(), offsets.end()));
+    CHECK(std::adjacent_find(offsets.begin(), offsets.end()) == offsets.end());
+  }
+  // Every ack was applied: the name resumes with nothing left.
+  auto again = *t.consumer({.name = "c"});
+  CHECK(again.poll(10ms).status().is_timed_out());
+}
+
+TEST_CASE("process on a thread pool: a stop or a throw ends it; events not handed out come next", "[pull][pool][process]") {
+  Bus bus;
+  auto t = make_topic(bus, {.partitions = 2, .capacity = 1024});
+  auto p = *t.producer();
+  constexpr int kEvents = 400;
+  for (int i = 0; i < kEvents; ++i) REQUIRE(p.publish(Message{.data = std::to_string(i), .partition = i % 2}).ok());
+  auto pool = std::make_shared<ThreadPool>(2);
+  auto c = *t.consumer({.name = "c"});
+  std::mutex mu;
+  std::multiset<int> handled;
+  const bool throwing = GENERATE(false, true);
+  auto first = c.process(
+      [&](const PulledEvent& e) {
+        const int v = std::stoi(e.data().to_string());
+        std::lock_guard<std::mutex> lock(mu);
+        handled.insert(v);
+        if (v == 101) {
+          if (throwing) throw std::runtime_error("handler failed on 101");
+          return false;
+        }
+        return true;
+      },
+      50ms, ~std::size_t{0}, pool);
+  if (throwing) {
+    REQUIRE(first.status().is_invalid_argument());
+    CHECK(first.status().message().find("handler failed on 101") != std::string_view::npos);
+  } else {
+    REQUIRE(first.ok());
+    CHECK(*first == handled.size());
+  }
+  CHECK(handled.size() < std::size_t(kEvents));  // it stopped early
+  // The rest, sequentially: together exactly every event once.
+  auto rest = c.process([&](const PulledEvent& e) {
+    handled.insert(std::stoi(e.data().to_string()));
+    return true;
+  }, 50ms);
+  REQUIRE(rest.ok());
+  CHECK(handled.size() == std::size_t(kEvents));
+  CHECK(std::set<int>(handled.begin(), handled.end()).size() == std::size_t(kEvents));
 }

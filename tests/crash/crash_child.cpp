@@ -13,15 +13,23 @@
 //    event with its "pipeline-out" output, by origin "<partition>:<offset>",
 //    its table durable;
 //  * a producer publishing to "async" (kAsync durability) that reports
-//    "D <offset> <data>" for every event wait_durable has confirmed.
+//    "D <offset> <data>" for every event wait_durable has confirmed;
+//  * two kShared instances of consumer "shared" of "in", acking
+//    individually and out of order (a quarter of the events are held back
+//    and acked later, in random order); each ack is reported as
+//    "S <partition> <offset>" *before* it is made, so whatever the store
+//    holds as acked was reported.
 // Each report is one write(2) of one line to stdout (a pipe): atomic, so the
 // parent reads whole lines even when the kill lands mid-run.
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <random>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "rill/rill.hpp"
 
@@ -122,6 +130,42 @@ int main(int argc, char** argv) {
       if (i % 16 == 15) {  // confirm now and then; everything up to here is durable
         if (auto s = p->wait_durable(*id); !s.ok()) die("wait_durable", s);
         report("D " + std::to_string(id->offset) + " " + data);
+      }
+    }
+  });
+
+  std::thread shared_worker([&] {
+    rill::Consumer instances[2];
+    for (rill::Consumer& c : instances) {
+      auto made = in->consumer({.name = "shared", .mode = rill::ConsumerMode::kShared});
+      if (!made.ok()) die("shared consumer", made.status());
+      c = std::move(*made);
+    }
+    std::mt19937 rng(std::uint32_t(std::stoul(cycle)) + 1);
+    std::vector<std::pair<int, rill::Event>> held;  // (instance, event) acked later
+    auto ack = [&](int who, const rill::Event& e) {
+      report("S " + std::to_string(e.partition()) + " " + std::to_string(e.offset()));
+      if (auto s = instances[who].ack(e); !s.ok()) die("shared ack", s);
+    };
+    for (;;) {
+      for (int who = 0; who < 2; ++who) {
+        auto batch = instances[who].poll_batch(8, std::chrono::milliseconds(1));
+        if (!batch.ok()) {
+          if (!batch.status().is_timed_out()) die("shared poll", batch.status());
+          continue;
+        }
+        for (const rill::Event& e : *batch) {
+          if (rng() % 4 == 0) {
+            held.emplace_back(who, e);
+          } else {
+            ack(who, e);
+          }
+        }
+      }
+      if (held.size() >= 16) {
+        std::shuffle(held.begin(), held.end(), rng);
+        for (auto& [who, e] : held) ack(who, e);
+        held.clear();
       }
     }
   });

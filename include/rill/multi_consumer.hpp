@@ -62,6 +62,16 @@ struct MultiConsumerOptions {
   Position position = Position::unread();
   // Most events one poll_batch returns (see ConsumerOptions::max_batch).
   std::uint32_t max_batch = 256;
+  // How live instances of the name share each topic, as for a single-topic
+  // consumer (ConsumerOptions::mode): kExclusive, kShared or kKeyShared
+  // (kStandby is refused with InvalidArgument: use a single-topic consumer
+  // per topic). Shared modes ack individually and enable nack().
+  ConsumerMode mode = ConsumerMode::kExclusive;
+  // Individual acks for an exclusive name; redelivery limit and dead-letter
+  // topic (see ConsumerOptions), applied on every topic.
+  bool individual_acks = false;
+  std::uint32_t max_redeliveries = 0;
+  std::string dead_letter_topic{};
 };
 
 // An event and the topic it came from. `topic` views a name the
@@ -98,6 +108,11 @@ class MultiConsumer {
   // dropped since), Closed.
   Status ack(const TopicEvent& e);
   Status ack(std::string_view topic, const Event& e);
+  // Individual acks only: gives the event back for redelivery after
+  // `delay` (see Consumer::nack). Fails: as ack(), and InvalidArgument for
+  // a cumulative name.
+  Status nack(const TopicEvent& e, Timeout delay = Timeout::zero(), std::string_view reason = {});
+  Status nack(std::string_view topic, const Event& e, Timeout delay = Timeout::zero(), std::string_view reason = {});
 
   // Reads exactly these topics from now on (every partition). All or
   // nothing: Fails with NotFound (a topic does not exist), InvalidArgument

@@ -19,7 +19,17 @@ Result<MultiConsumer::Impl::Member> MultiConsumer::Impl::open_member(std::string
                                                                   const std::vector<std::uint32_t>& partitions) {
   Result<Topic> t = open_topic(topic);
   if (!t.ok()) return t.status();
-  ConsumerOptions co{.name = options.name, .position = options.position, .partitions = partitions,
+  if (options.mode == ConsumerMode::kStandby) {
+    return Status::InvalidArgument("multi-consumer '" + options.name +
+                                   "': kStandby is for single-topic consumers; use kExclusive, kShared or kKeyShared");
+  }
+  ConsumerOptions co{.name = options.name,
+                     .position = options.position,
+                     .partitions = partitions,
+                     .mode = options.mode,
+                     .individual_acks = options.individual_acks,
+                     .max_redeliveries = options.max_redeliveries,
+                     .dead_letter_topic = options.dead_letter_topic,
                      .max_batch = options.max_batch};
   Result<Consumer> c = t->consumer(std::move(co));
   if (!c.ok()) return c.status();
@@ -131,11 +141,24 @@ Result<TopicEvent> MultiConsumer::poll(Timeout timeout) {
 Status MultiConsumer::ack(std::string_view topic, const Event& e) {
   assert(impl_ && "ack() needs a valid MultiConsumer");
   Impl::Member* m = impl_->find(topic);
-  if (!m) {
-    return Status::InvalidArgument("ack() of an event of topic '" + std::string(topic) +
-                                   "', which multi-consumer '" + impl_->options.name + "' does not read (now)");
-  }
+  if (!m) return impl_->not_read("ack", topic);
   return m->consumer.ack(e);
+}
+
+Status MultiConsumer::nack(std::string_view topic, const Event& e, Timeout delay, std::string_view reason) {
+  assert(impl_ && "nack() needs a valid MultiConsumer");
+  Impl::Member* m = impl_->find(topic);
+  if (!m) return impl_->not_read("nack", topic);
+  return m->consumer.nack(e, delay, reason);
+}
+
+Status MultiConsumer::nack(const TopicEvent& e, Timeout delay, std::string_view reason) {
+  return nack(e.topic, e.event, delay, reason);
+}
+
+Status MultiConsumer::Impl::not_read(const char* call, std::string_view topic) const {
+  return Status::InvalidArgument(std::string(call) + "() of an event of topic '" + std::string(topic) +
+                                 "', which multi-consumer '" + options.name + "' does not read (now)");
 }
 
 Status MultiConsumer::ack(const TopicEvent& e) { return ack(e.topic, e.event); }

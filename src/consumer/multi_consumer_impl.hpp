@@ -42,6 +42,8 @@ struct MultiConsumer::Impl {
     bool dead = false;  // its topic was closed: skipped from then on
   };
   Member* find(std::string_view topic) noexcept;
+  // InvalidArgument for `call` (ack, nack) on a topic not read now.
+  Status not_read(const char* call, std::string_view topic) const;
   Result<Member> open_member(std::string_view topic, const std::vector<std::uint32_t>& partitions);
 
   MultiConsumerOptions options;

@@ -73,18 +73,11 @@ std::vector<std::uint32_t> SharedGroup::partitions() const {
   return out;
 }
 
-bool SharedGroup::reads(std::uint32_t partition) const noexcept {
-  for (const auto& p : parts_) {
-    if (p->partition == partition) return true;
-  }
-  return false;
-}
+bool SharedGroup::reads(std::uint32_t partition) const noexcept { return part_of(partition) != nullptr; }
 
 std::uint32_t SharedGroup::gate(std::uint32_t partition) const noexcept {
-  for (const auto& p : parts_) {
-    if (p->partition == partition) return p->gate;
-  }
-  return 0;
+  const Part* p = part_of(partition);
+  return p ? p->gate : 0;
 }
 
 void SharedGroup::bump() noexcept {
@@ -142,7 +135,7 @@ std::size_t SharedGroup::leave(std::uint64_t instance) {
   return left;
 }
 
-SharedGroup::Part* SharedGroup::part_of(std::uint32_t partition) noexcept {
+const SharedGroup::Part* SharedGroup::part_of(std::uint32_t partition) const noexcept {
   for (auto& p : parts_) {
     if (p->partition == partition) return p.get();
   }

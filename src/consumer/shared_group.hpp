@@ -34,6 +34,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "rill/status.hpp"
@@ -158,7 +159,10 @@ class SharedGroup {
   std::uint16_t ring_slot(const Part& p, std::uint64_t offset) const noexcept;
   void reassign_slots();                                 // after a join or leave
   void bump() noexcept;                                  // epoch_ + wake sleeping instances
-  Part* part_of(std::uint32_t partition) noexcept;
+  const Part* part_of(std::uint32_t partition) const noexcept;  // null when not read
+  Part* part_of(std::uint32_t partition) noexcept {
+    return const_cast<Part*>(std::as_const(*this).part_of(partition));
+  }
   void make_due(std::int64_t now_ns);  // moves delayed redeliveries whose time came into `due`
   void settle(Part& p);                // advances base and the gate over the acked prefix
   void restore(Part& p, const std::string& acked_above);  // a restored cursor's individually acked set

@@ -179,17 +179,11 @@ void JoinTable::erase(Entries::iterator it) {
 }
 
 void JoinTable::take_changes(Emitter& changelog) {
-  std::string data;
-  for (const auto& [key, partition] : changed_) {
-    auto it = entries_.find(key);
-    begin_record(data, it != entries_.end(), partition);
-    if (it != entries_.end()) {
-      put(data, &it->second.created_ns, 8);
-      data += fns_.encode(it->second.partial);
-    }
-    changelog.emit(Message{key, {}, data, {}, std::int64_t(partition)});
-  }
-  changed_.clear();
+  emit_changes(changed_, entries_, changelog, [&](std::string& data, std::uint32_t, const auto* entry) {
+    if (!entry) return;
+    put(data, &entry->created_ns, 8);
+    data += fns_.encode(entry->partial);
+  });
 }
 
 Status JoinTable::restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions) {
@@ -367,14 +361,9 @@ StageState::Verdict TableJoinState::add(std::size_t input, const Event& e, Emitt
 }
 
 void TableJoinState::take_changes(Emitter& changelog) {
-  std::string data;
-  for (const auto& [key, partition] : changed_) {
-    auto it = table_.find(key);
-    begin_record(data, it != table_.end(), partition);
-    if (it != table_.end()) data += it->second.bytes;
-    changelog.emit(Message{key, {}, data, {}, std::int64_t(partition)});
-  }
-  changed_.clear();
+  emit_changes(changed_, table_, changelog, [](std::string& data, std::uint32_t, const auto* entry) {
+    if (entry) data += entry->bytes;
+  });
 }
 
 Status TableJoinState::restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions) {

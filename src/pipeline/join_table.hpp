@@ -33,6 +33,24 @@ bool read_record_head(std::string_view& in, bool& present, std::uint32_t& partit
 void append_event(std::string& out, const Event& e);
 bool read_event(std::string_view& in, Event& e);
 
+// Keys changed since the last changelog emit, with their input partition.
+using ChangedKeys = std::map<std::string, std::uint32_t, std::less<>>;
+// Emits one changelog record per changed key — the record head, then what
+// `body(data, partition, entry)` appends (entry: the key's value in
+// `table`, null when it was removed) — and forgets the changes.
+template <class Table, class Body>
+void emit_changes(ChangedKeys& changed, const Table& table, Emitter& changelog, Body&& body) {
+  std::string data;
+  for (const auto& [key, partition] : changed) {
+    auto it = table.find(key);
+    const bool present = it != table.end();
+    begin_record(data, present, partition);
+    body(data, partition, present ? &it->second : nullptr);
+    changelog.emit(Message{key, {}, data, {}, std::int64_t(partition)});
+  }
+  changed.clear();
+}
+
 class JoinTable final : public StageState {
  public:
   // REQUIRES: fns outlives the table.
@@ -70,7 +88,7 @@ class JoinTable final : public StageState {
   const std::string stage_;
   Entries entries_;
   std::list<const std::string*> by_age_;  // entries_' keys (stable in its nodes), oldest first
-  std::map<std::string, std::uint32_t, std::less<>> changed_;  // key -> partition, since take_changes
+  ChangedKeys changed_;  // key -> partition, since take_changes
 };
 
 class JoinSpec final : public StateSpec {
@@ -108,7 +126,7 @@ class TableJoinState final : public StageState {
   const TableJoin& join_;
   const bool track_changes_;
   std::map<std::string, Value, std::less<>> table_;
-  std::map<std::string, std::uint32_t, std::less<>> changed_;
+  ChangedKeys changed_;
 };
 
 class TableJoinSpec final : public StateSpec {

@@ -109,25 +109,19 @@ StageState::Verdict StreamJoinState::add(std::size_t input, const Event& e, Emit
 }
 
 void StreamJoinState::take_changes(Emitter& changelog) {
-  std::string data;
-  for (const auto& [key, partition] : changed_) {
-    auto it = keys_.find(key);
-    begin_record(data, it != keys_.end(), partition);
+  emit_changes(changed_, keys_, changelog, [&](std::string& data, std::uint32_t partition, const auto* entry) {
     put(data, clock_.seen(partition));
-    if (it != keys_.end()) {
-      for (const auto& side : it->second.side) {
-        put(data, std::uint32_t(side.size()));
-        for (const auto& [seq, item] : side) {
-          put(data, seq);
-          put(data, item.t);
-          put(data, char(item.matched));
-          append_event(data, item.event);
-        }
+    if (!entry) return;
+    for (const auto& side : entry->side) {
+      put(data, std::uint32_t(side.size()));
+      for (const auto& [seq, item] : side) {
+        put(data, seq);
+        put(data, item.t);
+        put(data, char(item.matched));
+        append_event(data, item.event);
       }
     }
-    changelog.emit(Message{key, {}, data, {}, std::int64_t(partition)});
-  }
-  changed_.clear();
+  });
 }
 
 Status StreamJoinState::restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions) {

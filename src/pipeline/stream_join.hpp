@@ -11,6 +11,7 @@
 #include <string>
 #include <tuple>
 
+#include "pipeline/join_table.hpp"
 #include "pipeline/stage_state.hpp"
 #include "rill/join.hpp"
 
@@ -50,7 +51,7 @@ class StreamJoinState final : public StageState {
   PartitionClock clock_;
   std::multimap<std::int64_t, std::tuple<std::string, int, std::uint64_t>> closing_;  // close time -> item
   std::uint64_t next_seq_ = 0;
-  std::map<std::string, std::uint32_t, std::less<>> changed_;
+  ChangedKeys changed_;
 };
 
 class StreamJoinSpec final : public StateSpec {

@@ -48,26 +48,17 @@ namespace {
 // Changelog records: a tag, then the entry's fields.
 constexpr char kPresent = 'P', kRemoved = 'X';
 
-void put(std::string& s, const void* p, std::size_t n) { s.append(static_cast<const char*>(p), n); }
-template <class T>
-bool get(std::string_view& s, T& v) {
-  if (s.size() < sizeof(T)) return false;
-  std::memcpy(&v, s.data(), sizeof(T));
-  s.remove_prefix(sizeof(T));
-  return true;
-}
-
 }  // namespace
 
 void begin_record(std::string& out, bool present, std::uint32_t partition) {
   out.clear();
   out += present ? kPresent : kRemoved;
-  put(out, &partition, 4);
+  put_field(out, partition);
 }
 
 bool read_record_head(std::string_view& in, bool& present, std::uint32_t& partition) {
   char tag = 0;
-  if (!get(in, tag) || !get(in, partition) || (tag != kPresent && tag != kRemoved)) return false;
+  if (!get_field(in, tag) || !get_field(in, partition) || (tag != kPresent && tag != kRemoved)) return false;
   present = tag == kPresent;
   return true;
 }
@@ -78,21 +69,24 @@ void append_event(std::string& out, const Event& e) {
   const std::uint32_t size = std::uint32_t(tuple.size());
   const EventId id = e.id();
   const std::int64_t ts = e.timestamp_ns();
-  put(out, &size, 4);
+  put_field(out, size);
   out += tuple;
-  put(out, &id.partition, 4);
-  put(out, &id.offset, 8);
-  put(out, &ts, 8);
+  put_field(out, id.partition);
+  put_field(out, id.offset);
+  put_field(out, ts);
 }
 
 bool read_event(std::string_view& in, Event& e) {
   std::uint32_t size = 0;
-  if (!get(in, size) || in.size() < size) return false;
+  if (!get_field(in, size) || in.size() < size) return false;
   Result<std::vector<std::string_view>> fields = decode_tuple(in.substr(0, size));
   in.remove_prefix(size);
   EventId id;
   std::int64_t ts = 0;
-  if (!fields.ok() || fields->size() != 3 || !get(in, id.partition) || !get(in, id.offset) || !get(in, ts)) return false;
+  if (!fields.ok() || fields->size() != 3 || !get_field(in, id.partition) || !get_field(in, id.offset) ||
+      !get_field(in, ts)) {
+    return false;
+  }
   const Message m{(*fields)[0], (*fields)[1], (*fields)[2], {}, kAnyPartition};
   PreparedEvent prepared;
   if (!prepare_event(m, ~std::uint32_t{0}, prepared).ok()) return false;
@@ -181,7 +175,7 @@ void JoinTable::erase(Entries::iterator it) {
 void JoinTable::take_changes(Emitter& changelog) {
   emit_changes(changed_, entries_, changelog, [&](std::string& data, std::uint32_t, const auto* entry) {
     if (!entry) return;
-    put(data, &entry->created_ns, 8);
+    put_field(data, entry->created_ns);
     data += fns_.encode(entry->partial);
   });
 }
@@ -190,7 +184,7 @@ Status JoinTable::restore(std::string_view key, std::string_view data, const std
   bool present = false;
   std::uint32_t partition = 0;
   std::int64_t created = 0;
-  if (!read_record_head(data, present, partition) || (present && !get(data, created))) {
+  if (!read_record_head(data, present, partition) || (present && !get_field(data, created))) {
     return Status::Corruption("join changelog record for key '" + std::string(key) + "' is malformed");
   }
   if (!mine(partition, partitions)) return Status::Ok();
@@ -241,11 +235,11 @@ struct Slots {
 std::string encode_slots(const Slots& s) {
   std::string out;
   const std::uint32_t inputs = std::uint32_t(s.heads.size());
-  put(out, &inputs, 4);
+  put_field(out, inputs);
   for (std::uint32_t i = 0; i < inputs; ++i) {
     const std::uint32_t queued = s.queued.empty() ? 0 : std::uint32_t(s.queued[i].size());
     const std::uint32_t n = (s.present >> i & 1) ? 1 + queued : 0;
-    put(out, &n, 4);
+    put_field(out, n);
     if (n == 0) continue;
     append_event(out, s.heads[i]);
     for (std::uint32_t q = 0; q < queued; ++q) append_event(out, s.queued[i][q]);
@@ -256,11 +250,11 @@ std::string encode_slots(const Slots& s) {
 Slots decode_slots(std::string_view in) {
   Slots s;
   std::uint32_t inputs = 0;
-  if (!get(in, inputs) || inputs > 64) throw std::runtime_error("key-match state malformed");
+  if (!get_field(in, inputs) || inputs > 64) throw std::runtime_error("key-match state malformed");
   s.heads.resize(inputs);
   for (std::uint32_t i = 0; i < inputs; ++i) {
     std::uint32_t n = 0;
-    if (!get(in, n)) throw std::runtime_error("key-match state cut short");
+    if (!get_field(in, n)) throw std::runtime_error("key-match state cut short");
     for (std::uint32_t k = 0; k < n; ++k) {
       Event e;
       if (!read_event(in, e)) throw std::runtime_error("key-match state malformed");

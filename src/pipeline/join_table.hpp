@@ -12,9 +12,11 @@
 
 #include <any>
 #include <cstdint>
+#include <cstring>
 #include <list>
 #include <map>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "pipeline/stage_state.hpp"
@@ -26,6 +28,20 @@ namespace rill::detail {
 // Changelog helpers shared by the join states.
 // Every join changelog record starts with whether its entry is present
 // (absent: removed) and the entry's input partition.
+// Fixed-size fields of the records, in native byte order (a changelog is
+// read back by the build that wrote it); get_field advances `in` (false:
+// cut short).
+template <class T>
+void put_field(std::string& out, const T& v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof(T));
+}
+template <class T>
+bool get_field(std::string_view& in, T& v) {
+  if (in.size() < sizeof(T)) return false;
+  std::memcpy(&v, in.data(), sizeof(T));
+  in.remove_prefix(sizeof(T));
+  return true;
+}
 void begin_record(std::string& out, bool present, std::uint32_t partition);
 bool read_record_head(std::string_view& in, bool& present, std::uint32_t& partition);
 // An event as bytes (key, metadata, data, id, timestamp), appended to

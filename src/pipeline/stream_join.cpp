@@ -12,18 +12,6 @@ namespace rill::detail {
 
 namespace {
 
-template <class T>
-void put(std::string& s, const T& v) {
-  s.append(reinterpret_cast<const char*>(&v), sizeof(T));
-}
-template <class T>
-bool get(std::string_view& s, T& v) {
-  if (s.size() < sizeof(T)) return false;
-  std::memcpy(&v, s.data(), sizeof(T));
-  s.remove_prefix(sizeof(T));
-  return true;
-}
-
 std::int64_t ns(std::chrono::milliseconds d) { return std::chrono::nanoseconds(d).count(); }
 
 }  // namespace
@@ -110,14 +98,14 @@ StageState::Verdict StreamJoinState::add(std::size_t input, const Event& e, Emit
 
 void StreamJoinState::take_changes(Emitter& changelog) {
   emit_changes(changed_, keys_, changelog, [&](std::string& data, std::uint32_t partition, const auto* entry) {
-    put(data, clock_.seen(partition));
+    put_field(data, clock_.seen(partition));
     if (!entry) return;
     for (const auto& side : entry->side) {
-      put(data, std::uint32_t(side.size()));
+      put_field(data, std::uint32_t(side.size()));
       for (const auto& [seq, item] : side) {
-        put(data, seq);
-        put(data, item.t);
-        put(data, char(item.matched));
+        put_field(data, seq);
+        put_field(data, item.t);
+        put_field(data, char(item.matched));
         append_event(data, item.event);
       }
     }
@@ -129,7 +117,7 @@ Status StreamJoinState::restore(std::string_view key, std::string_view data, con
   bool present = false;
   std::uint32_t partition = 0;
   std::int64_t max_time = 0;
-  if (!read_record_head(data, present, partition) || !get(data, max_time)) return bad;
+  if (!read_record_head(data, present, partition) || !get_field(data, max_time)) return bad;
   if (!mine(partition, partitions)) return Status::Ok();
   clock_.raise(partition, max_time);
   if (!present) {
@@ -140,12 +128,12 @@ Status StreamJoinState::restore(std::string_view key, std::string_view data, con
   b.partition = partition;
   for (auto& side : b.side) {
     std::uint32_t n = 0;
-    if (!get(data, n)) return bad;
+    if (!get_field(data, n)) return bad;
     for (std::uint32_t i = 0; i < n; ++i) {
       std::uint64_t seq = 0;
       Item item;
       char matched = 0;
-      if (!get(data, seq) || !get(data, item.t) || !get(data, matched) || !read_event(data, item.event)) return bad;
+      if (!get_field(data, seq) || !get_field(data, item.t) || !get_field(data, matched) || !read_event(data, item.event)) return bad;
       item.matched = matched != 0;
       side.emplace(seq, std::move(item));
     }

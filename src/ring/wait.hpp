@@ -45,4 +45,23 @@ bool wait_until(WaitStrategy strategy, Doorbell& bell, Deadline deadline, Ready&
   }
 }
 
+// For waits known to last long (a durable commit: tens of microseconds to
+// a fraction of a millisecond for its fsyncs): a short spin, then sleep on
+// the bell, with no yield loop in between. Several threads yielding through
+// such a wait on a busy machine take the CPU from the threads they wait for
+// (the durable_sync bench: about a third less CPU, the same rate).
+// Returns as wait_until.
+template <class Ready>
+bool wait_sleeping(Doorbell& bell, Deadline deadline, Ready&& ready) {
+  constexpr int kSpins = 128;
+  for (int i = 0; i < kSpins; ++i) {
+    if (ready()) return true;
+    cpu_relax();
+  }
+  for (;;) {
+    if (bell.sleep(ready, deadline)) return true;
+    if (SteadyClock::now() >= deadline) return ready();
+  }
+}
+
 }  // namespace rill::detail

@@ -340,11 +340,10 @@ Status DurableLog::wait_committed(TopicCore& topic, std::uint32_t partition, std
     return done() || failed() || topic.closed() || stop_.load(std::memory_order_acquire) ||
            (cancelled && cancelled->load(std::memory_order_relaxed));
   };
-  // A commit takes a fraction of a millisecond (its fsyncs): yield for up
-  // to 2 ms, which keeps a busy pipeline's publishers from paying a futex
-  // wake-up per group, then sleep on the durable bell.
+  // A commit takes long enough (its fsyncs) that yielding through it only
+  // takes the CPU from the writer and the other publishers: sleep.
   waiters_.fetch_add(1, std::memory_order_acq_rel);
-  wait_until(WaitStrategy::kBlocking, durable_bell_, deadline, stop);
+  wait_sleeping(durable_bell_, deadline, stop);
   waiters_.fetch_sub(1, std::memory_order_acq_rel);
   if (done()) return Status::Ok();
   if (failed()) return failure();

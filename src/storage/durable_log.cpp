@@ -121,8 +121,6 @@ void DurableLog::finish_batch(BatchRequest& request, Status status) {
 
 void DurableLog::run() noexcept {
   Deadline last_commit = SteadyClock::now();
-  int last_group_waiters = 0;
-  int groups_since_decay = 0;
   for (;;) {
     const bool stopping = stop_.load(std::memory_order_acquire);
     BatchRequest* batch = nullptr;
@@ -159,23 +157,31 @@ void DurableLog::run() noexcept {
     if (due) {
       if (!stopping && pending_now.sync && !full_group) {
         // Group commit: the publishers the last group woke are appending
-        // again. Wait (at most 500 us) until as many are waiting for a
-        // commit as before the last one, so that one fsync covers them all
-        // rather than a trickle of small groups each paying its own. A lone
-        // sync publisher is back at once: no delay.
+        // again. Wait until as many wait for a commit as waited when the
+        // last group's fsync ended (the publishers active then), so that
+        // one fsync covers them all rather than a trickle of small groups
+        // each paying its own — but no longer than publishers keep coming:
+        // 50 us without a new event ends the wait (publishers gone, or
+        // publishing without waiting), and 500 us at most. A lone sync
+        // publisher is back at once: no delay.
         const Deadline start = SteadyClock::now();
-        while (waiters_.load(std::memory_order_acquire) < last_group_waiters &&
-               pending().total < options_.commit_events &&
-               SteadyClock::now() - start < std::chrono::microseconds(500)) {
-          std::this_thread::yield();
-        }
-        // The target is the most waiters seen at a commit, decaying by one
-        // every 64 groups: one early commit (a publisher slow to come back)
-        // must not shrink every later group.
-        last_group_waiters = std::max(waiters_.load(std::memory_order_acquire), last_group_waiters);
-        if (++groups_since_decay == 64) {
-          groups_since_decay = 0;
-          if (last_group_waiters > 0) --last_group_waiters;
+        const Deadline until = start + std::chrono::microseconds(500);
+        auto gathered = [&] {
+          return (waiters_at_last_commit_ > 0 && waiting_for_commit() >= waiters_at_last_commit_) ||
+                 pending().total >= options_.commit_events || stop_.load(std::memory_order_acquire);
+        };
+        std::uint64_t seen = pending().total;
+        Deadline changed = start;
+        while (!gathered()) {
+          const Deadline t = SteadyClock::now();
+          if (t >= until) break;
+          if (const std::uint64_t p = pending().total; p != seen) {
+            seen = p;
+            changed = t;
+          } else if (t - changed >= std::chrono::microseconds(50)) {
+            break;
+          }
+          writer_bell_.sleep(gathered, std::min(until, t + std::chrono::microseconds(25)));
         }
       }
       if (Status s = commit_group(stopping, !stopping); !s.ok()) fail(std::move(s));
@@ -307,6 +313,7 @@ Status DurableLog::commit_group(bool force_sync, bool capped) {
   if (!s.ok()) return s;
   if (sync_needed) last_fsync_ = SteadyClock::now();
 
+  waiters_at_last_commit_ = waiting_for_commit();
   // Publish the group: committed offsets, the writer's gates, cursors.
   for (GroupPart& g : parts) {
     DurablePartition& dp = g.topic->durable()->parts[g.partition];
@@ -335,22 +342,63 @@ Status DurableLog::wait_committed(TopicCore& topic, std::uint32_t partition, std
   DurablePartition& dp = topic.durable()->parts[partition];
   auto done = [&] { return dp.committed.load(std::memory_order_acquire) > offset; };
   if (done()) return Status::Ok();
-  nudge();
   auto stop = [&] {
     return done() || failed() || topic.closed() || stop_.load(std::memory_order_acquire) ||
            (cancelled && cancelled->load(std::memory_order_relaxed));
   };
   // A commit takes long enough (its fsyncs) that yielding through it only
   // takes the CPU from the writer and the other publishers: sleep.
-  waiters_.fetch_add(1, std::memory_order_acq_rel);
+  // Registered before the nudge: a writer lingering for waiters sees us.
+  WaitSlot* slot = register_waiter(dp.committed, offset);
+  nudge();
   wait_sleeping(durable_bell_, deadline, stop);
-  waiters_.fetch_sub(1, std::memory_order_acq_rel);
+  unregister_waiter(slot);
   if (done()) return Status::Ok();
   if (failed()) return failure();
   if (topic.closed() || stop_.load() || (cancelled && cancelled->load())) {
     return Status::Closed("closed before the event was committed; it may or may not be on disk");
   }
   return Status::TimedOut("the event was not committed within the timeout; it may still be");
+}
+
+DurableLog::WaitSlot* DurableLog::register_waiter(const std::atomic<std::uint64_t>& committed,
+                                                  std::uint64_t offset) noexcept {
+  for (std::size_t i = 0; i < kWaitSlots; ++i) {
+    WaitSlot& w = wait_slots_[i];
+    if (w.busy.load(std::memory_order_relaxed) || w.busy.exchange(true, std::memory_order_acquire)) continue;
+    w.offset.store(offset, std::memory_order_relaxed);
+    w.committed.store(&committed, std::memory_order_release);
+    return &w;
+  }
+  return nullptr;
+}
+
+// The writer may have loaded the slot's pointer just before it is cleared:
+// scanning_ (seq_cst on both sides) tells, and the waiter lets that short
+// scan end before returning (after which its topic may be destroyed).
+void DurableLog::unregister_waiter(WaitSlot* slot) noexcept {
+  if (!slot) return;
+  slot->committed.store(nullptr, std::memory_order_seq_cst);
+  for (int i = 0; scanning_.load(std::memory_order_seq_cst) != 0; ++i) {
+    if (i < 1024) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();  // the writer was preempted mid-scan
+    }
+  }
+  slot->busy.store(false, std::memory_order_release);
+}
+
+int DurableLog::waiting_for_commit() noexcept {
+  scanning_.fetch_add(1, std::memory_order_seq_cst);
+  int n = 0;
+  for (std::size_t i = 0; i < kWaitSlots; ++i) {
+    const WaitSlot& w = wait_slots_[i];
+    const std::atomic<std::uint64_t>* c = w.committed.load(std::memory_order_seq_cst);
+    if (c && c->load(std::memory_order_acquire) <= w.offset.load(std::memory_order_relaxed)) ++n;
+  }
+  scanning_.fetch_sub(1, std::memory_order_seq_cst);
+  return n;
 }
 
 Status DurableLog::run_batch(BatchRequest& request, Deadline deadline) {

@@ -174,7 +174,24 @@ class DurableLog {
   std::thread writer_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> acks_dirty_{false};
-  std::atomic<int> waiters_{0};  // threads in wait_committed
+  // Threads in wait_committed register here, so that a lingering writer
+  // can tell how many wait for events not yet committed: a thread the last
+  // group released may still be asleep, and must not count.
+  struct alignas(kCacheLine) WaitSlot {
+    std::atomic<bool> busy{false};
+    std::atomic<const std::atomic<std::uint64_t>*> committed{nullptr};  // the partition's
+    std::atomic<std::uint64_t> offset{0};                                // the awaited offset
+  };
+  static constexpr std::size_t kWaitSlots = 64;  // more waiters go uncounted
+  WaitSlot* register_waiter(const std::atomic<std::uint64_t>& committed, std::uint64_t offset) noexcept;
+  // Returns once the writer no longer reads the slot's partition (whose
+  // topic the caller may destroy next).
+  void unregister_waiter(WaitSlot* slot) noexcept;
+  // Registered waiters whose event is not committed yet. Writer only.
+  int waiting_for_commit() noexcept;
+  std::unique_ptr<WaitSlot[]> wait_slots_{new WaitSlot[kWaitSlots]};
+  std::atomic<int> scanning_{0};  // the writer is in waiting_for_commit
+  int waiters_at_last_commit_ = 0;  // waiting_for_commit() as the last group committed. Writer only.
   Doorbell writer_bell_;   // the writer sleeps here
   Doorbell durable_bell_;  // waiters for commits sleep here
   Deadline last_fsync_{};

@@ -33,7 +33,12 @@ constexpr std::size_t kEventBytes = 100;
 
 class BenchDir {
  public:
+  // Starts from a quiet disk: ::sync() first writes back what earlier
+  // benchmarks left dirty (the async ones leave hundreds of MB), which would
+  // otherwise queue ahead of this benchmark's fsyncs — penalizing whichever
+  // scenario happens to run next. Outside the timed loop.
   BenchDir() {
+    ::sync();
     const char* base = std::getenv("TMPDIR");
     std::string pattern = std::string(base && *base ? base : "/tmp") + "/rill-bench-XXXXXX";
     if (!::mkdtemp(pattern.data())) std::abort();

@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/cache.hpp"
 #include "ring/sequenced_ring.hpp"
 
 using rill::detail::SequencedRing;
@@ -26,6 +27,24 @@ struct Tracked {
 std::atomic<long> Tracked::live{0};
 
 using Ring = SequencedRing<Tracked>;
+
+// A test thread waiting for another: yield a few times, then sleep a little.
+// A thread that only yields stays runnable, so when other processes keep
+// both cores busy (ctest -j2, ThreadSanitizer) the threads it waits for get
+// a time slice only now and then, and a test of a few seconds took minutes.
+class Backoff {
+ public:
+  void operator()() {
+    if (n_++ < 64) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+
+ private:
+  int n_ = 0;
+};
 
 }  // namespace
 
@@ -134,15 +153,15 @@ TEST_CASE("multi-producer claims publish in claim order with nothing lost", "[ri
         std::uint64_t s;
         if (i % 2 == 0) {  // fetch_add claim, then wait for room
           s = ring.claim(1);
-          while (!ring.mp_has_room(s + 1)) std::this_thread::yield();
+          for (Backoff wait; !ring.mp_has_room(s + 1);) wait();
         } else {  // CAS claim only when room is there
           std::optional<std::uint64_t> c;
-          while (!(c = ring.try_claim(1))) std::this_thread::yield();
+          for (Backoff wait; !(c = ring.try_claim(1));) wait();
           s = *c;
         }
         ring.slot(s).seq = i;
         ring.slot(s).producer = std::uint32_t(p);
-        while (!ring.mp_turn(s)) std::this_thread::yield();
+        for (Backoff wait; !ring.mp_turn(s);) wait();
         ring.publish(s + 1);
       }
     });
@@ -150,15 +169,16 @@ TEST_CASE("multi-producer claims publish in claim order with nothing lost", "[ri
   std::vector<std::uint64_t> next(kProducers, 0);
   std::uint64_t read = 0;
   long order_errors = 0;
+  Backoff idle;
   while (read < kProducers * kPerProducer) {
     const std::uint64_t end = ring.published();
+    if (end <= read) idle();
     for (; read < end; ++read) {
       const Tracked& t = ring.slot(read);
       order_errors += t.seq != next[t.producer];
       next[t.producer] = t.seq + 1;
     }
     ring.ack(*gate, read);
-    if (read < kProducers * kPerProducer) std::this_thread::yield();
   }
   for (auto& t : producers) t.join();
   CHECK(order_errors == 0);
@@ -202,26 +222,31 @@ TEST_CASE("a lossy ring never overwrites a seq a consumer is copying, whichever 
     producers.emplace_back([&] {
       for (std::uint64_t i = 0; i < kPerProducer; ++i) {
         const std::uint64_t s = ring.claim(1);
-        while (!ring.mp_has_room(s + 1)) std::this_thread::yield();
+        for (Backoff wait; !ring.mp_has_room(s + 1);) wait();
         ring.slot(s).seq = s;
-        while (!ring.mp_turn(s)) std::this_thread::yield();
+        for (Backoff wait; !ring.mp_turn(s);) wait();
         ring.publish(s + 1);
       }
     });
   }
   std::uint64_t read = 0, copied = 0;
   long torn = 0;
+  Backoff idle;
   while (read < kTotal) {
     const std::uint64_t end = ring.published();
     if (end <= read) {
-      std::this_thread::yield();
+      idle();
       continue;
     }
     const std::uint64_t first = ring.pin(*gate, read);
     for (std::uint64_t q = first; q < end; ++q) {
       torn += ring.slot(q).seq != q;  // overwritten under the pin
       ++copied;
-      std::this_thread::yield();      // a slow copy: producers lap the ring meanwhile
+      // A slow copy: producers (on the other core) lap the ring meanwhile.
+      // A spin, not a yield: yielding while pinned hands the core to
+      // whatever else runs (other tests under ctest -j2) for a whole time
+      // slice while every producer waits for the pin — minutes under TSan.
+      for (int k = 0; k < 256; ++k) rill::detail::cpu_relax();
     }
     ring.unpin(*gate);
     read = std::max(first, end);

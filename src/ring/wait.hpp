@@ -14,11 +14,15 @@ namespace rill::detail {
 // Waits until ready() returns true (true) or the deadline passes (false).
 // ready() must also return true when the caller should stop waiting for
 // another reason (close); the caller tells which afterwards.
+// kBlocking yields `yields` times between the spin and sleeping on the bell.
+// Waits known to last long (a durable commit: tens of microseconds to a
+// fraction of a millisecond for its fsyncs) pass 0: several threads yielding
+// through such a wait on a busy machine take the CPU from the threads they
+// wait for (the durable_sync bench: about a third less CPU, the same rate).
 template <class Ready>
-bool wait_until(WaitStrategy strategy, Doorbell& bell, Deadline deadline, Ready&& ready) {
+bool wait_until(WaitStrategy strategy, Doorbell& bell, Deadline deadline, Ready&& ready, int yields = 32) {
   // Short spin: most waits in a busy pipeline end within a few hundred ns.
   constexpr int kSpins = 128;
-  constexpr int kYields = 32;
   for (int i = 0; i < kSpins; ++i) {
     if (ready()) return true;
     cpu_relax();
@@ -34,7 +38,7 @@ bool wait_until(WaitStrategy strategy, Doorbell& bell, Deadline deadline, Ready&
         std::this_thread::yield();
         break;
       case WaitStrategy::kBlocking:
-        if (i < kYields) {
+        if (i < yields) {
           std::this_thread::yield();
         } else {
           if (bell.sleep(ready, deadline)) return true;
@@ -42,25 +46,6 @@ bool wait_until(WaitStrategy strategy, Doorbell& bell, Deadline deadline, Ready&
         }
         break;
     }
-  }
-}
-
-// For waits known to last long (a durable commit: tens of microseconds to
-// a fraction of a millisecond for its fsyncs): a short spin, then sleep on
-// the bell, with no yield loop in between. Several threads yielding through
-// such a wait on a busy machine take the CPU from the threads they wait for
-// (the durable_sync bench: about a third less CPU, the same rate).
-// Returns as wait_until.
-template <class Ready>
-bool wait_sleeping(Doorbell& bell, Deadline deadline, Ready&& ready) {
-  constexpr int kSpins = 128;
-  for (int i = 0; i < kSpins; ++i) {
-    if (ready()) return true;
-    cpu_relax();
-  }
-  for (;;) {
-    if (bell.sleep(ready, deadline)) return true;
-    if (SteadyClock::now() >= deadline) return ready();
   }
 }
 

@@ -351,7 +351,7 @@ Status DurableLog::wait_committed(TopicCore& topic, std::uint32_t partition, std
   // Registered before the nudge: a writer lingering for waiters sees us.
   WaitSlot* slot = register_waiter(dp.committed, offset);
   nudge();
-  wait_sleeping(durable_bell_, deadline, stop);
+  wait_until(WaitStrategy::kBlocking, durable_bell_, deadline, stop, /*yields=*/0);
   unregister_waiter(slot);
   if (done()) return Status::Ok();
   if (failed()) return failure();

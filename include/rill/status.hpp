@@ -50,6 +50,24 @@ class [[nodiscard]] Status {
   };
 
   Status() noexcept = default;
+  Status(const Status& o) : code_(o.code_), literal_(o.literal_), owned_(o.owned_ ? new std::string(*o.owned_) : nullptr) {}
+  // A moved-from Status keeps its code (and a literal message); an owned
+  // message moves.
+  Status(Status&& o) noexcept : code_(o.code_), literal_(o.literal_), owned_(std::exchange(o.owned_, nullptr)) {}
+  Status& operator=(const Status& o) {
+    if (this != &o) *this = Status(o);
+    return *this;
+  }
+  Status& operator=(Status&& o) noexcept {
+    if (this != &o) {
+      delete owned_;
+      code_ = o.code_;
+      literal_ = o.literal_;
+      owned_ = std::exchange(o.owned_, nullptr);
+    }
+    return *this;
+  }
+  ~Status() { delete owned_; }
 
   static Status Ok() noexcept { return Status(); }
   static Status InvalidArgument(std::string msg) { return {Code::kInvalidArgument, std::move(msg)}; }
@@ -78,7 +96,10 @@ class [[nodiscard]] Status {
   bool ok() const noexcept { return code_ == Code::kOk; }
   explicit operator bool() const noexcept { return ok(); }
   Code code() const noexcept { return code_; }
-  std::string_view message() const noexcept { return literal_ ? std::string_view(literal_) : message_; }
+  std::string_view message() const noexcept {
+    if (literal_) return literal_;
+    return owned_ ? std::string_view(*owned_) : std::string_view();
+  }
 
   bool is_invalid_argument() const noexcept { return code_ == Code::kInvalidArgument; }
   bool is_not_found() const noexcept { return code_ == Code::kNotFound; }
@@ -103,12 +124,16 @@ class [[nodiscard]] Status {
   friend bool operator==(const Status& a, const Status& b) noexcept { return a.code_ == b.code_; }
 
  private:
-  Status(Code code, std::string msg) : code_(code), message_(std::move(msg)) {}
+  Status(Code code, std::string msg) : code_(code), owned_(new std::string(std::move(msg))) {}
   Status(Code code, const char* literal) noexcept : code_(code), literal_(literal) {}
 
+  // Three words, none of them a std::string: an Ok Status (every call on
+  // the hot path returns one) is built, moved and destroyed without
+  // touching a string. An error's message is a literal (static storage) or
+  // one heap string the Status owns.
   Code code_ = Code::kOk;
   const char* literal_ = nullptr;  // static message, when set
-  std::string message_;
+  std::string* owned_ = nullptr;   // owned message, when set
 };
 
 std::string_view to_string(Status::Code code) noexcept;

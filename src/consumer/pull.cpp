@@ -338,8 +338,8 @@ Result<std::size_t> Consumer::process(const EventHandler& handler, Timeout idle_
       Status s = detail::guarded("the event handler", w.event.id(), [&] { go_on = handler(w.event); });
       lock.lock();
       ++sh.handled;
-      if (!s.ok() && sh.error.ok()) sh.error = std::move(s);
       if (!s.ok() || !go_on) sh.stop = true;
+      if (!s.ok() && sh.error.ok()) sh.error = std::move(s);
       sh.cv.notify_all();
     }
   };

@@ -39,3 +39,29 @@ TEST_CASE("Result holds a value or the status explaining its absence", "[status]
   CHECK(bad.status().is_not_found());
   CHECK(bad.status().message() == "no topic 'x'");
 }
+
+TEST_CASE("Status copies own their message; moves hand it over and keep the code", "[status]") {
+  Status a = Status::IOError("disk full at /var/lib/rill/data.mdb (a message longer than SSO)");
+  Status b = a;  // deep copy
+  CHECK(b.is_io_error());
+  CHECK(b.message() == a.message());
+  CHECK(b.message().data() != a.message().data());
+  Status c = std::move(a);
+  CHECK(c.message() == b.message());
+  CHECK(a.is_io_error());  // a moved-from Status keeps its code (callers may still test it)
+  CHECK(a.message().empty());
+  const Status& same = c;
+  c = same;  // self-assignment keeps the message
+  CHECK(c.message() == b.message());
+  c = Status::Full();  // a literal replaces an owned message
+  CHECK(c.is_full());
+  CHECK(c.message() == "ring full");
+  b = std::move(c);
+  CHECK(b.is_full());
+  CHECK(b.message() == "ring full");
+  CHECK(c.is_full());
+  Status ok;
+  ok = b;
+  CHECK(ok.is_full());
+  CHECK(Status::Ok().message().empty());
+}

@@ -71,19 +71,7 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
         if (!ok) return timed_out();
       }
     }
-    const std::int64_t ts = std::max(now_ns(opt.precise_timestamps), sp.last_ts);
-    // Request the slots a few events ahead: their lines are usually in the
-    // consumer's cache, and overlapping those transfers is what sets the
-    // publish rate. Within the granted limit only (never an unacked slot's
-    // contents, and prefetching does not change them anyway).
-    if (end + kPrefetchSlots <= sp.limit) prefetch_for_write(&ring.slot(end + kPrefetchSlots));
-    for (std::size_t i = 1; i < n; ++i) prefetch_for_write(&ring.slot(s + i));  // a batch: all at once
-    for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], ts);
-    sp.last_ts = ts;
-    sp.next = end;
-    ring.publish(end);
-    topic_->after_publish();
-    if (log_) ring_writer(s, end);
+    sp_commit(ring, prepared, n);
     first = s;
     return Status::Ok();
   }
@@ -127,15 +115,67 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
     }
     s = *c;
   }
-  for (std::size_t i = 0; i < n; ++i) prefetch_for_write(&ring.slot(s + i));
-  for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], 0);
-  if (!wait_turn(ring, s, *topic_)) return Status::Closed("topic '" + topic_->name() + "' is closed");
-  // Our turn: every earlier claim is published, so last_ts is theirs.
-  stamp_and_publish(ring, s, n, opt.precise_timestamps);
-  topic_->after_publish();
-  if (log_) ring_writer(s, s + n);
+  if (!mp_commit(ring, s, prepared, n)) return Status::Closed("topic '" + topic_->name() + "' is closed");
   first = s;
   return Status::Ok();
+}
+
+void ProducerImpl::sp_commit(EventRing& ring, PreparedEvent* prepared, std::size_t n) noexcept {
+  auto& sp = ring.sp();
+  const std::uint64_t s = sp.next;
+  const std::uint64_t end = s + n;
+  const std::int64_t ts = std::max(now_ns(topic_->options().precise_timestamps), sp.last_ts);
+  // Request the slots a few events ahead: their lines are usually in the
+  // consumer's cache, and overlapping those transfers is what sets the
+  // publish rate. Within the granted limit only (never an unacked slot's
+  // contents, and prefetching does not change them anyway).
+  if (end + kPrefetchSlots <= sp.limit) prefetch_for_write(&ring.slot(end + kPrefetchSlots));
+  for (std::size_t i = 1; i < n; ++i) prefetch_for_write(&ring.slot(s + i));  // a batch: all at once
+  for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], ts);
+  sp.last_ts = ts;
+  sp.next = end;
+  ring.publish(end);
+  topic_->after_publish();
+  if (log_) ring_writer(s, end);
+}
+
+bool ProducerImpl::mp_commit(EventRing& ring, std::uint64_t s, PreparedEvent* prepared, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) prefetch_for_write(&ring.slot(s + i));
+  for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], 0);
+  if (!wait_turn(ring, s, *topic_)) return false;
+  // Our turn: every earlier claim is published, so last_ts is theirs.
+  stamp_and_publish(ring, s, n, topic_->options().precise_timestamps);
+  topic_->after_publish();
+  if (log_) ring_writer(s, s + n);
+  return true;
+}
+
+ProducerImpl::Inline ProducerImpl::try_publish_inline(const Message& m, EventId& id) noexcept {
+  // Hooks, explicit partitions and Buffers take the general path.
+  if (hooked_ || m.partition != kAnyPartition || !m.buffer.empty()) return Inline::kNotTaken;
+  const std::size_t total = m.key.size() + m.metadata.size() + m.data.size();
+  if (total > kInlineEventBytes || total > topic_->options().max_event_size || stopped()) return Inline::kNotTaken;
+  const std::uint32_t partition = default_partition(m);
+  EventRing& ring = topic_->ring(partition);
+  PreparedEvent prepared{&m, std::uint32_t(m.key.size()), std::uint32_t(m.metadata.size()),
+                         std::uint32_t(m.data.size()), EventRecord::kAllInline, nullptr};
+  std::uint64_t s;
+  if (single_) {
+    s = ring.sp().next;
+    if (s + 1 > ring.sp().limit) return Inline::kNotTaken;  // a refresh (and perhaps a wait): the general path
+    sp_commit(ring, &prepared, 1);
+  } else {
+    // Claims only under the cached limit (one refresh at most), never waits.
+    std::optional<std::uint64_t> c = ring.try_claim(1);
+    if (!c) return Inline::kNotTaken;
+    s = *c;
+    // The claim is ours to fill: a close while waiting for our turn leaves
+    // it unpublished, as on the general path.
+    if (!mp_commit(ring, s, &prepared, 1)) return Inline::kClosed;
+  }
+  if (m.key.empty()) advance_sticky();
+  id = EventId{partition, s};
+  return Inline::kPublished;
 }
 
 namespace {
@@ -229,6 +269,12 @@ void Producer::close() noexcept {
 namespace detail {
 
 Result<EventId> ProducerImpl::publish_message(const Message& m, LazyDeadline& deadline, bool may_wait) {
+  EventId id;
+  switch (try_publish_inline(m, id)) {
+    case Inline::kPublished: return id;
+    case Inline::kClosed: return Status::Closed("topic '" + topic_->name() + "' is closed");
+    case Inline::kNotTaken: break;
+  }
   if (has_serializer()) {
     std::string text;
     Result<Message> serialized = serialize(m, text);

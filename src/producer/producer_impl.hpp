@@ -55,6 +55,21 @@ class ProducerImpl {
   Status publish_run(std::uint32_t partition, PreparedEvent* prepared, std::size_t n, LazyDeadline& deadline,
                      bool may_wait, std::uint64_t& first);
 
+  // The hot path, tried first by publish_message: a message of inline size
+  // with the default partition rule and no user hook, on a partition whose
+  // cached limit already grants the room (single producer), or where one
+  // non-waiting claim gets it (multi-producer). kNotTaken: nothing was done,
+  // take the general path (which refreshes, waits, and reports errors).
+  // No Status is built, nothing is allocated. (Single-producer: measured at
+  // 44 -> 24 ns per publish with no consumer on the 2-core bench VM.)
+  enum class Inline { kPublished, kClosed, kNotTaken };
+  Inline try_publish_inline(const Message& m, EventId& id) noexcept;
+  // Write prepared[0..n) into granted room and publish them. Single
+  // producer: at sp().next. Multi-producer: at the claim `s`, in claim order;
+  // false when the topic closed while waiting for the earlier claims.
+  void sp_commit(EventRing& ring, PreparedEvent* prepared, std::size_t n) noexcept;
+  bool mp_commit(EventRing& ring, std::uint64_t s, PreparedEvent* prepared, std::size_t n) noexcept;
+
   // One message: validator, partition, size, ring. Durable topics: returns
   // at append (the caller waits for durability if it must).
   Result<EventId> publish_message(const Message& m, LazyDeadline& deadline, bool may_wait);
@@ -123,6 +138,8 @@ class ProducerImpl {
   std::shared_ptr<TopicCore> topic_;
   const ProducerOptions options_;
   const bool single_;
+  // A validator, partition selector or metadata serializer: not the hot path.
+  const bool hooked_ = options_.validator || options_.partition_selector || options_.metadata_serializer;
   DurableLog* const log_;  // null for memory-only topics
   const std::uint64_t group_mask_ = log_ ? log_->group_mask() : 0;
   std::atomic<bool> closed_{false};

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string>
 
+#include "common/cache.hpp"
 #include "common/clock.hpp"
 #include "rill/event.hpp"
 #include "rill/producer.hpp"
@@ -22,6 +24,14 @@ struct PreparedEvent {
   std::uint32_t data_size = 0;
   std::uint32_t layout = EventRecord::kAllInline;
   BufferRep* block = nullptr;  // one reference, handed to the slot by write_record
+
+  // The bytes of its slot that write_record stores: header and inline part.
+  std::size_t slot_bytes() const noexcept {
+    std::size_t inline_part = 0;
+    if (layout == EventRecord::kAllInline) inline_part = std::size_t(key_size) + meta_size + data_size;
+    if (layout == EventRecord::kHeadInline) inline_part = std::size_t(key_size) + meta_size;
+    return offsetof(EventRecord, inline_bytes) + inline_part;
+  }
 
   // Drops the block if the event was never written (publish failed).
   void discard() noexcept {
@@ -77,6 +87,15 @@ inline Status prepare_event(const Message& m, std::uint32_t max_event_size, Prep
     if (!data.empty()) std::memcpy(p + head, data.data(), data.size());
   }
   return Status::Ok();
+}
+
+// Asks for a slot's first line (and its second when `wide`) in exclusive
+// state ahead of write_record, so the transfers from the consumer's cache
+// overlap with other work. (A wide event without the second prefetch:
+// 64-byte spsc_throughput fell from ~17 M/s to ~4 M/s.)
+inline void prefetch_slot(const EventRecord& slot, bool wide) noexcept {
+  prefetch_for_write(&slot);
+  if (wide) prefetch_for_write(reinterpret_cast<const char*>(&slot) + kCacheLine);
 }
 
 // Writes a prepared event into a slot, releasing what the slot held before.

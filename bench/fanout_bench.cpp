@@ -14,7 +14,7 @@ void fanout3_rill(benchmark::State& state) {
   rill::Bus bus;
   auto topic = bus.create_topic("fanout", {.partitions = 1, .capacity = 4096, .producers = rill::ProducerMode::kSingle});
   std::vector<rill::Consumer> consumers;
-  for (const char* name : {"c0", "c1", "c2"}) consumers.push_back(*topic->consumer({.name = name, .max_batch = 1024}));
+  for (const char* name : {"c0", "c1", "c2"}) consumers.push_back(*topic->consumer(throughput_consumer(name)));
   auto producer = topic->producer();
   Payload<64> payload;
   const std::string_view data(payload.bytes.data(), 64);

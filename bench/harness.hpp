@@ -77,6 +77,20 @@ void run_pair(benchmark::State& state, Produce&& produce, Consume&& consume) {
   state.SetItemsProcessed(std::int64_t(total));
 }
 
+// How rill's throughput scenarios configure a consumer: batches of up to
+// 1024 events, and a poll that finds fewer than 256 lingers up to 5 us for
+// more (ConsumerOptions::min_batch, batch_linger): what a user tuning for
+// throughput sets, as the peers are driven with their bulk calls. The
+// `rill_no_linger` rows show the defaults (no linger, lowest latency).
+inline rill::ConsumerOptions throughput_consumer(std::string name, bool linger = true) {
+  rill::ConsumerOptions o{.name = std::move(name), .max_batch = 1024};
+  if (linger) {
+    o.min_batch = 256;
+    o.batch_linger = std::chrono::microseconds(5);
+  }
+  return o;
+}
+
 // RILL_BENCH_QUICK=1 (scripts/bench --quick): one short repetition, a smoke
 // run that proves every benchmark still works.
 // The consumer side of every rill throughput scenario: take each available

@@ -73,7 +73,7 @@ void run_mpsc(benchmark::State& state, MakeProducer&& make_producer, Consume&& c
 void mpsc_rill(benchmark::State& state) {
   rill::Bus bus;
   auto topic = bus.create_topic("mpsc", {.partitions = 1, .capacity = 4096});
-  auto consumer = topic->consumer({.name = "bench", .max_batch = 1024});
+  auto consumer = topic->consumer(throughput_consumer("bench"));
   Payload<64> payload;
   const std::string_view data(payload.bytes.data(), 64);
   run_mpsc(

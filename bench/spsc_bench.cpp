@@ -1,6 +1,7 @@
 // spsc_throughput/<impl>/<8|64|1024>: one producer thread, one consumer
 // thread. rill: a single-partition, single-producer topic with one named
-// consumer that takes every available event as a batch and acks per batch.
+// consumer that takes every available event as a batch and acks per batch
+// (configured for throughput: harness.hpp's throughput_consumer).
 // Peers are used as their authors intend for this job: bulk dequeue where
 // the queue offers it.
 #include <boost/lockfree/spsc_queue.hpp>
@@ -31,14 +32,14 @@ using namespace std::chrono_literals;
 constexpr std::size_t kQueueCapacity = 4096;
 
 template <std::size_t N>
-void spsc_rill(benchmark::State& state, rill::WaitStrategy wait) {
+void spsc_rill(benchmark::State& state, rill::WaitStrategy wait, bool linger) {
   rill::Bus bus;
   auto topic = bus.create_topic("spsc", {.partitions = 1,
                                          .capacity = kQueueCapacity,
                                          .wait = wait,
                                          .producers = rill::ProducerMode::kSingle});
   auto producer = topic->producer();
-  auto consumer = topic->consumer({.name = "bench", .max_batch = 1024});
+  auto consumer = topic->consumer(throughput_consumer("bench", linger));
   Payload<N> payload;
   const std::string_view data(payload.bytes.data(), N);
   run_pair(
@@ -61,7 +62,7 @@ void spsc_batch_rill(benchmark::State& state) {
                                          .capacity = kQueueCapacity,
                                          .producers = rill::ProducerMode::kSingle});
   auto producer = topic->producer();
-  auto consumer = topic->consumer({.name = "bench", .max_batch = 1024});
+  auto consumer = topic->consumer(throughput_consumer("bench"));
   Payload<N> payload;
   std::vector<rill::Message> batch(64, rill::Message{.data = std::string_view(payload.bytes.data(), N)});
   run_pair(
@@ -207,7 +208,7 @@ void spsc_zmq(benchmark::State& state) {
 template <std::size_t N>
 void register_spsc() {
   const std::string n = "/" + std::to_string(N);
-  add("spsc_throughput/rill" + n, [](benchmark::State& s) { spsc_rill<N>(s, rill::WaitStrategy::kBlocking); });
+  add("spsc_throughput/rill" + n, [](benchmark::State& s) { spsc_rill<N>(s, rill::WaitStrategy::kBlocking, true); });
   add("spsc_throughput/boost_spsc" + n, spsc_boost<N>);
 #if RILL_HAVE_ATOMIC_QUEUE
   add("spsc_throughput/atomic_queue" + n, spsc_atomic_queue<N>);
@@ -231,8 +232,11 @@ const bool registered = [] {
   add("spsc_batch64_throughput/boost_spsc/8", spsc_batch_boost<8>);
   add("spsc_batch64_throughput/rill/64", spsc_batch_rill<64>);
   add("spsc_batch64_throughput/boost_spsc/64", spsc_batch_boost<64>);
-  // The same rill topic with a busy-spinning wait strategy (informational).
-  add("spsc_throughput/rill_busy_spin/8", [](benchmark::State& s) { spsc_rill<8>(s, rill::WaitStrategy::kBusySpin); });
+  // Informational: the consumer with default options (no linger), and the
+  // same with a busy-spinning wait strategy.
+  add("spsc_throughput/rill_no_linger/8", [](benchmark::State& s) { spsc_rill<8>(s, rill::WaitStrategy::kBlocking, false); });
+  add("spsc_throughput/rill_no_linger/64", [](benchmark::State& s) { spsc_rill<64>(s, rill::WaitStrategy::kBlocking, false); });
+  add("spsc_throughput/rill_busy_spin/8", [](benchmark::State& s) { spsc_rill<8>(s, rill::WaitStrategy::kBusySpin, false); });
   return true;
 }();
 

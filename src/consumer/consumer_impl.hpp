@@ -84,6 +84,10 @@ class ConsumerImpl {
   Status stopped_status() const;
   // Ok when e may be acked by this consumer; sets its cursor.
   Status check_ack(const Event& e, Cursor*& cursor);
+  // ConsumerOptions::min_batch: waits until `want` events of c's partition
+  // are visible, batch_linger has passed or poll_deadline has come, looking
+  // sparsely (see the option); returns what is visible then (>= available).
+  std::uint64_t linger(const Cursor& c, std::uint64_t available, std::uint64_t want, Deadline poll_deadline) noexcept;
   // Copies up to `max` events of cursor c into batch_; returns how many.
   std::size_t take(Cursor& c, std::uint64_t available, std::size_t max) noexcept;
   // Durable topics: reads events [c.read, end) from disk into batch_ (at

@@ -333,3 +333,93 @@ TEST_CASE("range-for iterates until the topic closes", "[consumer]") {
   CHECK(failures == 0);
   CHECK(got == range(0, 25));
 }
+
+TEST_CASE("min_batch and batch_linger: polls gather batches, and a linger always ends", "[consumer][linger]") {
+  Bus bus;
+  constexpr auto kLong = std::chrono::hours(1);  // a linger that could only end early
+  SECTION("while a producer publishes one by one, every batch holds at least min_batch events") {
+    auto t = *bus.create_topic("t", {.capacity = 4096});
+    auto c = *t.consumer({.name = "c", .max_batch = 512, .min_batch = 64, .batch_linger = kLong});
+    constexpr int kEvents = 64 * 40;
+    std::atomic<int> failed{0};
+    std::thread producer([&] {  // paced: without the linger, polls would find one event at a time
+      auto p = *t.producer();
+      for (int i = 0; i < kEvents; ++i) {
+        if (!p.publish("", "", std::to_string(i)).ok()) failed.fetch_add(1);
+        std::this_thread::sleep_for(20us);
+      }
+    });
+    int next = 0;
+    int short_batches = 0;
+    while (next < kEvents) {
+      // The tail (fewer than 64 left) comes when the poll's own timeout ends its linger.
+      const bool tail = kEvents - next < 64;
+      auto batch = c.poll_batch(512, tail ? Timeout(100ms) : kForever);
+      REQUIRE(batch.ok());
+      if (!tail && batch->size() < 64) ++short_batches;
+      for (const Event& e : *batch) CHECK(e.data() == std::to_string(next++));
+      REQUIRE(c.ack(batch->back()).ok());
+    }
+    producer.join();
+    CHECK(failed == 0);
+    CHECK(short_batches == 0);
+    CHECK(next == kEvents);
+  }
+  SECTION("a poll returns what is there once batch_linger has passed") {
+    auto t = *bus.create_topic("t", {});
+    auto c = *t.consumer({.name = "c", .min_batch = 100, .batch_linger = 2ms});
+    auto p = *t.producer();
+    publish_n(p, 0, 3);
+    auto batch = c.poll_batch(256, kForever);  // would never end if the linger did not
+    REQUIRE(batch.ok());
+    CHECK(batch->size() == 3);
+  }
+  SECTION("the poll's own timeout ends a linger; a try (timeout 0) never lingers") {
+    auto t = *bus.create_topic("t", {});
+    auto c = *t.consumer({.name = "c", .min_batch = 100, .batch_linger = kLong});
+    auto p = *t.producer();
+    publish_n(p, 0, 2);
+    auto tried = c.poll_batch(256, 0ms);
+    REQUIRE(tried.ok());
+    CHECK(tried->size() == 2);
+    publish_n(p, 2, 3);
+    auto timed = c.poll_batch(256, 5ms);
+    REQUIRE(timed.ok());
+    REQUIRE(timed->size() == 1);
+    CHECK(timed->front().data() == "2");
+  }
+  SECTION("min_batch is capped at the batch size asked for") {
+    auto t = *bus.create_topic("t", {});
+    auto c = *t.consumer({.name = "c", .max_batch = 16, .min_batch = 5000, .batch_linger = kLong});
+    auto p = *t.producer();
+    publish_n(p, 0, 20);
+    auto full = c.poll_batch(16, kForever);
+    REQUIRE(full.ok());
+    CHECK(full->size() == 16);
+    auto four = c.poll_batch(4, kForever);  // 4 are there: enough for this call
+    REQUIRE(four.ok());
+    CHECK(four->size() == 4);
+  }
+  SECTION("closing the consumer ends a linger") {
+    auto t = *bus.create_topic("t", {});
+    auto c = *t.consumer({.name = "c", .min_batch = 100, .batch_linger = kLong});
+    auto p = *t.producer();
+    publish_n(p, 0, 1);
+    std::atomic<bool> returned{false};
+    std::thread poller([&] {
+      (void)c.poll_batch(256, kForever);  // the event, or Closed
+      returned = true;
+    });
+    std::this_thread::sleep_for(10ms);
+    c.close();
+    poller.join();
+    CHECK(returned);
+  }
+  SECTION("a negative linger is refused") {
+    auto t = *bus.create_topic("t", {});
+    auto c = t.consumer({.name = "c", .min_batch = 2, .batch_linger = -1ms});
+    REQUIRE_FALSE(c.ok());
+    CHECK(c.status().is_invalid_argument());
+    CHECK(c.status().message().find("batch_linger") != std::string_view::npos);
+  }
+}

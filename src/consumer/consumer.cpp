@@ -166,7 +166,7 @@ Status ConsumerImpl::attach() {
       ring.advance(gate, lo);
       start = lo;
     }
-    if (counts_gap && start > want) skipped_.fetch_add(start - want, std::memory_order_relaxed);
+    if (counts_gap && start > want) count(skipped_, start - want);
     cursor_of_[p] = int(cursors_.size());
     cursors_.push_back(Cursor{p, gate, start, start, &ring});
   }
@@ -315,13 +315,13 @@ std::size_t ConsumerImpl::read_disk(Cursor& c, std::uint64_t end, std::size_t ma
                                   "' was deleted by retention; the earliest kept is " + std::to_string(first_kept));
       return 0;
     }
-    skipped_.fetch_add(first_kept - c.read, std::memory_order_relaxed);
+    count(skipped_, first_kept - c.read);
     c.read = first_kept;
     if (c.acked_next < first_kept) c.acked_next = first_kept;
   }
   c.read += n;
-  delivered_.fetch_add(n, std::memory_order_relaxed);
-  from_disk_.fetch_add(n, std::memory_order_relaxed);
+  count(delivered_, n);
+  count(from_disk_, n);
   return n;
 }
 
@@ -368,7 +368,7 @@ std::size_t ConsumerImpl::copy_group(std::uint32_t partition, std::size_t n) {
             const std::size_t at = i + std::size_t(se.offset - offsets_[i]);
             deliver_stored(at, se, partition);
             found_[at] = true;
-            from_disk_.fetch_add(1, std::memory_order_relaxed);
+            count(from_disk_, 1);
           },
           first_kept);
       if (!s.ok()) {
@@ -386,7 +386,7 @@ std::size_t ConsumerImpl::copy_group(std::uint32_t partition, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) {
     if (i < gone && !found_[i]) {
       (void)group_->ack(id_, partition, offsets_[i]);
-      skipped_.fetch_add(1, std::memory_order_relaxed);
+      count(skipped_, 1);
       continue;
     }
     if (kept != i) {
@@ -488,7 +488,7 @@ std::size_t ConsumerImpl::take(Cursor& c, std::uint64_t available, std::size_t m
         ring.unpin(c.gate);
         return read_disk(c, first, max);
       }
-      skipped_.fetch_add(first - c.read, std::memory_order_relaxed);
+      count(skipped_, first - c.read);
       c.read = first;
       if (c.acked_next < first) c.acked_next = first;
     }
@@ -507,7 +507,7 @@ std::size_t ConsumerImpl::take(Cursor& c, std::uint64_t available, std::size_t m
   }
   if (ring.lossy()) ring.unpin(c.gate);
   c.read = first + n;
-  delivered_.fetch_add(n, std::memory_order_relaxed);
+  count(delivered_, n);
   return n;
 }
 
@@ -580,12 +580,12 @@ Result<std::span<const Event>> ConsumerImpl::poll_group(std::size_t max, Timeout
     const std::uint64_t epoch = group_->epoch();  // before take: a change after it wakes us
     std::uint64_t skipped = 0;
     const std::size_t taken = group_->take(id_, max, now, partition, offsets_.data(), next_due, skipped);
-    if (skipped) skipped_.fetch_add(skipped, std::memory_order_relaxed);
+    if (skipped) count(skipped_, skipped);
     if (taken) {
       const std::size_t n = copy_group(partition, taken);
       if (!error_.ok()) return std::exchange(error_, Status::Ok());
       if (n == 0) continue;  // every one was lost: take again
-      delivered_.fetch_add(n, std::memory_order_relaxed);
+      count(delivered_, n);
       return std::span<const Event>(batch_.data(), n);
     }
     if (stopped()) return stopped_status();
@@ -613,7 +613,7 @@ Status ConsumerImpl::nack(const Event& e, Timeout delay, std::string_view reason
   if (!dead) return Status::Ok();
   if (Status s = dead_letter(e, *deliveries, reason); !s.ok()) return s;  // still held: nack or ack again
   Status s = group_->ack(id_, e.partition(), e.offset());
-  if (s.ok()) acked_.fetch_add(1, std::memory_order_relaxed);
+  if (s.ok()) count(acked_, 1);
   return s;
 }
 
@@ -645,8 +645,7 @@ Status ConsumerImpl::stopped_status() const {
   return Status::Closed("consumer '" + options_.name + "' or its topic is closed");
 }
 
-Status ConsumerImpl::check_origin(const char* call, const Event& e) const {
-  if (e.origin() == id_) return Status::Ok();
+Status ConsumerImpl::foreign_event(const char* call) const {
   return Status::InvalidArgument(std::string(call) + "() needs an event delivered to this consumer ('" +
                                  options_.name + "'); this one came from another consumer or none");
 }
@@ -690,7 +689,7 @@ Status ConsumerImpl::ack(const Event& e) {
   if (group_) {  // individual
     if (Status s = check_origin("ack", e); !s.ok()) return s;
     Status s = group_->ack(id_, e.partition(), e.offset());
-    if (s.ok()) acked_.fetch_add(1, std::memory_order_relaxed);
+    if (s.ok()) count(acked_, 1);
     return s;
   }
   Cursor* cursor = nullptr;
@@ -698,7 +697,7 @@ Status ConsumerImpl::ack(const Event& e) {
   Cursor& c = *cursor;
   const std::uint64_t next = e.offset() + 1;
   if (next <= c.acked_next) return Status::Ok();  // already covered by an earlier ack
-  acked_.fetch_add(next - c.acked_next, std::memory_order_relaxed);
+  count(acked_, next - c.acked_next);
   c.acked_next = next;
   c.ring->ack(c.gate, next);
   if (c.durable_acked) {

@@ -79,7 +79,11 @@ class ConsumerImpl {
     e.set_origin(id, id_);
   }
   // Ok when e was delivered by this consumer; else InvalidArgument naming `call`.
-  Status check_origin(const char* call, const Event& e) const;
+  Status check_origin(const char* call, const Event& e) const {
+    if (e.origin() == id_) return Status::Ok();
+    return foreign_event(call);
+  }
+  Status foreign_event(const char* call) const;
   // Closed, for a call that found the consumer or its topic stopped.
   Status stopped_status() const;
   // Ok when e may be acked by this consumer; sets its cursor.
@@ -176,10 +180,16 @@ class ConsumerImpl {
   std::vector<Event> batch_;           // reused: poll_batch never allocates
   bool attached_ = false;
   std::atomic<std::uint32_t> state_{0};
+  // stats(): written only by the thread in a call (one at a time), read by
+  // any thread. So a plain load and store add to them (count()), not a
+  // locked read-modify-write on every poll and ack.
   std::atomic<std::uint64_t> delivered_{0};
   std::atomic<std::uint64_t> acked_{0};
   std::atomic<std::uint64_t> skipped_{0};
   std::atomic<std::uint64_t> from_disk_{0};
+  static void count(std::atomic<std::uint64_t>& counter, std::uint64_t n) noexcept {
+    counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
 };
 
 }  // namespace rill::detail

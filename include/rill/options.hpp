@@ -223,14 +223,16 @@ struct ConsumerOptions {
   // min_batch events of a partition lingers up to batch_linger (and never
   // past its own timeout) for more, then returns what is there. While it
   // lingers it looks at the partition every few hundred nanoseconds rather
-  // than continuously. Why that matters: a consumer that keeps up with a
-  // fast producer otherwise reads the partition's cursor right after every
-  // event, taking its cache line from the producer each time, and both
-  // run at the speed of that transfer (spsc_throughput in the README: rill,
-  // with min_batch = 256 and a 5 us linger, against rill_no_linger).
-  // Default 1: no linger, the lowest latency. min_batch above max_batch
-  // means max_batch; batch_linger must not be negative. Exclusive consumers
-  // with cumulative acks only (kShared and individual acks ignore it).
+  // than continuously; after ~25 us it yields between looks, or naps 50 us
+  // at a time under WaitStrategy::kBlocking. Why that matters: a consumer
+  // that keeps up with a fast producer otherwise reads the partition's
+  // cursor right after every event, taking its cache line from the
+  // producer each time, and both run at the speed of that transfer
+  // (spsc_throughput in the README: rill, with min_batch = 256 and a 5 us
+  // linger, against rill_no_linger). Default 1: no linger, the lowest
+  // latency. min_batch above max_batch means max_batch; batch_linger must
+  // not be negative. Exclusive consumers with cumulative acks only (kShared
+  // and individual acks ignore it).
   std::uint32_t min_batch = 1;
   std::chrono::nanoseconds batch_linger{0};
 

@@ -494,7 +494,12 @@ TEST_CASE("a thread pool runs every task, survives throwing ones, and drains on 
     for (int i = 0; i < 1000; ++i) pool.submit([&] { ran++; });
     pool.submit([] { throw std::runtime_error("task failed"); });
     for (int i = 0; i < 1000; ++i) pool.submit([&] { ran++; });
-    while (ran < 2000) std::this_thread::yield();
+    // The throwing task may still be unwinding on one worker when the others
+    // have run the last counting task: wait for both (bounded).
+    const auto give_up = std::chrono::steady_clock::now() + 30s;
+    while ((ran < 2000 || pool.failed_tasks() == 0) && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::yield();
+    }
     failed = pool.failed_tasks();
   }
   CHECK(ran == 2000);

@@ -65,14 +65,16 @@ struct EventRecord {
       default: return block->data + key_size + meta_size;
     }
   }
-  // Bytes of inline_bytes in use (what a copy must carry).
-  std::size_t inline_used() const noexcept {
-    switch (layout()) {
-      case kAllInline: return std::size_t(key_size) + meta_size + data_size;
-      case kHeadInline: return std::size_t(key_size) + meta_size;
+  // Bytes of inline_bytes a record of this layout and these sizes uses.
+  static std::size_t inline_size(Layout layout, std::uint32_t key, std::uint32_t meta, std::uint32_t data) noexcept {
+    switch (layout) {
+      case kAllInline: return std::size_t(key) + meta + data;
+      case kHeadInline: return std::size_t(key) + meta;
       default: return 0;
     }
   }
+  // Bytes of inline_bytes in use (what a copy must carry).
+  std::size_t inline_used() const noexcept { return inline_size(layout(), key_size, meta_size, data_size); }
   // Copies `o` into this record (which holds no block). Retains o's block.
   void copy_from(const EventRecord& o) noexcept {
     std::memcpy(static_cast<void*>(this), &o, offsetof(EventRecord, inline_bytes));

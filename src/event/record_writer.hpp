@@ -25,12 +25,11 @@ struct PreparedEvent {
   std::uint32_t layout = EventRecord::kAllInline;
   BufferRep* block = nullptr;  // one reference, handed to the slot by write_record
 
-  // The bytes of its slot that write_record stores: header and inline part.
-  std::size_t slot_bytes() const noexcept {
-    std::size_t inline_part = 0;
-    if (layout == EventRecord::kAllInline) inline_part = std::size_t(key_size) + meta_size + data_size;
-    if (layout == EventRecord::kHeadInline) inline_part = std::size_t(key_size) + meta_size;
-    return offsetof(EventRecord, inline_bytes) + inline_part;
+  // True when write_record stores past its slot's first cache line (header
+  // and inline part): a 64-byte event (28 + 64 bytes) needs both lines.
+  bool wide() const noexcept {
+    const auto l = static_cast<EventRecord::Layout>(layout);
+    return offsetof(EventRecord, inline_bytes) + EventRecord::inline_size(l, key_size, meta_size, data_size) > kCacheLine;
   }
 
   // Drops the block if the event was never written (publish failed).

@@ -131,7 +131,7 @@ void ProducerImpl::sp_commit(EventRing& ring, PreparedEvent* prepared, std::size
   // contents, and prefetching does not change them anyway).
   // An event wider than a line (a 64-byte one: 28 + 64 bytes) needs both
   // lines of its slot; the next events are likely as wide as this one.
-  const bool wide = prepared[n - 1].slot_bytes() > kCacheLine;
+  const bool wide = prepared[n - 1].wide();
   if (end + kPrefetchSlots <= sp.limit) prefetch_slot(ring.slot(end + kPrefetchSlots), wide);
   for (std::size_t i = 1; i < n; ++i) prefetch_slot(ring.slot(s + i), wide);  // a batch: all at once
   for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], ts);
@@ -143,7 +143,7 @@ void ProducerImpl::sp_commit(EventRing& ring, PreparedEvent* prepared, std::size
 }
 
 bool ProducerImpl::mp_commit(EventRing& ring, std::uint64_t s, PreparedEvent* prepared, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i) prefetch_slot(ring.slot(s + i), prepared[i].slot_bytes() > kCacheLine);
+  for (std::size_t i = 0; i < n; ++i) prefetch_slot(ring.slot(s + i), prepared[i].wide());
   for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], 0);
   if (!wait_turn(ring, s, *topic_)) return false;
   // Our turn: every earlier claim is published, so last_ts is theirs.

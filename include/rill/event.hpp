@@ -15,6 +15,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string_view>
@@ -72,6 +73,11 @@ struct EventRecord {
       case kHeadInline: return std::size_t(key) + meta;
       default: return 0;
     }
+  }
+  // True when a record using `inline_bytes` bytes inline spills past its
+  // slot's first cache line (a 64-byte event: 28 + 64 bytes).
+  static constexpr bool inline_wide(std::size_t inline_bytes) noexcept {
+    return offsetof(EventRecord, inline_bytes) + inline_bytes > 64;
   }
   // Bytes of inline_bytes in use (what a copy must carry).
   std::size_t inline_used() const noexcept { return inline_size(layout(), key_size, meta_size, data_size); }

@@ -69,8 +69,10 @@ class Producer {
   //   publish that fails with TimedOut or Closed after the append may still
   //   be committed.
   Result<EventId> publish(const Message& m, Timeout timeout = kForever);
+  // The same for a message of views (no partition, no Buffer), untimed.
   Result<EventId> publish(std::string_view key, std::string_view metadata, std::string_view data) {
-    return publish(Message{key, metadata, data, {}, kAnyPartition});
+    const std::string_view parts[3] = {key, metadata, data};
+    return publish_parts(parts);
   }
 
   // Durable topics: appends and returns without waiting for the commit, so
@@ -125,6 +127,10 @@ class Producer {
  private:
   friend class Topic;
   explicit Producer(std::unique_ptr<detail::ProducerImpl> impl) noexcept;
+  // publish(key, metadata, data) hands its views over as one array: by
+  // value, the third view travels on the stack and is copied on from there
+  // (spsc_throughput/rill/8: ~8% more events per second this way).
+  Result<EventId> publish_parts(const std::string_view (&parts)[3]);
   std::unique_ptr<detail::ProducerImpl> impl_;
 };
 

@@ -18,7 +18,10 @@
 namespace rill::detail {
 
 struct PreparedEvent {
-  const Message* message = nullptr;
+  // The bytes to copy (read by write_record; they must outlive it).
+  const char* key = nullptr;
+  const char* meta = nullptr;
+  const char* data = nullptr;
   std::uint32_t key_size = 0;
   std::uint32_t meta_size = 0;
   std::uint32_t data_size = 0;
@@ -29,7 +32,7 @@ struct PreparedEvent {
   // and inline part): a 64-byte event (28 + 64 bytes) needs both lines.
   bool wide() const noexcept {
     const auto l = static_cast<EventRecord::Layout>(layout);
-    return offsetof(EventRecord, inline_bytes) + EventRecord::inline_size(l, key_size, meta_size, data_size) > kCacheLine;
+    return EventRecord::inline_wide(EventRecord::inline_size(l, key_size, meta_size, data_size));
   }
 
   // Drops the block if the event was never written (publish failed).
@@ -61,7 +64,9 @@ inline Status prepare_event(const Message& m, std::uint32_t max_event_size, Prep
   const std::size_t head = m.key.size() + m.metadata.size();
   const std::size_t total = head + data.size();
   if (total > max_event_size) return check_event_size(m, max_event_size);
-  out.message = &m;
+  out.key = m.key.data();
+  out.meta = m.metadata.data();
+  out.data = data.data();
   out.key_size = static_cast<std::uint32_t>(m.key.size());
   out.meta_size = static_cast<std::uint32_t>(m.metadata.size());
   out.data_size = static_cast<std::uint32_t>(data.size());
@@ -97,9 +102,65 @@ inline void prefetch_slot(const EventRecord& slot, bool wide) noexcept {
   if (wide) prefetch_for_write(reinterpret_cast<const char*>(&slot) + kCacheLine);
 }
 
+// Copies n bytes, n small (an inline record's part): up to 32 bytes with
+// two overlapping moves of one width and no call; longer, memcpy. Reads and
+// writes only [src, src+n) and [dst, dst+n).
+[[gnu::always_inline]] inline void copy_short(char* dst, const char* src, std::size_t n) noexcept {
+  auto pair = [&](auto word) {
+    decltype(word) head, tail;
+    std::memcpy(&head, src, sizeof head);
+    std::memcpy(&tail, src + n - sizeof tail, sizeof tail);
+    std::memcpy(dst, &head, sizeof head);
+    std::memcpy(dst + n - sizeof tail, &tail, sizeof tail);
+  };
+  struct Bytes16 {
+    std::uint64_t lo, hi;
+  };
+  if (n <= 16) {
+    if (n >= 8) {
+      pair(std::uint64_t{});
+    } else if (n >= 4) {
+      pair(std::uint32_t{});
+    } else if (n >= 2) {
+      pair(std::uint16_t{});
+    } else if (n == 1) {
+      *dst = *src;
+    }
+  } else if (n <= 32) {
+    pair(Bytes16{});
+  } else {
+    std::memcpy(dst, src, n);
+  }
+}
+
+// Writes an event whose key, metadata and data all fit inline
+// (EventRecord::kAllInline) into a slot, releasing what the slot held
+// before. Allocates: no.
+[[gnu::always_inline]] inline void write_inline_record(EventRecord& slot, std::string_view key,
+                                                       std::string_view metadata, std::string_view data,
+                                                       std::int64_t timestamp_ns) noexcept {
+  slot.reset();
+  slot.timestamp_ns = timestamp_ns;
+  slot.key_size = std::uint32_t(key.size());
+  slot.meta_size = std::uint32_t(metadata.size());
+  slot.data_size = std::uint32_t(data.size());
+  char* dst = slot.inline_bytes;
+  if ((key.size() | metadata.size()) == 0) {
+    copy_short(dst, data.data(), data.size());  // data alone: the common event
+    return;
+  }
+  copy_short(dst, key.data(), key.size());
+  copy_short(dst + key.size(), metadata.data(), metadata.size());
+  copy_short(dst + key.size() + metadata.size(), data.data(), data.size());
+}
+
 // Writes a prepared event into a slot, releasing what the slot held before.
 // Transfers the prepared block reference to the slot. Allocates: no.
-inline void write_record(EventRecord& slot, PreparedEvent& p, std::int64_t timestamp_ns) noexcept {
+[[gnu::always_inline]] inline void write_record(EventRecord& slot, PreparedEvent& p, std::int64_t timestamp_ns) noexcept {
+  if (p.layout == EventRecord::kAllInline) {
+    write_inline_record(slot, {p.key, p.key_size}, {p.meta, p.meta_size}, {p.data, p.data_size}, timestamp_ns);
+    return;
+  }
   slot.reset();
   slot.timestamp_ns = timestamp_ns;
   slot.key_size = p.key_size;
@@ -107,15 +168,9 @@ inline void write_record(EventRecord& slot, PreparedEvent& p, std::int64_t times
   slot.data_size = p.data_size;
   slot.block = p.block;
   p.block = nullptr;
-  const Message& m = *p.message;
-  if (p.layout != EventRecord::kAllInBlock) {
-    char* dst = slot.inline_bytes;
-    if (p.key_size) std::memcpy(dst, m.key.data(), p.key_size);
-    if (p.meta_size) std::memcpy(dst + p.key_size, m.metadata.data(), p.meta_size);
-    if (p.layout == EventRecord::kAllInline && p.data_size) {
-      const char* src = m.buffer.empty() ? m.data.data() : m.buffer.data();
-      std::memcpy(dst + p.key_size + p.meta_size, src, p.data_size);
-    }
+  if (p.layout == EventRecord::kHeadInline) {
+    copy_short(slot.inline_bytes, p.key, p.key_size);
+    copy_short(slot.inline_bytes + p.key_size, p.meta, p.meta_size);
   }
 }
 

@@ -20,8 +20,6 @@ namespace detail {
 
 namespace {
 
-constexpr std::uint64_t kPrefetchSlots = 8;
-
 // The predecessor claim is mid-copy: spin, then yield.
 bool wait_turn(EventRing& ring, std::uint64_t first, const TopicCore& topic) {
   for (int i = 0; !ring.mp_turn(first); ++i) {
@@ -71,7 +69,8 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
         if (!ok) return timed_out();
       }
     }
-    sp_commit(ring, prepared, n);
+    sp_commit(ring, n, prepared[n - 1].wide(),
+              [prepared](EventRecord& slot, std::size_t i, std::int64_t ts) { write_record(slot, prepared[i], ts); });
     first = s;
     return Status::Ok();
   }
@@ -120,28 +119,6 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
   return Status::Ok();
 }
 
-void ProducerImpl::sp_commit(EventRing& ring, PreparedEvent* prepared, std::size_t n) noexcept {
-  auto& sp = ring.sp();
-  const std::uint64_t s = sp.next;
-  const std::uint64_t end = s + n;
-  const std::int64_t ts = std::max(now_ns(topic_->options().precise_timestamps), sp.last_ts);
-  // Request the slots a few events ahead: their lines are usually in the
-  // consumer's cache, and overlapping those transfers is what sets the
-  // publish rate. Within the granted limit only (never an unacked slot's
-  // contents, and prefetching does not change them anyway).
-  // An event wider than a line (a 64-byte one: 28 + 64 bytes) needs both
-  // lines of its slot; the next events are likely as wide as this one.
-  const bool wide = prepared[n - 1].wide();
-  if (end + kPrefetchSlots <= sp.limit) prefetch_slot(ring.slot(end + kPrefetchSlots), wide);
-  for (std::size_t i = 1; i < n; ++i) prefetch_slot(ring.slot(s + i), wide);  // a batch: all at once
-  for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], ts);
-  sp.last_ts = ts;
-  sp.next = end;
-  ring.publish(end);
-  topic_->after_publish();
-  if (log_) ring_writer(s, end);
-}
-
 bool ProducerImpl::mp_commit(EventRing& ring, std::uint64_t s, PreparedEvent* prepared, std::size_t n) noexcept {
   for (std::size_t i = 0; i < n; ++i) prefetch_slot(ring.slot(s + i), prepared[i].wide());
   for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], 0);
@@ -153,30 +130,39 @@ bool ProducerImpl::mp_commit(EventRing& ring, std::uint64_t s, PreparedEvent* pr
   return true;
 }
 
-ProducerImpl::Inline ProducerImpl::try_publish_inline(const Message& m, EventId& id) noexcept {
-  // Hooks, explicit partitions and Buffers take the general path.
-  if (hooked_ || m.partition != kAnyPartition || !m.buffer.empty()) return Inline::kNotTaken;
-  const std::size_t total = m.key.size() + m.metadata.size() + m.data.size();
-  if (total > kInlineEventBytes || total > topic_->options().max_event_size || stopped()) return Inline::kNotTaken;
-  const std::uint32_t partition = default_partition(m);
+ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* parts, EventId& id) noexcept {
+  const std::string_view key = parts[0], metadata = parts[1], data = parts[2];
+  const std::size_t total = key.size() + metadata.size() + data.size();
+  if (hooked_ || total > inline_limit_ || stopped()) return Inline::kNotTaken;
+  const std::uint32_t n_parts = topic_->partitions();
+  const std::uint32_t partition =
+      n_parts == 1 ? 0 : (key.empty() ? sticky_ : std::uint32_t(hash_key(key) % n_parts));
   EventRing& ring = topic_->ring(partition);
-  PreparedEvent prepared{&m, std::uint32_t(m.key.size()), std::uint32_t(m.metadata.size()),
-                         std::uint32_t(m.data.size()), EventRecord::kAllInline, nullptr};
   std::uint64_t s;
   if (single_) {
     s = ring.sp().next;
     if (s + 1 > ring.sp().limit) return Inline::kNotTaken;  // a refresh (and perhaps a wait): the general path
-    sp_commit(ring, &prepared, 1);
+    sp_commit(ring, 1, EventRecord::inline_wide(total), [&](EventRecord& slot, std::size_t, std::int64_t ts) {
+      write_inline_record(slot, key, metadata, data, ts);
+    });
   } else {
     // Claims only under the cached limit (one refresh at most), never waits.
     std::optional<std::uint64_t> c = ring.try_claim(1);
     if (!c) return Inline::kNotTaken;
     s = *c;
+    PreparedEvent prepared{key.data(),
+                           metadata.data(),
+                           data.data(),
+                           std::uint32_t(key.size()),
+                           std::uint32_t(metadata.size()),
+                           std::uint32_t(data.size()),
+                           EventRecord::kAllInline,
+                           nullptr};
     // The claim is ours to fill: a close while waiting for our turn leaves
     // it unpublished, as on the general path.
     if (!mp_commit(ring, s, &prepared, 1)) return Inline::kClosed;
   }
-  if (m.key.empty()) advance_sticky();
+  if (key.empty() && n_parts != 1) advance_sticky();
   id = EventId{partition, s};
   return Inline::kPublished;
 }
@@ -272,11 +258,15 @@ void Producer::close() noexcept {
 namespace detail {
 
 Result<EventId> ProducerImpl::publish_message(const Message& m, LazyDeadline& deadline, bool may_wait) {
-  EventId id;
-  switch (try_publish_inline(m, id)) {
-    case Inline::kPublished: return id;
-    case Inline::kClosed: return Status::Closed("topic '" + topic_->name() + "' is closed");
-    case Inline::kNotTaken: break;
+  // Explicit partitions and Buffers take the general path.
+  if (m.partition == kAnyPartition && m.buffer.empty()) {
+    EventId id;
+    const std::string_view parts[3] = {m.key, m.metadata, m.data};
+    switch (try_publish_inline(parts, id)) {
+      case Inline::kPublished: return id;
+      case Inline::kClosed: return closed_topic();
+      case Inline::kNotTaken: break;
+    }
   }
   if (has_serializer()) {
     std::string text;
@@ -335,6 +325,20 @@ FlushFuture Producer::flush() {
   assert(impl_ && "flush() needs a valid Producer");
   if (!impl_->pusher_) return FlushFuture();  // nothing was pushed
   return impl_->pusher_->flush();
+}
+
+Result<EventId> Producer::publish_parts(const std::string_view (&parts)[3]) {
+  assert(impl_ && "publish() needs a valid Producer");
+  detail::ProducerImpl& p = *impl_;
+  if (p.direct()) {
+    EventId id;
+    switch (p.try_publish_inline(parts, id)) {
+      case detail::ProducerImpl::Inline::kPublished: return id;
+      case detail::ProducerImpl::Inline::kClosed: return p.closed_topic();
+      case detail::ProducerImpl::Inline::kNotTaken: break;
+    }
+  }
+  return publish(Message{parts[0], parts[1], parts[2], {}, kAnyPartition});
 }
 
 Result<EventId> Producer::publish(const Message& m, Timeout timeout) {

@@ -4,6 +4,7 @@
 // sleeper count (blocking wait strategy). No lock, no allocation, no
 // read-modify-write, no memory barrier on a single-producer topic.
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -130,10 +131,17 @@ bool ProducerImpl::mp_commit(EventRing& ring, std::uint64_t s, PreparedEvent* pr
   return true;
 }
 
-ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* parts, EventId& id) noexcept {
+ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* parts, EventId& id) {
   const std::string_view key = parts[0], metadata = parts[1], data = parts[2];
-  const std::size_t total = key.size() + metadata.size() + data.size();
-  if (hooked_ || total > inline_limit_ || stopped()) return Inline::kNotTaken;
+  const std::size_t head = key.size() + metadata.size();
+  const std::size_t total = head + data.size();
+  if (hooked_ || stopped()) return Inline::kNotTaken;
+  // Inline events; and on a single-producer topic, events whose data goes
+  // into a block of its own (key and metadata inline).
+  const bool all_inline = total <= inline_limit_;
+  if (!all_inline && !(single_ && head <= kInlineEventBytes && total <= topic_->options().max_event_size)) {
+    return Inline::kNotTaken;
+  }
   const std::uint32_t n_parts = topic_->partitions();
   const std::uint32_t partition =
       n_parts == 1 ? 0 : (key.empty() ? sticky_ : std::uint32_t(hash_key(key) % n_parts));
@@ -142,9 +150,25 @@ ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* pa
   if (single_) {
     s = ring.sp().next;
     if (s + 1 > ring.sp().limit) return Inline::kNotTaken;  // a refresh (and perhaps a wait): the general path
-    sp_commit(ring, 1, EventRecord::inline_wide(total), [&](EventRecord& slot, std::size_t, std::int64_t ts) {
-      write_inline_record(slot, key, metadata, data, ts);
-    });
+    if (all_inline) {
+      sp_commit(ring, 1, EventRecord::inline_wide(total), [&](EventRecord& slot, std::size_t, std::int64_t ts) {
+        write_inline_record(slot, key, metadata, data, ts);
+      });
+    } else {
+      // The room is granted and nothing below waits: the block is written.
+      PreparedEvent prepared{key.data(),
+                             metadata.data(),
+                             data.data(),
+                             std::uint32_t(key.size()),
+                             std::uint32_t(metadata.size()),
+                             std::uint32_t(data.size()),
+                             EventRecord::kHeadInline,
+                             BufferRep::allocate(data.size())};
+      std::memcpy(prepared.block->storage(), data.data(), data.size());
+      sp_commit(ring, 1, prepared.wide(), [&](EventRecord& slot, std::size_t, std::int64_t ts) {
+        write_record(slot, prepared, ts);
+      });
+    }
   } else {
     // Claims only under the cached limit (one refresh at most), never waits.
     std::optional<std::uint64_t> c = ring.try_claim(1);

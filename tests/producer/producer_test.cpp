@@ -355,6 +355,39 @@ TEST_CASE("the JSON serializer compacts objects and refuses anything else", "[pr
 // default partition rule, and the general path for everything else (large
 // events, Buffers, explicit partitions, a full ring). Mixed on one topic,
 // the two must keep one order, one offset sequence and the same bytes.
+TEST_CASE("events with their data in a block: the limit holds on every publish call, bytes arrive exact",
+          "[producer]") {
+  // A single producer takes its fast path for these too (key and metadata
+  // inline, data in a block of its own).
+  const ProducerMode mode = GENERATE(ProducerMode::kSingle, ProducerMode::kMulti);
+  Bus bus;
+  auto t = *bus.create_topic("t", {.producers = mode, .max_event_size = 1000});
+  auto p = *t.producer();
+  auto c = *t.consumer({.name = "c"});
+  const std::string fits(998, 'f'), over(999, 'o');
+  // The first publish refreshes the producer's view of the ring: the
+  // refusals below meet the fast path.
+  REQUIRE(p.publish("k", "m", fits).ok());
+  CHECK(p.publish("k", "m", over).status().is_invalid_argument());
+  CHECK(p.publish(Message{.key = "k", .metadata = "m", .data = over}).status().is_invalid_argument());
+  CHECK(p.try_publish(Message{.key = "k", .metadata = "m", .data = over}).status().is_invalid_argument());
+  std::string pattern(1000, '\0');
+  for (std::size_t i = 0; i < pattern.size(); ++i) pattern[i] = char(i * 37 % 251);
+  REQUIRE(p.publish("", "", pattern).ok());
+  REQUIRE(p.publish(std::string(60, 'K'), std::string(40, 'M'), pattern.substr(0, 900)).ok());
+  auto batch = c.poll_batch(8, 1s);
+  REQUIRE(batch.ok());
+  REQUIRE(batch->size() == 3);
+  CHECK((*batch)[0].offset() == 0);
+  CHECK((*batch)[0].key() == "k");
+  CHECK((*batch)[0].metadata() == "m");
+  CHECK((*batch)[0].data() == fits);
+  CHECK((*batch)[1].data() == pattern);
+  CHECK((*batch)[2].key() == std::string(60, 'K'));
+  CHECK((*batch)[2].metadata() == std::string(40, 'M'));
+  CHECK((*batch)[2].data() == pattern.substr(0, 900));
+}
+
 TEST_CASE("small and large, keyed, explicit and Buffer events interleave: every event once, in order, byte-exact",
           "[producer]") {
   const ProducerMode mode = GENERATE(ProducerMode::kSingle, ProducerMode::kMulti);

@@ -35,6 +35,19 @@ struct PreparedEvent {
     return EventRecord::inline_wide(EventRecord::inline_size(l, key_size, meta_size, data_size));
   }
 
+  // An event of these parts in `layout`, holding `block` (one reference).
+  static PreparedEvent of(std::string_view key, std::string_view metadata, std::string_view data,
+                          EventRecord::Layout layout, BufferRep* block) noexcept {
+    return {key.data(),
+            metadata.data(),
+            data.data(),
+            std::uint32_t(key.size()),
+            std::uint32_t(metadata.size()),
+            std::uint32_t(data.size()),
+            layout,
+            block};
+  }
+
   // Drops the block if the event was never written (publish failed).
   void discard() noexcept {
     if (block) block->release();

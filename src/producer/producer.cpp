@@ -156,14 +156,8 @@ ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* pa
       });
     } else {
       // The room is granted and nothing below waits: the block is written.
-      PreparedEvent prepared{key.data(),
-                             metadata.data(),
-                             data.data(),
-                             std::uint32_t(key.size()),
-                             std::uint32_t(metadata.size()),
-                             std::uint32_t(data.size()),
-                             EventRecord::kHeadInline,
-                             BufferRep::allocate(data.size())};
+      PreparedEvent prepared =
+          PreparedEvent::of(key, metadata, data, EventRecord::kHeadInline, BufferRep::allocate(data.size()));
       std::memcpy(prepared.block->storage(), data.data(), data.size());
       sp_commit(ring, 1, prepared.wide(), [&](EventRecord& slot, std::size_t, std::int64_t ts) {
         write_record(slot, prepared, ts);
@@ -174,14 +168,7 @@ ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* pa
     std::optional<std::uint64_t> c = ring.try_claim(1);
     if (!c) return Inline::kNotTaken;
     s = *c;
-    PreparedEvent prepared{key.data(),
-                           metadata.data(),
-                           data.data(),
-                           std::uint32_t(key.size()),
-                           std::uint32_t(metadata.size()),
-                           std::uint32_t(data.size()),
-                           EventRecord::kAllInline,
-                           nullptr};
+    PreparedEvent prepared = PreparedEvent::of(key, metadata, data, EventRecord::kAllInline, nullptr);
     // The claim is ours to fill: a close while waiting for our turn leaves
     // it unpublished, as on the general path.
     if (!mp_commit(ring, s, &prepared, 1)) return Inline::kClosed;

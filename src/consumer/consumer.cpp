@@ -522,11 +522,16 @@ Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout
   const std::size_t k = cursors_.size();
   const std::uint64_t min_batch = std::min<std::uint64_t>(options_.min_batch, max);
   auto try_take = [&]() -> std::size_t {
-    for (std::size_t j = 0; j < k; ++j) {
-      Cursor& c = cursors_[(next_ + j) % k];
+    // Round-robin from next_, stepping without a division (a 64-bit div per
+    // look was ~10% of a single-event poll). Reassignment may have shrunk
+    // cursors_ below next_.
+    auto step = [k](std::size_t i) { return i + 1 == k ? 0 : i + 1; };
+    std::size_t i = next_ < k ? next_ : 0;
+    for (std::size_t j = 0; j < k; ++j, i = step(i)) {
+      Cursor& c = cursors_[i];
       std::uint64_t available = topic_->visible(c.partition);
       if (available > c.read) {
-        next_ = (next_ + j + 1) % k;  // round-robin: the next poll starts at the next partition
+        next_ = step(i);  // round-robin: the next poll starts at the next partition
         if (available - c.read < min_batch && timeout != Timeout::zero()) {
           available = linger(c, available, c.read + min_batch, deadline_after(timeout));
         }

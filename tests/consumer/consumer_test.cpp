@@ -48,6 +48,27 @@ TEST_CASE("every named consumer sees every event", "[consumer]") {
   CHECK(drain(b) == range(0, 10));
 }
 
+TEST_CASE("a consumer of several partitions takes its batches from each in turn", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 3});
+  auto p = *t.producer();
+  auto c = *t.consumer({.name = "c"});
+  for (int i = 0; i < 12; ++i) {
+    for (std::int64_t part = 0; part < 3; ++part) REQUIRE(p.publish(Message{.data = "x", .partition = part}).ok());
+  }
+  // Every partition has events: no partition waits while another is
+  // served twice.
+  std::vector<std::uint32_t> order;
+  for (int k = 0; k < 9; ++k) {
+    auto batch = c.poll_batch(4, 1s);
+    REQUIRE(batch.ok());
+    REQUIRE(batch->size() == 4);
+    order.push_back(batch->front().partition());
+    REQUIRE(c.ack(batch->back()).ok());
+  }
+  for (std::size_t k = 1; k < order.size(); ++k) CHECK(order[k] == (order[k - 1] + 1) % 3);
+}
+
 TEST_CASE("a consumer reopened under its name resumes right after its last ack", "[consumer]") {
   Bus bus;
   auto t = *bus.create_topic("t", {.capacity = 64});

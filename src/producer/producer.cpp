@@ -131,7 +131,8 @@ bool ProducerImpl::mp_commit(EventRing& ring, std::uint64_t s, PreparedEvent* pr
   return true;
 }
 
-ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* parts, EventId& id) {
+ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* parts, std::int64_t explicit_partition,
+                                                      EventId& id) {
   const std::string_view key = parts[0], metadata = parts[1], data = parts[2];
   const std::size_t head = key.size() + metadata.size();
   const std::size_t total = head + data.size();
@@ -143,8 +144,12 @@ ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* pa
     return Inline::kNotTaken;
   }
   const std::uint32_t n_parts = topic_->partitions();
-  const std::uint32_t partition =
-      n_parts == 1 ? 0 : (key.empty() ? sticky_ : std::uint32_t(hash_key(key) % n_parts));
+  const bool chosen = explicit_partition != kAnyPartition;
+  if (chosen && (explicit_partition < 0 || explicit_partition >= std::int64_t(n_parts))) return Inline::kNotTaken;
+  const std::uint32_t partition = chosen        ? std::uint32_t(explicit_partition)
+                                  : n_parts == 1 ? 0
+                                  : key.empty()  ? sticky_
+                                                 : std::uint32_t(hash_key(key) % n_parts);
   EventRing& ring = topic_->ring(partition);
   std::uint64_t s;
   if (single_) {
@@ -173,7 +178,7 @@ ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* pa
     // it unpublished, as on the general path.
     if (!mp_commit(ring, s, &prepared, 1)) return Inline::kClosed;
   }
-  if (key.empty() && n_parts != 1) advance_sticky();
+  if (!chosen && key.empty() && n_parts != 1) advance_sticky();
   id = EventId{partition, s};
   return Inline::kPublished;
 }
@@ -269,11 +274,11 @@ void Producer::close() noexcept {
 namespace detail {
 
 Result<EventId> ProducerImpl::publish_message(const Message& m, LazyDeadline& deadline, bool may_wait) {
-  // Explicit partitions and Buffers take the general path.
-  if (m.partition == kAnyPartition && m.buffer.empty()) {
+  // Buffers take the general path.
+  if (m.buffer.empty()) {
     EventId id;
     const std::string_view parts[3] = {m.key, m.metadata, m.data};
-    switch (try_publish_inline(parts, id)) {
+    switch (try_publish_inline(parts, m.partition, id)) {
       case Inline::kPublished: return id;
       case Inline::kClosed: return closed_topic();
       case Inline::kNotTaken: break;
@@ -343,7 +348,7 @@ Result<EventId> Producer::publish_parts(const std::string_view (&parts)[3]) {
   detail::ProducerImpl& p = *impl_;
   if (p.direct()) {
     EventId id;
-    switch (p.try_publish_inline(parts, id)) {
+    switch (p.try_publish_inline(parts, kAnyPartition, id)) {
       case detail::ProducerImpl::Inline::kPublished: return id;
       case detail::ProducerImpl::Inline::kClosed: return p.closed_topic();
       case detail::ProducerImpl::Inline::kNotTaken: break;

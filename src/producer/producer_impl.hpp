@@ -55,9 +55,10 @@ class ProducerImpl {
   Status publish_run(std::uint32_t partition, PreparedEvent* prepared, std::size_t n, LazyDeadline& deadline,
                      bool may_wait, std::uint64_t& first);
 
-  // The hot path, tried first by publish and publish_message: a message with
-  // the default partition rule and no user hook, on a partition whose cached
-  // limit already grants the room (single producer), or where one
+  // The hot path, tried first by publish and publish_message: a message
+  // with no Buffer, for an explicit partition in range or by the default
+  // partition rule, from a producer with no user hook; on a partition whose
+  // cached limit already grants the room (single producer), or where one
   // non-waiting claim gets it (multi-producer). kNotTaken: nothing was done,
   // take the general path (which refreshes, waits, and reports errors).
   // Inline-size events: no Status is built, nothing is allocated, the bytes
@@ -69,7 +70,7 @@ class ProducerImpl {
   // not be given back if that allocation threw, so those take the general
   // path. `parts`: key, metadata, data. Throws: std::bad_alloc (the block).
   enum class Inline { kPublished, kClosed, kNotTaken };
-  Inline try_publish_inline(const std::string_view* parts, EventId& id);
+  Inline try_publish_inline(const std::string_view* parts, std::int64_t explicit_partition, EventId& id);
   // True when Producer::publish may try the hot path before anything else:
   // no pusher owns the publishing and a publish need not wait for a commit.
   bool direct() const noexcept { return !pusher_ && !sync_; }

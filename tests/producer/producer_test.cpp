@@ -36,22 +36,30 @@ TEST_CASE("events with the same key land in the same partition", "[producer]") {
 }
 
 TEST_CASE("explicit partitions are honoured and checked", "[producer]") {
+  const ProducerMode mode = GENERATE(ProducerMode::kSingle, ProducerMode::kMulti);
   Bus bus;
-  auto t = *bus.create_topic("t", {.partitions = 3});
+  auto t = *bus.create_topic("t", {.partitions = 3, .producers = mode});
   auto p = *t.producer();
   auto id = p.publish(Message{.data = "x", .partition = 2});
   REQUIRE(id.ok());
   CHECK(id->partition == 2);
   CHECK(id->offset == 0);
+  // Again once the producer has room cached (its fast path), then refusals.
+  id = p.publish(Message{.key = "k", .data = "y", .partition = 2});
+  REQUIRE(id.ok());
+  CHECK(id->partition == 2);
+  CHECK(id->offset == 1);
   CHECK(p.publish(Message{.data = "x", .partition = 3}).status().is_invalid_argument());
   CHECK(p.publish(Message{.data = "x", .partition = -5}).status().is_invalid_argument());
+  CHECK(p.try_publish(Message{.data = "x", .partition = 3}).status().is_invalid_argument());
   // Nothing was published by the refused calls.
-  CHECK(t.stats()[2].next_offset == 1);
+  CHECK(t.stats()[2].next_offset == 2);
 }
 
 TEST_CASE("keyless events go round-robin; offsets count from 0 per partition", "[producer]") {
+  const ProducerMode mode = GENERATE(ProducerMode::kSingle, ProducerMode::kMulti);
   Bus bus;
-  auto t = *bus.create_topic("t", {.partitions = 4});
+  auto t = *bus.create_topic("t", {.partitions = 4, .producers = mode});
   auto p = *t.producer();
   std::vector<std::uint64_t> next(4, 0);
   for (int i = 0; i < 40; ++i) {
@@ -59,6 +67,13 @@ TEST_CASE("keyless events go round-robin; offsets count from 0 per partition", "
     REQUIRE(id.ok());
     CHECK(id->partition == std::uint32_t(i % 4));
     CHECK(id->offset == next[id->partition]++);
+    // Events for a chosen partition leave the rotation alone.
+    if (i % 3 == 0) {
+      auto chosen = p.publish(Message{.data = "x", .partition = 1});
+      REQUIRE(chosen.ok());
+      CHECK(chosen->partition == 1);
+      CHECK(chosen->offset == next[1]++);
+    }
   }
 }
 

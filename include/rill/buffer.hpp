@@ -41,6 +41,9 @@ struct BufferRep {
   static BufferRep* allocate(std::size_t size);
   // The writable trailing storage of a rep made by allocate().
   char* storage() noexcept { return reinterpret_cast<char*>(this + 1); }
+  // The bytes of a rep made by allocate() or a producer's block pool, to
+  // fill before the rep is shared.
+  char* bytes() noexcept { return const_cast<char*>(data); }
 };
 
 }  // namespace detail

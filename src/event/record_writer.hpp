@@ -11,6 +11,7 @@
 
 #include "common/cache.hpp"
 #include "common/clock.hpp"
+#include "event/block_pool.hpp"
 #include "rill/event.hpp"
 #include "rill/producer.hpp"
 #include "rill/status.hpp"
@@ -68,11 +69,21 @@ inline Status check_event_size(const Message& m, std::uint32_t max_event_size) {
                                  "; nothing was published");
 }
 
+// A new block of `size` bytes: with `pool` (a producer's pool slot), from
+// the pool there, made on first use (a producer of small events never makes
+// one); without, from the heap. Throws std::bad_alloc.
+inline BufferRep* new_block(std::size_t size, BlockPool** pool) {
+  if (!pool) return BufferRep::allocate(size);
+  if (!*pool) *pool = BlockPool::create();
+  return (*pool)->allocate(size);
+}
+
 // Checks the size limit and picks the layout; copies large events into one
-// new block (or shares message.buffer). Allocates: only above
-// kInlineEventBytes. Fails: InvalidArgument when larger than max_event_size.
-// Inline: it is on the per-event path.
-inline Status prepare_event(const Message& m, std::uint32_t max_event_size, PreparedEvent& out) {
+// new block (see new_block for `pool`), or shares message.buffer. Allocates:
+// only above kInlineEventBytes. Fails: InvalidArgument when larger than
+// max_event_size. Inline: it is on the per-event path.
+inline Status prepare_event(const Message& m, std::uint32_t max_event_size, PreparedEvent& out,
+                            BlockPool** pool = nullptr) {
   const std::string_view data = message_data(m);
   const std::size_t head = m.key.size() + m.metadata.size();
   const std::size_t total = head + data.size();
@@ -92,13 +103,13 @@ inline Status prepare_event(const Message& m, std::uint32_t max_event_size, Prep
       out.block = m.buffer.rep();
       out.block->retain();  // zero-copy: the event shares the producer's block
     } else {
-      out.block = BufferRep::allocate(data.size());
-      std::memcpy(out.block->storage(), data.data(), data.size());
+      out.block = new_block(data.size(), pool);
+      std::memcpy(out.block->bytes(), data.data(), data.size());
     }
   } else {
     out.layout = EventRecord::kAllInBlock;
-    out.block = BufferRep::allocate(total);
-    char* p = out.block->storage();
+    out.block = new_block(total, pool);
+    char* p = out.block->bytes();
     std::memcpy(p, m.key.data(), m.key.size());
     std::memcpy(p + m.key.size(), m.metadata.data(), m.metadata.size());
     if (!data.empty()) std::memcpy(p + head, data.data(), data.size());

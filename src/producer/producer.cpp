@@ -162,8 +162,8 @@ ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* pa
     } else {
       // The room is granted and nothing below waits: the block is written.
       PreparedEvent prepared =
-          PreparedEvent::of(key, metadata, data, EventRecord::kHeadInline, BufferRep::allocate(data.size()));
-      std::memcpy(prepared.block->storage(), data.data(), data.size());
+          PreparedEvent::of(key, metadata, data, EventRecord::kHeadInline, new_block(data.size(), &pool_));
+      std::memcpy(prepared.block->bytes(), data.data(), data.size());
       sp_commit(ring, 1, prepared.wide(), [&](EventRecord& slot, std::size_t, std::int64_t ts) {
         write_record(slot, prepared, ts);
       });
@@ -299,7 +299,7 @@ Result<EventId> ProducerImpl::publish_validated(const Message& m, LazyDeadline& 
   Result<std::uint32_t> part = pick_partition(m);
   if (!part.ok()) return part.status();
   PreparedEvent prepared;
-  if (Status s = prepare_event(m, topic_->options().max_event_size, prepared); !s.ok()) return s;
+  if (Status s = prepare_event(m, topic_->options().max_event_size, prepared, &pool_); !s.ok()) return s;
   std::uint64_t offset = 0;
   Status s = publish_run(*part, &prepared, 1, deadline, may_wait, offset);
   if (!s.ok()) {
@@ -448,7 +448,7 @@ Result<std::size_t> detail::publish_messages(detail::ProducerImpl& p, std::span<
     std::size_t n = 1;
     while (done + n < messages.size() && n < max_run && partition_of(done + n) == part) ++n;
     for (std::size_t i = 0; i < n; ++i) {
-      Status s = detail::prepare_event(messages[done + i], max_size, prepared[i]);
+      Status s = detail::prepare_event(messages[done + i], max_size, prepared[i], &p.pool_);
       assert(s.ok() && "validated above");
       (void)s;
     }

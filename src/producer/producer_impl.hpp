@@ -47,6 +47,7 @@ class ProducerImpl {
       topic_->space_bell().wake_all();
       pusher_->stop();
     }
+    if (pool_) pool_->release_owner();  // after the senders stopped: they allocate from it
     if (single_) topic_->release_single_producer();
   }
 
@@ -167,6 +168,9 @@ class ProducerImpl {
   // a multi-producer topic, through loose_sender_ too).
   std::unique_ptr<ProducerImpl> loose_sender_;
   std::shared_ptr<Pusher> pusher_;
+  // The pool this producer's large events take their blocks from (its
+  // owner's reference), made on the first (new_block).
+  BlockPool* pool_ = nullptr;
 
   static constexpr std::size_t kMaxRun = 64;  // prepared events held on the stack
   // How far ahead of the write position sp_commit prefetches a slot.

@@ -1,0 +1,82 @@
+// BlockPool: recycles the blocks one producer copies large events into.
+//
+// An event too large to live inline in its ring slot gets its data copied
+// into a block (a BufferRep with trailing storage) shared by every consumer.
+// A block is freed when its last reference goes: usually on the producer's
+// thread, when it overwrites the slot a lap later; sometimes on a consumer's
+// thread, when an Event outlives the slot. With malloc/free that was ~40% of
+// a 1 KiB publish (perf, spsc_throughput/rill/1024); a pool reuses them.
+//
+// Blocks come in power-of-two size classes from 128 bytes to 16 KiB
+// (larger data is allocated and freed as before). A released block goes
+// back to its pool's class: pushed onto a lock-free list by whichever thread
+// released it (push-only, so no ABA); the owner takes the whole list with
+// one exchange when its private list runs dry. The pool keeps at most
+// kClassBytes of blocks per class; beyond that a block is allocated and
+// freed unpooled.
+//
+// Lifetime: blocks may outlive the producer (an Event a user keeps). The
+// pool counts one reference for its owner and one per block handed out;
+// the last to go (the owner's release or a late block's return) frees the
+// pool and every block on its lists.
+//
+// Thread-safety: allocate() and release_owner() on the owner's thread (one
+// thread at a time); a block's release on any thread. Allocation: a new
+// block only while its class has none to reuse and is under its cap.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "rill/buffer.hpp"
+
+namespace rill::detail {
+
+class BlockPool {
+ public:
+  static constexpr std::size_t kMinBlock = 128;
+  static constexpr std::size_t kMaxBlock = 16 * 1024;
+  static constexpr std::size_t kClasses = 8;  // 128, 256, ..., 16 KiB
+  static constexpr std::size_t kClassBytes = 16 * 1024 * 1024;
+
+  // A pool with its owner's reference. Allocates.
+  static BlockPool* create() { return new BlockPool(); }
+
+  // A block of `size` data bytes (uninitialized) with one reference, as
+  // BufferRep::allocate gives. Owner's thread only. Throws std::bad_alloc.
+  BufferRep* allocate(std::size_t size);
+
+  // The owner is done: frees what it holds unused; the pool frees itself
+  // once every block handed out has come back. Owner's thread only.
+  void release_owner() noexcept;
+
+  // Blocks this pool has made and not freed (owner's thread; tests).
+  std::size_t blocks() const noexcept { return made_; }
+
+ private:
+  struct Block : BufferRep {
+    BlockPool* pool = nullptr;
+    Block* next = nullptr;  // on a free list
+    std::uint32_t size_class = 0;
+  };
+
+  BlockPool() = default;
+  ~BlockPool();
+
+  static std::size_t class_of(std::size_t size) noexcept;
+  static std::size_t class_size(std::size_t c) noexcept { return kMinBlock << c; }
+  static Block* make_block(BlockPool* pool, std::size_t c);
+  static void free_list(Block* b) noexcept;
+  // BufferRep::destroy of a pooled block: back onto its pool's list.
+  static void give_back(BufferRep* rep) noexcept;
+  void unref() noexcept;
+
+  Block* free_[kClasses] = {};                  // the owner's, private
+  std::size_t made_ = 0;                        // blocks alive, owner's count
+  std::size_t made_in_[kClasses] = {};          // per class
+  std::atomic<Block*> returned_[kClasses] = {};  // pushed by any thread
+  std::atomic<std::size_t> refs_{1};            // the owner + blocks handed out
+};
+
+}  // namespace rill::detail

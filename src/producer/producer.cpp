@@ -343,29 +343,52 @@ FlushFuture Producer::flush() {
   return impl_->pusher_->flush();
 }
 
-Result<EventId> Producer::publish_parts(const std::string_view (&parts)[3]) {
-  assert(impl_ && "publish() needs a valid Producer");
-  detail::ProducerImpl& p = *impl_;
+namespace {
+
+// Producer::publish's calls past the fast path: the pusher check, the
+// general path, the wait for a sync commit.
+Result<EventId> publish_general(detail::ProducerImpl& p, const Message& m, Timeout timeout) {
+  if (p.pusher_) return pushing();
+  detail::LazyDeadline deadline(timeout);
+  Result<EventId> id = p.publish_message(m, deadline, true);
+  if (id.ok() && p.log_ && p.topic_->durable()->sync) {
+    if (Status s = p.wait_durable(*id, deadline.get()); !s.ok()) return s;
+  }
+  return id;
+}
+
+// A publish call: the fast path when the producer may take it, else
+// `otherwise()`. Inlined into both publish calls (through a helper that
+// returned an optional Result, publish(key, metadata, data) measured
+// ~27 ns instead of ~21).
+template <class Otherwise>
+[[gnu::always_inline]] inline Result<EventId> publish_fast_or(detail::ProducerImpl& p, const std::string_view* parts,
+                                                               std::int64_t partition, Otherwise&& otherwise) {
   if (p.direct()) {
     EventId id;
-    switch (p.try_publish_inline(parts, kAnyPartition, id)) {
+    switch (p.try_publish_inline(parts, partition, id)) {
       case detail::ProducerImpl::Inline::kPublished: return id;
       case detail::ProducerImpl::Inline::kClosed: return p.closed_topic();
       case detail::ProducerImpl::Inline::kNotTaken: break;
     }
   }
-  return publish(Message{parts[0], parts[1], parts[2], {}, kAnyPartition});
+  return otherwise();
+}
+
+}  // namespace
+
+Result<EventId> Producer::publish_parts(const std::string_view (&parts)[3]) {
+  assert(impl_ && "publish() needs a valid Producer");
+  return publish_fast_or(*impl_, parts, kAnyPartition, [&] {
+    return publish_general(*impl_, Message{parts[0], parts[1], parts[2], {}, kAnyPartition}, kForever);
+  });
 }
 
 Result<EventId> Producer::publish(const Message& m, Timeout timeout) {
   assert(impl_ && "publish() needs a valid Producer");
-  if (impl_->pusher_) return pushing();
-  detail::LazyDeadline deadline(timeout);
-  Result<EventId> id = impl_->publish_message(m, deadline, true);
-  if (id.ok() && impl_->log_ && impl_->topic_->durable()->sync) {
-    if (Status s = impl_->wait_durable(*id, deadline.get()); !s.ok()) return s;
-  }
-  return id;
+  if (!m.buffer.empty()) return publish_general(*impl_, m, timeout);  // Buffers take the general path
+  const std::string_view parts[3] = {m.key, m.metadata, m.data};
+  return publish_fast_or(*impl_, parts, m.partition, [&] { return publish_general(*impl_, m, timeout); });
 }
 
 Result<EventId> Producer::publish_async(const Message& m, Timeout timeout) {

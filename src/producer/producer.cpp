@@ -96,7 +96,7 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
       nudge();
       wait_until(opt.wait, topic_->space_bell(), deadline.get(),
                  [&] { return topic_->closed() || ring.mp_has_room(s + n); });
-      if (topic_->closed()) return Status::Closed("topic '" + topic_->name() + "' is closed");
+      if (topic_->closed()) return closed_topic();
     }
   } else {
     std::optional<std::uint64_t> c = ring.try_claim(n);
@@ -115,7 +115,7 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
     }
     s = *c;
   }
-  if (!mp_commit(ring, s, prepared, n)) return Status::Closed("topic '" + topic_->name() + "' is closed");
+  if (!mp_commit(ring, s, prepared, n)) return closed_topic();
   first = s;
   return Status::Ok();
 }
@@ -143,13 +143,11 @@ ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* pa
   if (!all_inline && !(single_ && head <= kInlineEventBytes && total <= topic_->options().max_event_size)) {
     return Inline::kNotTaken;
   }
-  const std::uint32_t n_parts = topic_->partitions();
   const bool chosen = explicit_partition != kAnyPartition;
-  if (chosen && (explicit_partition < 0 || explicit_partition >= std::int64_t(n_parts))) return Inline::kNotTaken;
-  const std::uint32_t partition = chosen        ? std::uint32_t(explicit_partition)
-                                  : n_parts == 1 ? 0
-                                  : key.empty()  ? sticky_
-                                                 : std::uint32_t(hash_key(key) % n_parts);
+  if (chosen && (explicit_partition < 0 || explicit_partition >= std::int64_t(topic_->partitions()))) {
+    return Inline::kNotTaken;  // the general path refuses it
+  }
+  const std::uint32_t partition = default_partition(key, explicit_partition);
   EventRing& ring = topic_->ring(partition);
   std::uint64_t s;
   if (single_) {
@@ -178,7 +176,7 @@ ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* pa
     // it unpublished, as on the general path.
     if (!mp_commit(ring, s, &prepared, 1)) return Inline::kClosed;
   }
-  if (!chosen && key.empty() && n_parts != 1) advance_sticky();
+  if (!chosen && key.empty()) advance_sticky();
   id = EventId{partition, s};
   return Inline::kPublished;
 }
@@ -284,6 +282,10 @@ Result<EventId> ProducerImpl::publish_message(const Message& m, LazyDeadline& de
       case Inline::kNotTaken: break;
     }
   }
+  return publish_checked(m, deadline, may_wait);
+}
+
+Result<EventId> ProducerImpl::publish_checked(const Message& m, LazyDeadline& deadline, bool may_wait) {
   if (has_serializer()) {
     std::string text;
     Result<Message> serialized = serialize(m, text);
@@ -350,7 +352,9 @@ namespace {
 Result<EventId> publish_general(detail::ProducerImpl& p, const Message& m, Timeout timeout) {
   if (p.pusher_) return pushing();
   detail::LazyDeadline deadline(timeout);
-  Result<EventId> id = p.publish_message(m, deadline, true);
+  // direct(): publish_fast_or has tried the hot path (or the message has a
+  // Buffer, which never takes it); a sync topic's append may still take it.
+  Result<EventId> id = p.direct() ? p.publish_checked(m, deadline, true) : p.publish_message(m, deadline, true);
   if (id.ok() && p.log_ && p.topic_->durable()->sync) {
     if (Status s = p.wait_durable(*id, deadline.get()); !s.ok()) return s;
   }
@@ -458,7 +462,7 @@ Result<std::size_t> detail::publish_messages(detail::ProducerImpl& p, std::span<
       return detail::check_event_size(m, max_size);
     }
   }
-  auto partition_of = [&](std::size_t i) { return by_default ? p.default_partition(messages[i]) : selected[i]; };
+  auto partition_of = [&](std::size_t i) { return by_default ? p.default_partition(messages[i].key, messages[i].partition) : selected[i]; };
   detail::LazyDeadline deadline(timeout);
   const bool sync = p.log_ && p.topic_->durable()->sync;
   std::vector<std::uint64_t> last_offset;  // sync topics: per partition, the last published + 1

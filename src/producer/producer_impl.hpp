@@ -89,6 +89,9 @@ class ProducerImpl {
   // One message: validator, partition, size, ring. Durable topics: returns
   // at append (the caller waits for durability if it must).
   Result<EventId> publish_message(const Message& m, LazyDeadline& deadline, bool may_wait);
+  // publish_message past its hot path (the caller tried it, or the message
+  // has a Buffer): serializer, validator, the general path.
+  Result<EventId> publish_checked(const Message& m, LazyDeadline& deadline, bool may_wait);
   // The same for a message the validator already accepted (Producer::push
   // runs it at push time, on the pushing thread).
   Result<EventId> publish_validated(const Message& m, LazyDeadline& deadline, bool may_wait);
@@ -102,12 +105,13 @@ class ProducerImpl {
   // True when pick_partition follows the default rule, which is pure.
   bool default_partitioning() const noexcept { return !options_.partition_selector; }
   // The default rule for a message whose explicit partition (if any) was
-  // validated: the per-message path of publish_batch, with no Status.
-  std::uint32_t default_partition(const Message& m) const noexcept {
-    if (m.partition != kAnyPartition) return std::uint32_t(m.partition);
+  // validated: the per-message path of publish_batch and the hot path,
+  // with no Status.
+  std::uint32_t default_partition(std::string_view key, std::int64_t partition) const noexcept {
+    if (partition != kAnyPartition) return std::uint32_t(partition);
     const std::uint32_t parts = topic_->partitions();
     if (parts == 1) return 0;
-    return m.key.empty() ? sticky_ : std::uint32_t(hash_key(m.key) % parts);
+    return key.empty() ? sticky_ : std::uint32_t(hash_key(key) % parts);
   }
   bool has_serializer() const noexcept { return bool(options_.metadata_serializer); }
   // The message with its metadata run through the serializer, into `text`

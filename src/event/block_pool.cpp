@@ -38,7 +38,6 @@ BufferRep* BlockPool::allocate(std::size_t size) {
   } else {
     if (made_in_[c] * class_size(c) >= kClassBytes) return BufferRep::allocate(size);  // at the cap
     b = make_block(this, c);
-    ++made_;
     ++made_in_[c];
   }
   b->next = nullptr;

@@ -52,7 +52,11 @@ class BlockPool {
   void release_owner() noexcept;
 
   // Blocks this pool has made and not freed (owner's thread; tests).
-  std::size_t blocks() const noexcept { return made_; }
+  std::size_t blocks() const noexcept {
+    std::size_t n = 0;
+    for (std::size_t made : made_in_) n += made;
+    return n;
+  }
 
  private:
   struct Block : BufferRep {
@@ -73,8 +77,7 @@ class BlockPool {
   void unref() noexcept;
 
   Block* free_[kClasses] = {};                  // the owner's, private
-  std::size_t made_ = 0;                        // blocks alive, owner's count
-  std::size_t made_in_[kClasses] = {};          // per class
+  std::size_t made_in_[kClasses] = {};          // blocks alive per class, owner's count
   std::atomic<Block*> returned_[kClasses] = {};  // pushed by any thread
   std::atomic<std::size_t> refs_{1};            // the owner + blocks handed out
 };

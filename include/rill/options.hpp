@@ -109,9 +109,11 @@ struct TopicOptions {
   std::uint32_t max_event_size = 1u << 20;
 
   // Event timestamps (append time, non-decreasing within a partition) come
-  // from the coarse wall clock by default: resolution of the kernel tick
-  // (1-4 ms, like Kafka's millisecond stamps) for ~3 ns per publish. true:
-  // nanosecond resolution for ~25 ns per publish call (a VM's clock read).
+  // from a millisecond wall clock by default, like Kafka's stamps: one load
+  // per publish from a word that one process-wide rill thread refreshes
+  // every millisecond while stamps are read (it sleeps after 100 ms
+  // without). true: nanosecond resolution, one clock read per publish call
+  // (~25 ns in a VM).
   bool precise_timestamps = false;
 
   // Most consumer names holding a position on the topic (1 .. 1024), live or

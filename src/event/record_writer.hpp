@@ -11,6 +11,7 @@
 
 #include "common/cache.hpp"
 #include "common/clock.hpp"
+#include "common/stamp_clock.hpp"
 #include "event/block_pool.hpp"
 #include "rill/event.hpp"
 #include "rill/producer.hpp"
@@ -203,7 +204,7 @@ inline void prefetch_slot(const EventRecord& slot, bool wide) noexcept {
 // earlier than the last published one, and publishes them.
 template <class Ring>
 inline void stamp_and_publish(Ring& ring, std::uint64_t first, std::size_t n, bool precise) noexcept {
-  const std::int64_t ts = std::max(now_ns(precise), ring.last_ts());
+  const std::int64_t ts = std::max(append_stamp_ns(precise), ring.last_ts());
   for (std::size_t i = 0; i < n; ++i) ring.slot(first + i).timestamp_ns = ts;
   ring.last_ts() = ts;
   ring.publish(first + n);

@@ -64,12 +64,13 @@ class ProducerImpl {
   // take the general path (which refreshes, waits, and reports errors).
   // Inline-size events: no Status is built, nothing is allocated, the bytes
   // go straight from the views into the slot (single producer, no consumer,
-  // 8-byte events on the 2-core bench VM: ~21 ns per publish, ~6 ns of it
-  // the coarse clock read). Single producer only: an event whose data needs
-  // a block (key and metadata inline) gets it once the room is granted
-  // (1 KiB events: ~96 -> ~64 ns per publish). A multi-producer claim could
-  // not be given back if that allocation threw, so those take the general
-  // path. `parts`: key, metadata, data. Throws: std::bad_alloc (the block).
+  // 8-byte events on the 2-core bench VM: ~17 ns per publish, the append
+  // stamp one load from the StampClock). Single producer only: an event
+  // whose data needs a block (key and metadata inline) gets it once the
+  // room is granted (1 KiB events: ~96 -> ~64 ns per publish). A
+  // multi-producer claim could not be given back if that allocation threw,
+  // so those take the general path. `parts`: key, metadata, data.
+  // Throws: std::bad_alloc (the block).
   enum class Inline { kPublished, kClosed, kNotTaken };
   Inline try_publish_inline(const std::string_view* parts, std::int64_t explicit_partition, EventId& id);
   // True when Producer::publish may try the hot path before anything else:
@@ -186,7 +187,7 @@ template <class Write>
   auto& sp = ring.sp();
   const std::uint64_t s = sp.next;
   const std::uint64_t end = s + n;
-  const std::int64_t ts = std::max(now_ns(topic_->options().precise_timestamps), sp.last_ts);
+  const std::int64_t ts = std::max(append_stamp_ns(topic_->options().precise_timestamps), sp.last_ts);
   // Request the slots a few events ahead: their lines are usually in the
   // consumer's cache, and overlapping those transfers is what sets the
   // publish rate. Within the granted limit only (never an unacked slot's

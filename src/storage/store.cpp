@@ -634,14 +634,35 @@ Status WriteTxn::check(int rc, std::string_view what) {
   return store_.error(rc, what);
 }
 
+Result<MDB_cursor*> WriteTxn::append_cursor(AppendCursor& c, MDB_dbi dbi) {
+  if (c.cursor && c.dbi == dbi) return c.cursor;
+  if (c.cursor) mdb_cursor_close(c.cursor);
+  c.cursor = nullptr;
+  if (const int rc = mdb_cursor_open(txn_, dbi, &c.cursor); rc != 0) {
+    c.cursor = nullptr;
+    return check(rc, "cannot append to the log");
+  }
+  c.dbi = dbi;
+  return c.cursor;
+}
+
+void WriteTxn::drop_append_cursors() noexcept {
+  for (AppendCursor* c : {&log_cursor_, &data_cursor_}) {
+    if (c->cursor) mdb_cursor_close(c->cursor);
+    c->cursor = nullptr;
+  }
+}
+
 Status WriteTxn::append(const PartitionDbs& dbs, std::uint64_t offset, std::int64_t timestamp_ns,
                         std::string_view key, std::string_view metadata, std::string_view data) {
   OffsetKey k(offset);
   MDB_val kv = k.val();
   const std::size_t inline_data = data_in_head(data.size());
   MDB_val hv{kHeadFixed + key.size() + metadata.size() + inline_data, nullptr};
+  Result<MDB_cursor*> log = append_cursor(log_cursor_, dbs.log);
+  if (!log.ok()) return log.status();
   // MDB_RESERVE: LMDB hands out the space and we write the record in place.
-  int rc = mdb_put(txn_, dbs.log, &kv, &hv, MDB_APPEND | MDB_RESERVE);
+  int rc = mdb_cursor_put(*log, &kv, &hv, MDB_APPEND | MDB_RESERVE);
   if (rc != 0) return check(rc, "cannot append to the log");
   char* h = static_cast<char*>(hv.mv_data);
   put_be(h, std::uint64_t(timestamp_ns), 8);
@@ -654,7 +675,9 @@ Status WriteTxn::append(const PartitionDbs& dbs, std::uint64_t offset, std::int6
     std::memcpy(h + kHeadFixed + key.size() + metadata.size(), data.data(), inline_data);
   } else if (!data.empty()) {
     MDB_val dv = as_val(data);
-    if ((rc = mdb_put(txn_, dbs.data, &kv, &dv, MDB_APPEND)) != 0) {
+    Result<MDB_cursor*> data_cursor = append_cursor(data_cursor_, dbs.data);
+    if (!data_cursor.ok()) return data_cursor.status();
+    if ((rc = mdb_cursor_put(*data_cursor, &kv, &dv, MDB_APPEND)) != 0) {
       return check(rc, "cannot append to the log");
     }
   }
@@ -693,6 +716,7 @@ Status WriteTxn::trim(const PartitionDbs& dbs, std::uint64_t limit,
                       const std::function<bool(const StoredEvent&, std::uint64_t size)>& keep, std::uint64_t& events,
                       std::uint64_t& bytes) {
   events = bytes = 0;
+  drop_append_cursors();  // deletes here; appends position afresh
   MDB_cursor* cur = nullptr;
   int rc = mdb_cursor_open(txn_, dbs.log, &cur);
   if (rc != 0) return check(rc, "cannot trim the log");

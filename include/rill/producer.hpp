@@ -62,6 +62,10 @@ class Producer {
   // Publishes one event; under OverflowPolicy::kBlock waits for space at
   // most `timeout`. Returns where the event landed. On a kSync topic it
   // returns once the event is committed and fsynced (see publish_async).
+  // Multi-producer topics: no publish waits for another producer's; an
+  // event is visible to consumers once every earlier event of its
+  // partition is — at return, unless another thread is still copying an
+  // earlier one (then when that copy ends, microseconds later).
   // Allocates: only for events larger than kInlineEventBytes (one block).
   // Fails: InvalidArgument (too large, bad partition: nothing published),
   //   Full (policy kFail), TimedOut, Closed; durable topics: the storage

@@ -199,15 +199,4 @@ inline void prefetch_slot(const EventRecord& slot, bool wide) noexcept {
   }
 }
 
-// Multi-producer rings: once every earlier claim is published (the caller's
-// turn), stamps the claimed events [first, first+n) with one timestamp, no
-// earlier than the last published one, and publishes them.
-template <class Ring>
-inline void stamp_and_publish(Ring& ring, std::uint64_t first, std::size_t n, bool precise) noexcept {
-  const std::int64_t ts = std::max(append_stamp_ns(precise), ring.last_ts());
-  for (std::size_t i = 0; i < n; ++i) ring.slot(first + i).timestamp_ns = ts;
-  ring.last_ts() = ts;
-  ring.publish(first + n);
-}
-
 }  // namespace rill::detail

@@ -19,23 +19,6 @@
 namespace rill {
 namespace detail {
 
-namespace {
-
-// The predecessor claim is mid-copy: spin, then yield.
-bool wait_turn(EventRing& ring, std::uint64_t first, const TopicCore& topic) {
-  for (int i = 0; !ring.mp_turn(first); ++i) {
-    if (topic.closed()) return false;
-    if (i < 256) {
-      cpu_relax();
-    } else {
-      std::this_thread::yield();
-    }
-  }
-  return true;
-}
-
-}  // namespace
-
 Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepared, std::size_t n, LazyDeadline& deadline,
                                  bool may_wait, std::uint64_t& first) {
   if (stopped()) return stop_status();
@@ -115,44 +98,42 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
     }
     s = *c;
   }
-  if (!mp_commit(ring, s, prepared, n)) return closed_topic();
+  mp_commit(ring, s, prepared, n);
   first = s;
   return Status::Ok();
 }
 
-bool ProducerImpl::mp_commit(EventRing& ring, std::uint64_t s, PreparedEvent* prepared, std::size_t n) noexcept {
+void ProducerImpl::mp_commit(EventRing& ring, std::uint64_t s, PreparedEvent* prepared, std::size_t n) noexcept {
+  ring.mp_wait_in_window(s, n);
   for (std::size_t i = 0; i < n; ++i) prefetch_slot(ring.slot(s + i), prepared[i].wide());
-  for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], 0);
-  if (!wait_turn(ring, s, *topic_)) return false;
-  // Our turn: every earlier claim is published, so last_ts is theirs.
-  stamp_and_publish(ring, s, n, topic_->options().precise_timestamps);
+  const std::int64_t ts = append_stamp_ns(topic_->options().precise_timestamps);
+  for (std::size_t i = 0; i < n; ++i) write_record(ring.slot(s + i), prepared[i], ts);
+  ring.mp_publish(s, n);
   topic_->after_publish();
   if (log_) ring_writer(s, s + n);
-  return true;
 }
 
-ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* parts, std::int64_t explicit_partition,
-                                                      EventId& id) {
+bool ProducerImpl::try_publish_inline(const std::string_view* parts, std::int64_t explicit_partition, EventId& id) {
   const std::string_view key = parts[0], metadata = parts[1], data = parts[2];
   const std::size_t head = key.size() + metadata.size();
   const std::size_t total = head + data.size();
-  if (hooked_ || stopped()) return Inline::kNotTaken;
+  if (hooked_ || stopped()) return false;
   // Inline events; and on a single-producer topic, events whose data goes
   // into a block of its own (key and metadata inline).
   const bool all_inline = total <= inline_limit_;
   if (!all_inline && !(single_ && head <= kInlineEventBytes && total <= topic_->options().max_event_size)) {
-    return Inline::kNotTaken;
+    return false;
   }
   const bool chosen = explicit_partition != kAnyPartition;
   if (chosen && (explicit_partition < 0 || explicit_partition >= std::int64_t(topic_->partitions()))) {
-    return Inline::kNotTaken;  // the general path refuses it
+    return false;  // the general path refuses it
   }
   const std::uint32_t partition = default_partition(key, explicit_partition);
   EventRing& ring = topic_->ring(partition);
   std::uint64_t s;
   if (single_) {
     s = ring.sp().next;
-    if (s + 1 > ring.sp().limit) return Inline::kNotTaken;  // a refresh (and perhaps a wait): the general path
+    if (s + 1 > ring.sp().limit) return false;  // a refresh (and perhaps a wait): the general path
     if (all_inline) {
       sp_commit(ring, 1, EventRecord::inline_wide(total), [&](EventRecord& slot, std::size_t, std::int64_t ts) {
         write_inline_record(slot, key, metadata, data, ts);
@@ -169,16 +150,14 @@ ProducerImpl::Inline ProducerImpl::try_publish_inline(const std::string_view* pa
   } else {
     // Claims only under the cached limit (one refresh at most), never waits.
     std::optional<std::uint64_t> c = ring.try_claim(1);
-    if (!c) return Inline::kNotTaken;
+    if (!c) return false;
     s = *c;
     PreparedEvent prepared = PreparedEvent::of(key, metadata, data, EventRecord::kAllInline, nullptr);
-    // The claim is ours to fill: a close while waiting for our turn leaves
-    // it unpublished, as on the general path.
-    if (!mp_commit(ring, s, &prepared, 1)) return Inline::kClosed;
+    mp_commit(ring, s, &prepared, 1);
   }
   if (!chosen && key.empty()) advance_sticky();
   id = EventId{partition, s};
-  return Inline::kPublished;
+  return true;
 }
 
 namespace {
@@ -276,11 +255,7 @@ Result<EventId> ProducerImpl::publish_message(const Message& m, LazyDeadline& de
   if (m.buffer.empty()) {
     EventId id;
     const std::string_view parts[3] = {m.key, m.metadata, m.data};
-    switch (try_publish_inline(parts, m.partition, id)) {
-      case Inline::kPublished: return id;
-      case Inline::kClosed: return closed_topic();
-      case Inline::kNotTaken: break;
-    }
+    if (try_publish_inline(parts, m.partition, id)) return id;
   }
   return publish_checked(m, deadline, may_wait);
 }
@@ -370,11 +345,7 @@ template <class Otherwise>
                                                                std::int64_t partition, Otherwise&& otherwise) {
   if (p.direct()) {
     EventId id;
-    switch (p.try_publish_inline(parts, partition, id)) {
-      case detail::ProducerImpl::Inline::kPublished: return id;
-      case detail::ProducerImpl::Inline::kClosed: return p.closed_topic();
-      case detail::ProducerImpl::Inline::kNotTaken: break;
-    }
+    if (p.try_publish_inline(parts, partition, id)) return id;
   }
   return otherwise();
 }
@@ -407,7 +378,7 @@ Status Producer::wait_durable(EventId id, Timeout timeout) {
   if (id.partition >= impl_->topic_->partitions()) {
     return Status::InvalidArgument("wait_durable: partition " + std::to_string(id.partition) + " is out of range");
   }
-  if (impl_->log_ && id.offset >= impl_->topic_->ring(id.partition).published()) {
+  if (impl_->log_ && id.offset >= impl_->topic_->ring(id.partition).handed_out()) {
     return Status::InvalidArgument("wait_durable: offset " + std::to_string(id.offset) + " was never published");
   }
   return impl_->wait_durable(id, detail::deadline_after(timeout));

@@ -60,8 +60,9 @@ class ProducerImpl {
   // with no Buffer, for an explicit partition in range or by the default
   // partition rule, from a producer with no user hook; on a partition whose
   // cached limit already grants the room (single producer), or where one
-  // non-waiting claim gets it (multi-producer). kNotTaken: nothing was done,
-  // take the general path (which refreshes, waits, and reports errors).
+  // non-waiting claim gets it (multi-producer). True: published at `id`.
+  // False: nothing was done, take the general path (which refreshes, waits,
+  // and reports errors).
   // Inline-size events: no Status is built, nothing is allocated, the bytes
   // go straight from the views into the slot (single producer, no consumer,
   // 8-byte events on the 2-core bench VM: ~17 ns per publish, the append
@@ -71,8 +72,7 @@ class ProducerImpl {
   // multi-producer claim could not be given back if that allocation threw,
   // so those take the general path. `parts`: key, metadata, data.
   // Throws: std::bad_alloc (the block).
-  enum class Inline { kPublished, kClosed, kNotTaken };
-  Inline try_publish_inline(const std::string_view* parts, std::int64_t explicit_partition, EventId& id);
+  bool try_publish_inline(const std::string_view* parts, std::int64_t explicit_partition, EventId& id);
   // True when Producer::publish may try the hot path before anything else:
   // no pusher owns the publishing and a publish need not wait for a commit.
   bool direct() const noexcept { return !pusher_ && !sync_; }
@@ -83,9 +83,10 @@ class ProducerImpl {
   // hint: the next events are likely as wide as these).
   template <class Write>
   void sp_commit(EventRing& ring, std::size_t n, bool wide, Write&& write) noexcept;
-  // Multi-producer: prepared[0..n) at the claim `s`, in claim order; false
-  // when the topic closed while waiting for the earlier claims.
-  bool mp_commit(EventRing& ring, std::uint64_t s, PreparedEvent* prepared, std::size_t n) noexcept;
+  // Multi-producer: writes prepared[0..n) at the claim `s` and publishes
+  // them in claim order (SequencedRing::mp_publish: without waiting for
+  // earlier claims).
+  void mp_commit(EventRing& ring, std::uint64_t s, PreparedEvent* prepared, std::size_t n) noexcept;
 
   // One message: validator, partition, size, ring. Durable topics: returns
   // at append (the caller waits for durability if it must).

@@ -15,7 +15,12 @@
 // says "full" (refresh_limit). Single-producer rings publish with one store;
 // multi-producer rings claim with fetch_add (or CAS for non-blocking and
 // timed claims) and publish in claim order, so consumers read one cursor and
-// timestamps stay non-decreasing.
+// timestamps stay non-decreasing — without a producer ever waiting for
+// another's claim (mp_publish): a claim finished before an earlier one is
+// marked written, and whoever next moves or reads the published cursor
+// publishes it. (Waiting for one's turn instead collapsed into a convoy, one
+// context switch per event, whenever producers outnumbered cores and one
+// was preempted mid-claim.)
 //
 // Attaching while producers run (the subtle part): a producer's limit comes
 // from a gate scan; a consumer attaching during that scan could be missed.
@@ -38,6 +43,7 @@
 // Allocation: only in the constructor.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cassert>
 #include <cstdint>
@@ -49,7 +55,18 @@
 
 namespace rill::detail {
 
-template <class T>
+// SequencedRing's OnPublish policy: what happens to a value as it becomes
+// visible (below). The default does nothing.
+struct NothingOnPublish {
+  template <class T>
+  void operator()(T&, std::int64_t&) const noexcept {}
+};
+
+// OnPublish: called as `on_publish(value, last)` for each multi-producer
+// value just before it becomes visible, in seq order, one at a time, on
+// whichever thread publishes it; `last` is ring state it may keep between
+// calls (rill: the last timestamp, so that stamps never go back).
+template <class T, class OnPublish = NothingOnPublish>
 class SequencedRing {
  public:
   static constexpr std::uint64_t kDetached = ~std::uint64_t{0};
@@ -70,7 +87,8 @@ class SequencedRing {
         lossy_(lossy),
         max_gates_(max_gates),
         slots_(new Slot[capacity]),
-        gates_(new Gate[max_gates]) {
+        gates_(new Gate[max_gates]),
+        written_(new std::atomic<std::uint64_t>[capacity]()) {
     assert(capacity >= 2 && (capacity & (capacity - 1)) == 0 && "ring capacity must be a power of two");
     assert(max_gates >= 1);
     published_.store(start, std::memory_order_relaxed);
@@ -89,8 +107,15 @@ class SequencedRing {
   T& slot(std::uint64_t seq) noexcept { return slots_[seq & mask_].value; }
   const T& slot(std::uint64_t seq) const noexcept { return slots_[seq & mask_].value; }
 
-  // Every seq below the result is readable.
-  std::uint64_t published() const noexcept { return published_.load(std::memory_order_acquire); }
+  // Every seq below the result is readable. A reader that finds the next
+  // claim marked written (mp_publish) publishes it first: every claim
+  // becomes visible at the latest when someone looks.
+  std::uint64_t published() noexcept {
+    const std::uint64_t p = published_.load(std::memory_order_acquire);
+    if (!marked(p)) [[likely]] return p;
+    publish_marked();
+    return published_.load(std::memory_order_acquire);
+  }
   // Seqs below the result may be overwritten at any moment.
   std::uint64_t floor() const noexcept { return floor_.load(std::memory_order_seq_cst); }
 
@@ -133,7 +158,7 @@ class SequencedRing {
   struct SingleProducer {
     std::uint64_t next = 0;      // next seq to write
     std::uint64_t limit = 0;     // cached refresh_limit result
-    std::int64_t last_ts = 0;    // last timestamp written
+    std::int64_t last_ts = 0;    // last timestamp written (multi-producer: OnPublish's state)
   };
   SingleProducer& sp() noexcept { return sp_.state; }
 
@@ -142,6 +167,11 @@ class SequencedRing {
   std::uint64_t claim(std::uint64_t n) noexcept { return mp_.claim.fetch_add(n, std::memory_order_relaxed); }
   // Multi-producer: the next seq a claim would get (a hint; others race).
   std::uint64_t mp_claimed() const noexcept { return mp_.claim.load(std::memory_order_relaxed); }
+  // Every seq below the result was handed to a publisher: published, or
+  // claimed and being written or waiting for an earlier claim (mp_publish).
+  std::uint64_t handed_out() const noexcept {
+    return std::max(published_.load(std::memory_order_acquire), mp_claimed());
+  }
   // Multi-producer: claims n seqs only if they fit under the cached limit
   // (refreshing it once). Never waits. Returns the first seq, or nullopt.
   std::optional<std::uint64_t> try_claim(std::uint64_t n) noexcept {
@@ -162,12 +192,46 @@ class SequencedRing {
     if (end <= mp_.limit.load(std::memory_order_acquire)) return true;
     return end <= raise_mp_limit(refresh_limit(end));
   }
-  // Multi-producer: true when every seq below `first` is published, i.e. it
-  // is this claim's turn to publish.
-  bool mp_turn(std::uint64_t first) const noexcept { return published_.load(std::memory_order_acquire) == first; }
-  // The timestamp of the last published event; valid for the producer whose
-  // turn it is (mp) or for the single producer.
-  std::int64_t& last_ts() noexcept { return sp_.state.last_ts; }
+  // Multi-producer, before writing a claim: returns once [first, first+n)
+  // lies within one ring of the published seqs, so that writing it
+  // overwrites no earlier claim still unpublished (or its mark). Gates
+  // never pass published seqs, so this binds only where producers outrun
+  // the gates (lossy rings, rings nobody reads): a claim still being
+  // written with a whole ring of claims behind it holds the next ones back
+  // for the rest of its copy.
+  void mp_wait_in_window(std::uint64_t first, std::uint64_t n) noexcept {
+    for (int i = 0; first + n > published() + capacity_; ++i) {
+      if (i < 256) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+  // Multi-producer: publishes the claim [first, first+n), written by the
+  // caller, without waiting for earlier claims. When every earlier claim is
+  // published (the usual case) the caller publishes its own, and then any
+  // later claims already marked. Otherwise it marks its seqs written and
+  // publishes whatever marked claims are next; its own become visible when
+  // the claim before them is published — by that claim's producer, by
+  // another's mp_publish, or by the next published() call, whichever comes
+  // first. No fence on the usual path: a mark that a racing publisher
+  // misses is found by the next look (consumers look whenever they poll,
+  // and every publish rings the data bell after its stores, so a sleeping
+  // consumer wakes and looks). Never waits for another producer.
+  void mp_publish(std::uint64_t first, std::uint64_t n) noexcept {
+    const std::uint64_t end = first + n;
+    if (published_.load(std::memory_order_acquire) == first) {
+      // Unmarked, `first` can be published by no one else: ours.
+      for (std::uint64_t s = first; s < end; ++s) on_publish_(slot(s), sp_.state.last_ts);
+      published_.store(end, std::memory_order_release);
+      if (!marked(end)) [[likely]] return;
+    } else {
+      for (std::uint64_t s = first; s < end; ++s) written_[s & mask_].store(s + 1, std::memory_order_release);
+    }
+    publish_marked();
+  }
 
   // ------------------------------------------------------------ consumers
 
@@ -236,6 +300,27 @@ class SequencedRing {
     T value{};
   };
 
+  // True when the claim holding seq s was marked written (mp_publish).
+  bool marked(std::uint64_t s) const noexcept { return written_[s & mask_].load(std::memory_order_acquire) == s + 1; }
+
+  // Publishes marked seqs from the published cursor on, one thread at a
+  // time (publishing_; a thread that finds it held leaves them to the
+  // holder, which looks again after letting go). A seq is marked only by a
+  // producer that found an earlier claim unpublished, so no one publishes
+  // it directly: the holder's stores to published_ and on_publish_'s state
+  // never race with a direct publish (which starts only once published_
+  // reaches its own, unmarked claim).
+  void publish_marked() noexcept {
+    while (marked(published_.load(std::memory_order_acquire))) {
+      if (publishing_.exchange(true, std::memory_order_acquire)) return;
+      const std::uint64_t from = published_.load(std::memory_order_acquire);
+      std::uint64_t p = from;
+      for (; marked(p); ++p) on_publish_(slot(p), sp_.state.last_ts);
+      if (p != from) published_.store(p, std::memory_order_release);
+      publishing_.store(false, std::memory_order_release);
+    }
+  }
+
   static void raise(std::atomic<std::uint64_t>& a, std::uint64_t v) noexcept {
     std::uint64_t cur = a.load(std::memory_order_seq_cst);
     while (cur < v && !a.compare_exchange_weak(cur, v, std::memory_order_seq_cst)) {
@@ -291,6 +376,10 @@ class SequencedRing {
   const std::uint32_t max_gates_;
   std::unique_ptr<Slot[]> slots_;
   std::unique_ptr<Gate[]> gates_;
+  // Multi-producer marks: written_[s & mask] == s + 1 once the claim holding
+  // seq s is written and waits for the claims before it (mp_publish).
+  std::unique_ptr<std::atomic<std::uint64_t>[]> written_;
+  [[no_unique_address]] OnPublish on_publish_{};
 
   // Each independently written word on its own cache line.
   alignas(kCacheLine) std::atomic<std::uint64_t> published_{0};
@@ -298,6 +387,7 @@ class SequencedRing {
     std::atomic<std::uint64_t> claim{0};
     std::atomic<std::uint64_t> limit{0};
   } mp_;
+  alignas(kCacheLine) std::atomic<bool> publishing_{false};  // publish_marked's holder
   struct alignas(kCacheLine) {
     SingleProducer state;
   } sp_;

@@ -430,8 +430,9 @@ Status DurableLog::execute_batch(BatchRequest& r) {
     for (DurablePartition* dp : held) dp->hold = kNoPosition;
     held.clear();
   };
-  // Waiting for ring space or for an earlier producer's turn: keep committing
-  // what lies below the holds, since producers may be waiting for us.
+  // Waiting for ring space or for an earlier producer's claim: keep
+  // committing what lies below the holds, since producers may be waiting
+  // for us.
   auto make_progress = [&]() -> Status {
     if (Status s = commit_group(false, true); !s.ok()) return s;
     std::this_thread::yield();
@@ -461,6 +462,8 @@ Status DurableLog::execute_batch(BatchRequest& r) {
       dp.hold = *first;
       held.push_back(&dp);
     }
+    ring.mp_wait_in_window(*first, n);  // the writer's gate already bounds it: returns at once
+    const std::int64_t ts = append_stamp_ns(topic.options().precise_timestamps);
     for (std::size_t k = 0; k < n; ++k) {
       const BatchRequest::Item& it = r.items[i + k];
       Message m{it.key, it.metadata, it.data, {}, p};
@@ -468,15 +471,16 @@ Status DurableLog::execute_batch(BatchRequest& r) {
       Status ps = prepare_event(m, ~std::uint32_t{0}, prepared);
       assert(ps.ok());
       (void)ps;
-      write_record(ring.slot(*first + k), prepared, 0);
+      write_record(ring.slot(*first + k), prepared, ts);
       r.ids[it.index] = EventId{p, *first + k};
     }
-    while (!ring.mp_turn(*first)) {
-      // Our claim must be published even if the topic closes: producers
-      // behind it wait for it.
+    ring.mp_publish(*first, n);
+    // Published now, or marked for the producer of an earlier claim still
+    // copying. The batch commits whole in the final group, so it waits here
+    // until that producer has published it (producers never wait for it).
+    while (ring.published() < *first + n) {
       if (Status s = make_progress(); !s.ok()) return s;
     }
-    stamp_and_publish(ring, *first, n, topic.options().precise_timestamps);
     topic.after_publish();
     i += n;
   }

@@ -134,7 +134,7 @@ Result<std::vector<std::uint64_t>> TopicCore::positions(const std::string& name)
 std::vector<PartitionStats> TopicCore::stats() const {
   std::vector<PartitionStats> out;
   for (std::uint32_t p = 0; p < options_.partitions; ++p) {
-    const EventRing* ring = rings_[p].get();
+    EventRing* ring = rings_[p].get();  // published() may publish marked claims
     PartitionStats s;
     s.next_offset = ring->published();
     if (durable_) {

@@ -21,7 +21,19 @@
 
 namespace rill::detail {
 
-using EventRing = SequencedRing<EventRecord>;
+// Multi-producer events are stamped as they are written and published in
+// claim order: each stamp is raised to the one published before it, so a
+// partition's stamps never go back.
+struct RaiseStamp {
+  void operator()(EventRecord& r, std::int64_t& last) const noexcept {
+    if (r.timestamp_ns < last) {
+      r.timestamp_ns = last;
+    } else {
+      last = r.timestamp_ns;
+    }
+  }
+};
+using EventRing = SequencedRing<EventRecord, RaiseStamp>;
 
 // Ok when the options describe a valid topic; otherwise why not.
 Status validate_topic_options(const TopicOptions& o);

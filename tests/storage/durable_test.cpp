@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -197,6 +198,43 @@ TEST_CASE("publish_async keeps many events in flight; wait_durable confirms them
   CHECK(topic->stats()[0].committed_offset == 200);
   CHECK(p->wait_durable(EventId{0, 5000}).is_invalid_argument());
   CHECK(p->wait_durable(EventId{3, 0}).is_invalid_argument());
+}
+
+TEST_CASE("publish_async from several threads: wait_durable accepts every id a publish returned", "[durable]") {
+  // A multi-producer publish may return before its event is visible (an
+  // earlier claim is still being copied by another thread): its id is
+  // still one wait_durable knows, and the event is committed in order.
+  TempDir dir;
+  Bus bus = open_bus(dir.sub("store"));
+  auto topic = bus.create_topic("t", durable(Durability::kSync, 1, 1024));
+  REQUIRE(topic.ok());
+  constexpr int kThreads = 8, kEach = 1000;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      auto p = topic->producer();
+      std::deque<EventId> pending;
+      for (int i = 0; i < kEach; ++i) {
+        auto id = p->publish_async(Message{.data = payload(i)});
+        if (!id.ok()) {
+          failures++;
+          continue;
+        }
+        pending.push_back(*id);
+        if (pending.size() == 2) {
+          if (!p->wait_durable(pending.front(), 10s).ok()) failures++;
+          pending.pop_front();
+        }
+      }
+      for (const EventId& id : pending) {
+        if (!p->wait_durable(id, 10s).ok()) failures++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(failures == 0);
+  CHECK(topic->stats()[0].committed_offset == std::uint64_t(kThreads) * kEach);
 }
 
 TEST_CASE("a slow consumer never blocks producers and catches up from disk", "[durable]") {

@@ -39,7 +39,9 @@
 //
 // Thread-safety: producer methods are safe from several threads (multi-
 // producer) or one (single-producer sp_* state); consumer methods touch only
-// their own gate; attach/detach must be serialized by the caller.
+// their own gate; published() is safe from any thread (it may publish
+// marked multi-producer claims); attach/detach must be serialized by the
+// caller.
 // Allocation: only in the constructor.
 #pragma once
 

@@ -1,29 +1,14 @@
 #include "common/stamp_clock.hpp"
 
-#include <linux/futex.h>
 #include <pthread.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <thread>
+
+#include "common/futex.hpp"
 
 namespace rill::detail {
 
 constinit StampClock StampClock::instance_;
-
-namespace {
-
-static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t), "futex word layout");
-
-void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected) noexcept {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
-}
-
-void futex_wake(std::atomic<std::uint32_t>& word) noexcept {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
-}
-
-}  // namespace
 
 std::int64_t StampClock::slow_now() noexcept {
   const std::int64_t t = detail::now_ns(true);
@@ -40,7 +25,7 @@ std::int64_t StampClock::slow_now() noexcept {
       }
     }
   } else if (s == kAsleep) {
-    if (state_.compare_exchange_strong(s, kWaking, std::memory_order_acq_rel)) futex_wake(state_);
+    if (state_.compare_exchange_strong(s, kWaking, std::memory_order_acq_rel)) futex_wake(state_, 1);
   }
   return t;
 }

@@ -433,7 +433,9 @@ Result<std::size_t> detail::publish_messages(detail::ProducerImpl& p, std::span<
       return detail::check_event_size(m, max_size);
     }
   }
-  auto partition_of = [&](std::size_t i) { return by_default ? p.default_partition(messages[i].key, messages[i].partition) : selected[i]; };
+  auto partition_of = [&](std::size_t i) {
+    return by_default ? p.default_partition(messages[i].key, messages[i].partition) : selected[i];
+  };
   detail::LazyDeadline deadline(timeout);
   const bool sync = p.log_ && p.topic_->durable()->sync;
   std::vector<std::uint64_t> last_offset;  // sync topics: per partition, the last published + 1

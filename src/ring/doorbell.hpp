@@ -18,18 +18,14 @@
 // Thread-safe. Allocation: none.
 #pragma once
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <atomic>
-#include <cerrno>
 #include <climits>
 #include <cstdint>
 #include <ctime>
 
 #include "common/cache.hpp"
 #include "common/clock.hpp"
+#include "common/futex.hpp"
 #include "ring/barrier.hpp"
 
 namespace rill::detail {
@@ -45,7 +41,7 @@ class Doorbell {
   // Wakes every sleeper unconditionally (close, detach).
   void wake_all() noexcept {
     epoch_.fetch_add(1, std::memory_order_seq_cst);
-    syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+    futex_wake(epoch_, INT_MAX);
   }
 
   // Sleeps until woken or the deadline passes, unless ready() is true once
@@ -74,7 +70,7 @@ class Doorbell {
         }
       }
       if (deadline == Deadline::max() || tsp != nullptr) {
-        syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAIT_PRIVATE, e, tsp, nullptr, 0);
+        futex_wait(epoch_, e, tsp);
       }
       ok = ready();
     }
@@ -83,7 +79,6 @@ class Doorbell {
   }
 
  private:
-  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t), "futex word layout");
   alignas(kCacheLine) std::atomic<std::uint32_t> epoch_{0};
   alignas(kCacheLine) std::atomic<std::uint32_t> sleepers_{0};
 };

@@ -453,20 +453,6 @@ Status ConsumerImpl::stand_by(Deadline deadline) {
   }
 }
 
-bool ConsumerImpl::enter() noexcept {
-  const std::uint32_t old = state_.fetch_or(kInCall, std::memory_order_acq_rel);
-  if (old & kCloseRequested) {
-    state_.fetch_and(~kInCall, std::memory_order_acq_rel);
-    return false;
-  }
-  return true;
-}
-
-void ConsumerImpl::leave() noexcept {
-  const std::uint32_t old = state_.fetch_and(~kInCall, std::memory_order_acq_rel);
-  if (old & kCloseRequested) detach();  // close() arrived during the call
-}
-
 void ConsumerImpl::close() noexcept {
   const std::uint32_t old = state_.fetch_or(kCloseRequested, std::memory_order_acq_rel);
   if (old & kCloseRequested) return;
@@ -519,27 +505,14 @@ Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout
   }
   max = std::clamp<std::size_t>(max, 1, batch_.size());
   if (group_) return poll_group(max, timeout);
-  const std::size_t k = cursors_.size();
   const std::uint64_t min_batch = std::min<std::uint64_t>(options_.min_batch, max);
-  auto try_take = [&]() -> std::size_t {
-    // Round-robin from next_, stepping without a division (a 64-bit div per
-    // look was ~10% of a single-event poll). Reassignment may have shrunk
-    // cursors_ below next_.
-    auto step = [k](std::size_t i) { return i + 1 == k ? 0 : i + 1; };
-    std::size_t i = next_ < k ? next_ : 0;
-    for (std::size_t j = 0; j < k; ++j, i = step(i)) {
-      Cursor& c = cursors_[i];
-      std::uint64_t available = topic_->visible(c.partition);
-      if (available > c.read) {
-        next_ = step(i);  // round-robin: the next poll starts at the next partition
-        if (available - c.read < min_batch && timeout != Timeout::zero()) {
-          available = linger(c, available, c.read + min_batch, deadline_after(timeout));
-        }
-        const std::size_t n = take(c, available, max);
-        if (n) return n;
+  auto try_take = [&] {
+    return take_round_robin([&](Cursor& c, std::uint64_t available) {
+      if (available - c.read < min_batch && timeout != Timeout::zero()) {
+        available = linger(c, available, c.read + min_batch, deadline_after(timeout));
       }
-    }
-    return 0;
+      return take(c, available, max);
+    });
   };
   if (std::size_t n = try_take()) return std::span<const Event>(batch_.data(), n);
   if (!error_.ok()) return std::exchange(error_, Status::Ok());
@@ -555,6 +528,32 @@ Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout
   if (!error_.ok()) return std::exchange(error_, Status::Ok());
   if (n == 0) return Status::TimedOut("no event within the timeout");  // a literal: no allocation
   return std::span<const Event>(batch_.data(), n);
+}
+
+Result<Event> ConsumerImpl::poll_one(Timeout timeout) {
+  // Every path returns `r` (named return value: an Event is not moved out).
+  Result<Event> r(std::in_place);
+  {
+    const InCall call(*this);
+    // A topic's rings are all lossy or none: take() pins lossy slots.
+    if (call && !group_ && !standby_.load(std::memory_order_acquire) && !cursors_.empty() &&
+        !cursors_.front().ring->lossy()) {
+      const bool taken = take_round_robin([&](Cursor& c, std::uint64_t) {
+        deliver_to(*r, c.ring->slot(c.read), EventId{c.partition, c.read});
+        ++c.read;
+        count(delivered_, 1);
+        return std::size_t{1};
+      });
+      if (taken) return r;
+    }
+  }
+  Result<std::span<const Event>> batch = poll_batch(1, timeout);
+  if (batch.ok()) {
+    *r = (*batch)[0];
+  } else {
+    r = batch.status();
+  }
+  return r;
 }
 
 std::uint64_t ConsumerImpl::linger(const Cursor& c, std::uint64_t available, std::uint64_t want,
@@ -663,19 +662,17 @@ Status ConsumerImpl::foreign_event(const char* call) const {
 }
 
 Status ConsumerImpl::check_ack(const Event& e, Cursor*& cursor) {
+  cursor = ack_cursor(e);
+  if (cursor) return Status::Ok();
+  // Why not, in the order ack_cursor decides it.
   if (Status s = check_origin("ack", e); !s.ok()) return s;
   const EventId id = e.id();
-  const int ci = id.partition < cursor_of_.size() ? cursor_of_[id.partition] : -1;
-  if (ci < 0) {
+  if (id.partition >= cursor_of_.size() || cursor_of_[id.partition] < 0) {
     return Status::InvalidArgument("ack() of partition " + std::to_string(id.partition) +
                                    ", which this consumer does not read");
   }
-  cursor = &cursors_[std::size_t(ci)];
-  if (id.offset >= cursor->read) {
-    return Status::InvalidArgument("ack() of offset " + std::to_string(id.offset) + " in partition " +
-                                   std::to_string(id.partition) + ", which was not delivered yet");
-  }
-  return Status::Ok();
+  return Status::InvalidArgument("ack() of offset " + std::to_string(id.offset) + " in partition " +
+                                 std::to_string(id.partition) + ", which was not delivered yet");
 }
 
 Result<std::atomic<std::uint64_t>*> ConsumerImpl::durable_ack_target(const Event& e) {
@@ -704,8 +701,8 @@ Status ConsumerImpl::ack(const Event& e) {
     if (s.ok()) count(acked_, 1);
     return s;
   }
-  Cursor* cursor = nullptr;
-  if (Status s = check_ack(e, cursor); !s.ok()) return s;
+  Cursor* cursor = ack_cursor(e);
+  if (!cursor) return check_ack(e, cursor);  // why not
   Cursor& c = *cursor;
   const std::uint64_t next = e.offset() + 1;
   if (next <= c.acked_next) return Status::Ok();  // already covered by an earlier ack
@@ -746,9 +743,7 @@ Status pulled_not_handed_out() {
 Result<Event> Consumer::poll(Timeout timeout) {
   assert(impl_ && "poll() needs a valid Consumer");
   if (impl_->pull_buffered()) return pulled_not_handed_out();
-  Result<std::span<const Event>> batch = impl_->poll_batch(1, timeout);
-  if (!batch.ok()) return batch.status();
-  return (*batch)[0];
+  return impl_->poll_one(timeout);
 }
 
 Result<std::span<const Event>> Consumer::poll_batch(std::size_t max, Timeout timeout) {

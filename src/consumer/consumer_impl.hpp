@@ -30,6 +30,11 @@ class ConsumerImpl {
   bool active() const noexcept { return !standby_.load(std::memory_order_acquire); }
 
   Result<std::span<const Event>> poll_batch(std::size_t max, Timeout timeout);
+  // Consumer::poll: poll_batch(1, timeout)'s event. One that is already
+  // visible on a ring that never drops events is copied straight into the
+  // result (one copy of the slot instead of two); anything else takes
+  // poll_batch.
+  Result<Event> poll_one(Timeout timeout);
   // True when a poll would not wait: an event is visible or the consumer
   // or its topic is closed. The owner's thread; safe against close().
   bool ready_to_poll() noexcept {
@@ -70,10 +75,11 @@ class ConsumerImpl {
     std::atomic<std::uint64_t>* durable_acked = nullptr;
   };
 
-  // Copies a ring slot into batch_[i], stamped as this consumer's event id.
-  // REQUIRES: the slot is protected (gate or pin) for the copy.
-  void deliver(std::size_t i, const EventRecord& slot, EventId id) noexcept {
-    Event& e = batch_[i];
+  // Copies a ring slot into e (batch_[i] for a batch), stamped as this
+  // consumer's event id. REQUIRES: the slot is protected (gate or pin) for
+  // the copy.
+  void deliver(std::size_t i, const EventRecord& slot, EventId id) noexcept { deliver_to(batch_[i], slot, id); }
+  void deliver_to(Event& e, const EventRecord& slot, EventId id) noexcept {
     e.record().reset();
     e.record().copy_from(slot);
     e.set_origin(id, id_);
@@ -86,12 +92,41 @@ class ConsumerImpl {
   Status foreign_event(const char* call) const;
   // Closed, for a call that found the consumer or its topic stopped.
   Status stopped_status() const;
-  // Ok when e may be acked by this consumer; sets its cursor.
+  // The cursor acking e moves: e was delivered by this consumer, from a
+  // partition it reads. Null when e may not be acked here.
+  Cursor* ack_cursor(const Event& e) noexcept {
+    if (e.origin() != id_) return nullptr;
+    const EventId id = e.id();
+    if (id.partition >= cursor_of_.size() || cursor_of_[id.partition] < 0) return nullptr;
+    Cursor& c = cursors_[std::size_t(cursor_of_[id.partition])];
+    return id.offset < c.read ? &c : nullptr;
+  }
+  // Ok when e may be acked by this consumer (sets its cursor); else why not.
   Status check_ack(const Event& e, Cursor*& cursor);
   // ConsumerOptions::min_batch: waits until `want` events of c's partition
   // are visible, batch_linger has passed or poll_deadline has come, looking
   // sparsely (see the option); returns what is visible then (>= available).
   std::uint64_t linger(const Cursor& c, std::uint64_t available, std::uint64_t want, Deadline poll_deadline) noexcept;
+  // Offers each cursor with visible events, round-robin from next_, to
+  // take_from(cursor, visible) until one returns a count > 0; returns it
+  // (0: none did). The next look starts after the cursor that was offered.
+  template <class TakeFrom>
+  std::size_t take_round_robin(TakeFrom&& take_from) {
+    // Stepping without a division (a 64-bit div per look was ~10% of a
+    // single-event poll). Reassignment may have shrunk cursors_ below next_.
+    const std::size_t k = cursors_.size();
+    auto step = [k](std::size_t i) { return i + 1 == k ? 0 : i + 1; };
+    std::size_t i = next_ < k ? next_ : 0;
+    for (std::size_t j = 0; j < k; ++j, i = step(i)) {
+      Cursor& c = cursors_[i];
+      const std::uint64_t available = topic_->visible(c.partition);
+      if (available > c.read) {
+        next_ = step(i);
+        if (const std::size_t n = take_from(c, available)) return n;
+      }
+    }
+    return 0;
+  }
   // Copies up to `max` events of cursor c into batch_; returns how many.
   std::size_t take(Cursor& c, std::uint64_t available, std::size_t max) noexcept;
   // Durable topics: reads events [c.read, end) from disk into batch_ (at
@@ -111,8 +146,19 @@ class ConsumerImpl {
   // once, and never while the owning thread copies slots.
   static constexpr std::uint32_t kInCall = 1;
   static constexpr std::uint32_t kCloseRequested = 2;
-  bool enter() noexcept;  // false when closed
-  void leave() noexcept;
+  // Inline: two of them frame every poll and ack.
+  bool enter() noexcept {  // false when closed
+    const std::uint32_t old = state_.fetch_or(kInCall, std::memory_order_acq_rel);
+    if (old & kCloseRequested) [[unlikely]] {
+      state_.fetch_and(~kInCall, std::memory_order_acq_rel);
+      return false;
+    }
+    return true;
+  }
+  void leave() noexcept {
+    const std::uint32_t old = state_.fetch_and(~kInCall, std::memory_order_acq_rel);
+    if (old & kCloseRequested) [[unlikely]] detach();  // close() arrived during the call
+  }
   // enter() for the scope of a call; false when the consumer is closed.
   class InCall {
    public:

@@ -47,12 +47,17 @@ struct Counted {
   long allocations = 0;  // during the counted phase
 };
 
+// How the reader takes events: batches of up to 64 (an ack per batch), or
+// one poll() and one ack() per event.
+enum class Reading { kBatches, kSingle };
+
 // On a two-partition topic with a 256-slot ring: publishes `warmup` events
-// with publish(producer, i), waits until a reader thread (batches of up to
-// 64, 1 ms timeouts, an ack per batch) has them all, then counts the
-// allocations of `events` more, published and consumed the same way.
+// with publish(producer, i), waits until a reader thread (1 ms timeouts)
+// has them all, then counts the allocations of `events` more, published
+// and consumed the same way.
 template <class Publish>
-Counted count_allocations(ProducerMode mode, long warmup, long events, Publish publish) {
+Counted count_allocations(ProducerMode mode, long warmup, long events, Publish publish,
+                          Reading reading = Reading::kBatches) {
   Bus bus;
   auto topic = *bus.create_topic("t", {.partitions = 2, .capacity = 256, .producers = mode});
   auto consumer = *topic.consumer({.name = "c", .max_batch = 64});
@@ -62,7 +67,18 @@ Counted count_allocations(ProducerMode mode, long warmup, long events, Publish p
   std::thread reader([&] {
     long n = 0;
     while (n < warmup + events) {
-      auto batch = consumer.poll_batch(64, 1ms);  // timeouts happen: they must not allocate either
+      if (reading == Reading::kSingle) {
+        auto e = consumer.poll(1ms);  // timeouts happen: they must not allocate either
+        if (!e.ok()) {
+          out.poll_errors += !e.status().is_timed_out();
+          continue;
+        }
+        ++n;
+        if (!consumer.ack(*e).ok()) ++out.poll_errors;
+        consumed.store(n, std::memory_order_release);
+        continue;
+      }
+      auto batch = consumer.poll_batch(64, 1ms);
       if (!batch.ok()) {
         out.poll_errors += !batch.status().is_timed_out();
         continue;
@@ -86,16 +102,22 @@ Counted count_allocations(ProducerMode mode, long warmup, long events, Publish p
 
 TEST_CASE("a million small events, published and consumed, allocate nothing", "[alloc]") {
   for (ProducerMode mode : {ProducerMode::kSingle, ProducerMode::kMulti}) {
-    INFO((mode == ProducerMode::kSingle ? "single producer" : "multi producer"));
-    const char payload[64] = {};
-    const Counted c = count_allocations(mode, 10000, 1000000, [&](Producer& p, long i) {
-      // Key + metadata + data = 8 + 16 + 40 bytes; keyless every 4th event.
-      const std::string_view key = i % 4 ? std::string_view("sensor-7") : std::string_view();
-      return p.publish(Message{.key = key, .metadata = R"({"unit": "C"}  )", .data = {payload, 40}});
-    });
-    CHECK(c.publish_errors == 0);
-    CHECK(c.poll_errors == 0);
-    CHECK(c.allocations == 0);
+    for (Reading reading : {Reading::kBatches, Reading::kSingle}) {
+      INFO((mode == ProducerMode::kSingle ? "single producer" : "multi producer"));
+      INFO((reading == Reading::kBatches ? "poll_batch" : "poll"));
+      const char payload[64] = {};
+      const Counted c = count_allocations(
+          mode, 10000, 1000000,
+          [&](Producer& p, long i) {
+            // Key + metadata + data = 8 + 16 + 40 bytes; keyless every 4th event.
+            const std::string_view key = i % 4 ? std::string_view("sensor-7") : std::string_view();
+            return p.publish(Message{.key = key, .metadata = R"({"unit": "C"}  )", .data = {payload, 40}});
+          },
+          reading);
+      CHECK(c.publish_errors == 0);
+      CHECK(c.poll_errors == 0);
+      CHECK(c.allocations == 0);
+    }
   }
 }
 

@@ -69,6 +69,64 @@ TEST_CASE("a consumer of several partitions takes its batches from each in turn"
   for (std::size_t k = 1; k < order.size(); ++k) CHECK(order[k] == (order[k - 1] + 1) % 3);
 }
 
+TEST_CASE("poll() takes one event at a time round-robin, in order, byte-exact, mixed with poll_batch", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 3});
+  auto p = *t.producer();
+  for (int i = 0; i < 8; ++i) {
+    for (std::int64_t part = 0; part < 3; ++part) {
+      REQUIRE(p.publish(Message{.key = "k" + std::to_string(part),
+                                .metadata = R"({"i":)" + std::to_string(i) + "}",
+                                .data = std::to_string(part) + ":" + std::to_string(i),
+                                .partition = part})
+                  .ok());
+    }
+  }
+  auto c = *t.consumer({.name = "c"});
+  std::vector<std::uint64_t> next(3, 0);  // per partition: the offset expected next
+  auto check = [&](const Event& e) {
+    const std::uint32_t part = e.partition();
+    const std::string i = std::to_string(e.offset());
+    CHECK(e.offset() == next[part]);
+    CHECK(e.key() == "k" + std::to_string(part));
+    CHECK(e.metadata() == R"({"i":)" + i + "}");
+    CHECK(e.data() == std::to_string(part) + ":" + i);
+    next[part] = e.offset() + 1;
+  };
+  // Single polls visit the partitions in turn.
+  std::vector<std::uint32_t> order;
+  for (int k = 0; k < 6; ++k) {
+    auto e = c.poll(1s);
+    REQUIRE(e.ok());
+    check(*e);
+    order.push_back(e->partition());
+    REQUIRE(c.ack(*e).ok());
+  }
+  for (std::size_t k = 1; k < order.size(); ++k) CHECK(order[k] == (order[k - 1] + 1) % 3);
+  // A batch in between continues where the single polls left off.
+  auto batch = c.poll_batch(3, 1s);
+  REQUIRE(batch.ok());
+  for (const Event& e : *batch) check(e);
+  REQUIRE(c.ack(batch->back()).ok());
+  while (true) {
+    auto e = c.poll(0ms);
+    if (!e.ok()) {
+      CHECK(e.status().is_timed_out());
+      break;
+    }
+    check(*e);
+    REQUIRE(c.ack(*e).ok());
+  }
+  CHECK(next == std::vector<std::uint64_t>{8, 8, 8});
+  // An event keeps its bytes after the consumer moved on and was closed.
+  publish_n(p, 100, 101, 1);
+  auto last = c.poll(1s);
+  REQUIRE(last.ok());
+  c.close();
+  CHECK(last->data() == "100");
+  CHECK(c.poll(0ms).status().is_closed());
+}
+
 TEST_CASE("a consumer reopened under its name resumes right after its last ack", "[consumer]") {
   Bus bus;
   auto t = *bus.create_topic("t", {.capacity = 64});

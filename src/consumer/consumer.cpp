@@ -538,13 +538,22 @@ Result<Event> ConsumerImpl::poll_one(Timeout timeout) {
     // A topic's rings are all lossy or none: take() pins lossy slots.
     if (call && !group_ && !standby_.load(std::memory_order_acquire) && !cursors_.empty() &&
         !cursors_.front().ring->lossy()) {
-      const bool taken = take_round_robin([&](Cursor& c, std::uint64_t) {
-        deliver_to(*r, c.ring->slot(c.read), EventId{c.partition, c.read});
-        ++c.read;
-        count(delivered_, 1);
-        return std::size_t{1};
-      });
-      if (taken) return r;
+      auto take_one = [&] {
+        return take_round_robin([&](Cursor& c, std::uint64_t) {
+          deliver_to(*r, c.ring->slot(c.read), EventId{c.partition, c.read});
+          ++c.read;
+          count(delivered_, 1);
+          return std::size_t{1};
+        }) != 0;
+      };
+      if (take_one()) return r;
+      if (timeout != Timeout::zero()) {
+        // Wait here rather than in poll_batch, so that the event this wait
+        // is for goes straight into r too (a ping-pong always waits).
+        wait_until(topic_->options().wait, topic_->data_bell(), deadline_after(timeout), [&] { return has_work(); });
+        if (!stopped() && take_one()) return r;
+        timeout = Timeout::zero();  // poll_batch looks once more and says why not, without waiting again
+      }
     }
   }
   Result<std::span<const Event>> batch = poll_batch(1, timeout);

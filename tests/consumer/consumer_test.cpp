@@ -127,6 +127,35 @@ TEST_CASE("poll() takes one event at a time round-robin, in order, byte-exact, m
   CHECK(c.poll(0ms).status().is_closed());
 }
 
+TEST_CASE("a waiting poll() takes the event published meanwhile, or times out, or wakes on close", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.partitions = 2});
+  auto p = *t.producer();
+  auto c = *t.consumer({.name = "c"});
+  CHECK(c.poll(20ms).status().is_timed_out());
+  for (int round = 0; round < 50; ++round) {  // a ping-pong's receiving side
+    bool published = false;  // Catch's macros stay on this thread
+    std::thread publisher([&] {
+      std::this_thread::sleep_for(std::chrono::microseconds(round * 20));
+      published = p.publish(Message{.key = "k", .data = "event " + std::to_string(round)}).ok();
+    });
+    auto e = c.poll(10s);
+    publisher.join();
+    REQUIRE(published);
+    REQUIRE(e.ok());
+    CHECK(e->data() == "event " + std::to_string(round));
+    CHECK(e->offset() == std::uint64_t(round));  // one key: one partition, in order
+    REQUIRE(c.ack(*e).ok());
+  }
+  CHECK(c.poll(0ms).status().is_timed_out());
+  std::thread closer([&] {
+    std::this_thread::sleep_for(20ms);
+    c.close();
+  });
+  CHECK(c.poll(10s).status().is_closed());
+  closer.join();
+}
+
 TEST_CASE("a consumer reopened under its name resumes right after its last ack", "[consumer]") {
   Bus bus;
   auto t = *bus.create_topic("t", {.capacity = 64});

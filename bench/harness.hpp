@@ -3,9 +3,8 @@
 //
 // Naming: every benchmark is registered as <scenario>/<implementation>/
 // <payload_bytes> and reports items_per_second as events (or round trips)
-// per second. Method: 5 repetitions of >= 0.2 s each (scripts/bench runs
-// the repetitions of all benchmarks interleaved in random order); the
-// median is what scripts/bench and the README compare.
+// per second. Method: 5 repetitions of >= 0.2 s each; the median is what
+// scripts/bench and the README compare.
 #pragma once
 
 #include <benchmark/benchmark.h>

@@ -129,7 +129,7 @@ bool ProducerImpl::try_publish_inline(const std::string_view* parts, std::int64_
     return false;  // the general path refuses it
   }
   const std::uint32_t partition = default_partition(key, explicit_partition);
-  EventRing& ring = topic_->ring(partition);
+  EventRing& ring = sole_ring_ ? *sole_ring_ : topic_->ring(partition);
   std::uint64_t s;
   if (single_) {
     s = ring.sp().next;
@@ -155,7 +155,7 @@ bool ProducerImpl::try_publish_inline(const std::string_view* parts, std::int64_
     PreparedEvent prepared = PreparedEvent::of(key, metadata, data, EventRecord::kAllInline, nullptr);
     mp_commit(ring, s, &prepared, 1);
   }
-  if (!chosen && key.empty()) advance_sticky();
+  if (!chosen && key.empty() && !sole_ring_) advance_sticky();
   id = EventId{partition, s};
   return true;
 }

@@ -585,7 +585,7 @@ std::uint64_t ConsumerImpl::linger(const Cursor& c, std::uint64_t available, std
     } else {
       std::this_thread::sleep_for(std::min<SteadyClock::duration>(kNap, until - SteadyClock::now()));
     }
-    available = topic_->visible(c.partition);
+    available = visible(c);
     if (stopped() || SteadyClock::now() >= until) break;
   }
   return available;
@@ -656,7 +656,7 @@ bool ConsumerImpl::has_work() const noexcept {
   if (group_) return stopped() || group_->has_work(group_->epoch());
   if (stopped() || standby_.load(std::memory_order_acquire)) return true;  // a standby's poll checks itself
   for (const Cursor& c : cursors_) {
-    if (topic_->visible(c.partition) > c.read) return true;
+    if (visible(c) > c.read) return true;
   }
   return false;
 }

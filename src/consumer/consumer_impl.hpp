@@ -30,10 +30,10 @@ class ConsumerImpl {
   bool active() const noexcept { return !standby_.load(std::memory_order_acquire); }
 
   Result<std::span<const Event>> poll_batch(std::size_t max, Timeout timeout);
-  // Consumer::poll: poll_batch(1, timeout)'s event. One that is already
-  // visible on a ring that never drops events is copied straight into the
-  // result (one copy of the slot instead of two); anything else takes
-  // poll_batch.
+  // Consumer::poll: poll_batch(1, timeout)'s event. On rings that never
+  // drop events (no pinning) it finds, or waits for, the next one itself
+  // and copies its slot straight into the result, not into the batch and
+  // out again; lossy rings, standby and individual acks take poll_batch.
   Result<Event> poll_one(Timeout timeout);
   // True when a poll would not wait: an event is visible or the consumer
   // or its topic is closed. The owner's thread; safe against close().
@@ -110,7 +110,9 @@ class ConsumerImpl {
   // TopicCore::visible for c's partition. Memory-only topics show what is
   // published, read through the cursor's own ring pointer (one load, not
   // the three dependent ones through the topic's ring table).
-  std::uint64_t visible(const Cursor& c) const noexcept { return durable_ ? topic_->visible(c.partition) : c.ring->published(); }
+  std::uint64_t visible(const Cursor& c) const noexcept {
+    return durable_ ? topic_->visible(c.partition) : c.ring->published();
+  }
   // Offers each cursor with visible events, round-robin from next_, to
   // take_from(cursor, visible) until one returns a count > 0; returns it
   // (0: none did). The next look starts after the cursor that was offered.

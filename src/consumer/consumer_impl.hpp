@@ -107,12 +107,10 @@ class ConsumerImpl {
   // are visible, batch_linger has passed or poll_deadline has come, looking
   // sparsely (see the option); returns what is visible then (>= available).
   std::uint64_t linger(const Cursor& c, std::uint64_t available, std::uint64_t want, Deadline poll_deadline) noexcept;
-  // TopicCore::visible for c's partition. Memory-only topics show what is
-  // published, read through the cursor's own ring pointer (one load, not
-  // the three dependent ones through the topic's ring table).
-  std::uint64_t visible(const Cursor& c) const noexcept {
-    return durable_ ? topic_->visible(c.partition) : c.ring->published();
-  }
+  // TopicCore::visible for c's partition, through the cursor's own ring
+  // pointer (one load, not the three dependent ones through the topic's
+  // ring table).
+  std::uint64_t visible(const Cursor& c) const noexcept { return topic_->visible(*c.ring, c.partition); }
   // Offers each cursor with visible events, round-robin from next_, to
   // take_from(cursor, visible) until one returns a count > 0; returns it
   // (0: none did). The next look starts after the cursor that was offered.
@@ -222,7 +220,6 @@ class ConsumerImpl {
   std::vector<std::uint32_t> new_gates_;  // partitions given a first gate by attach()
 
   std::shared_ptr<TopicCore> topic_;
-  const bool durable_ = topic_->durable() != nullptr;
   const ConsumerOptions options_;
   Position position_ = options_.position;  // where attach() starts; a standby's takeover resets it to unread
   const std::uint64_t id_;             // process-unique; stamps delivered Events

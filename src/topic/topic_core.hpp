@@ -55,8 +55,11 @@ class TopicCore {
   // Null for memory-only topics.
   DurableTopic* durable() const noexcept { return durable_.get(); }
   // Consumers of sync topics see only committed events.
-  std::uint64_t visible(std::uint32_t partition) const noexcept {
-    const std::uint64_t published = rings_[partition]->published();
+  std::uint64_t visible(std::uint32_t partition) const noexcept { return visible(*rings_[partition], partition); }
+  // The same for a caller that holds the partition's ring (a consumer's
+  // cursor): no walk through the ring table on its hot path.
+  std::uint64_t visible(EventRing& ring, std::uint32_t partition) const noexcept {
+    const std::uint64_t published = ring.published();
     if (!durable_ || !durable_->sync) return published;
     return std::min(published, durable_->parts[partition].committed.load(std::memory_order_acquire));
   }

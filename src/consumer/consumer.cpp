@@ -478,22 +478,15 @@ std::size_t ConsumerImpl::take(Cursor& c, std::uint64_t available, std::size_t m
       c.read = first;
       if (c.acked_next < first) c.acked_next = first;
     }
-    available = topic_->visible(c.partition);
+    available = visible(c);
     if (available <= first) {
       ring.unpin(c.gate);
       return 0;
     }
   }
   const std::size_t n = std::size_t(std::min<std::uint64_t>(available - first, max));
-  for (std::size_t i = 0; i < n; ++i) {
-    // The slots were just written on the producer's core: request the lines
-    // a few events ahead so their transfers overlap.
-    if (i + 8 < n) prefetch_for_read(&ring.slot(first + i + 8));
-    deliver(i, ring.slot(first + i), EventId{c.partition, first + i});
-  }
+  deliver_run(c, first, n, batch_.data());
   if (ring.lossy()) ring.unpin(c.gate);
-  c.read = first + n;
-  count(delivered_, n);
   return n;
 }
 
@@ -522,7 +515,7 @@ Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout
   }
   const Deadline deadline = deadline_after(timeout);
   std::size_t n = 0;
-  wait_until(topic_->options().wait, topic_->data_bell(), deadline, [&] { return has_work(); });
+  wait_for_work(deadline);
   if (stopped()) return stopped_status();
   n = try_take();
   if (!error_.ok()) return std::exchange(error_, Status::Ok());
@@ -535,22 +528,21 @@ Result<Event> ConsumerImpl::poll_one(Timeout timeout) {
   Result<Event> r(std::in_place);
   {
     const InCall call(*this);
-    // A topic's rings are all lossy or none: take() pins lossy slots.
+    // A topic's rings are all lossy or none: take() pins lossy slots (and
+    // reads what a durable one dropped from disk).
     if (call && !group_ && !standby_.load(std::memory_order_acquire) && !cursors_.empty() &&
         !cursors_.front().ring->lossy()) {
       auto take_one = [&] {
         return take_round_robin([&](Cursor& c, std::uint64_t) {
-          deliver_to(*r, c.ring->slot(c.read), EventId{c.partition, c.read});
-          ++c.read;
-          count(delivered_, 1);
-          return std::size_t{1};
-        }) != 0;
+                 deliver_run(c, c.read, 1, &*r);
+                 return std::size_t{1};
+               }) != 0;
       };
       if (take_one()) return r;
       if (timeout != Timeout::zero()) {
         // Wait here rather than in poll_batch, so that the event this wait
         // is for goes straight into r too (a ping-pong always waits).
-        wait_until(topic_->options().wait, topic_->data_bell(), deadline_after(timeout), [&] { return has_work(); });
+        wait_for_work(deadline_after(timeout));
         if (!stopped() && take_one()) return r;
         timeout = Timeout::zero();  // poll_batch looks once more and says why not, without waiting again
       }
@@ -650,6 +642,10 @@ Status ConsumerImpl::dead_letter(const Event& e, std::uint32_t deliveries, std::
   LazyDeadline deadline(kForever);
   Result<EventId> id = dead_letter_producer_->publish_message(m, deadline, true);
   return id.ok() ? Status::Ok() : id.status();
+}
+
+bool ConsumerImpl::wait_for_work(Deadline deadline) {
+  return wait_until(topic_->options().wait, topic_->data_bell(), deadline, [&] { return has_work(); });
 }
 
 bool ConsumerImpl::has_work() const noexcept {

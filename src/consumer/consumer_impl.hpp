@@ -131,6 +131,19 @@ class ConsumerImpl {
     }
     return 0;
   }
+  // Copies the n events of c's ring from `first` into out[0..n), moves c
+  // past them and counts them. REQUIRES: they are visible and protected
+  // (gate or pin) for the copy.
+  void deliver_run(Cursor& c, std::uint64_t first, std::size_t n, Event* out) noexcept {
+    for (std::size_t i = 0; i < n; ++i) {
+      // The slots were just written on the producer's core: request the
+      // lines a few events ahead so their transfers overlap.
+      if (i + 8 < n) prefetch_for_read(&c.ring->slot(first + i + 8));
+      deliver_to(out[i], c.ring->slot(first + i), EventId{c.partition, first + i});
+    }
+    c.read = first + n;
+    count(delivered_, n);
+  }
   // Copies up to `max` events of cursor c into batch_; returns how many.
   std::size_t take(Cursor& c, std::uint64_t available, std::size_t max) noexcept;
   // Durable topics: reads events [c.read, end) from disk into batch_ (at
@@ -180,6 +193,9 @@ class ConsumerImpl {
   };
   bool stopped() const noexcept;
   bool has_work() const noexcept;  // REQUIRES: in a call (cursors stay)
+  // Waits by the topic's wait strategy until has_work() or the deadline;
+  // false at the deadline.
+  bool wait_for_work(Deadline deadline);
 
   // Individual acks (shared mode, ConsumerOptions::individual_acks): the
   // name's SharedGroup does dispatch and acks; cursors_ stay empty.

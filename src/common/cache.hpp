@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <thread>
 
 namespace rill::detail {
 
@@ -19,6 +20,17 @@ inline void cpu_relax() noexcept {
 #elif defined(__aarch64__)
   asm volatile("yield" ::: "memory");
 #endif
+}
+
+// One step of a short wait for another thread's store: a pause for the
+// first `spins` steps, then a yield (the other thread may be preempted, and
+// on a busy machine it may need this core to finish).
+inline void pause_or_yield(int step, int spins) noexcept {
+  if (step < spins) {
+    cpu_relax();
+  } else {
+    std::this_thread::yield();
+  }
 }
 
 // Asks for the cache line at p in exclusive state ahead of a write, so the

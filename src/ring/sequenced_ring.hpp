@@ -202,13 +202,7 @@ class SequencedRing {
   // written with a whole ring of claims behind it holds the next ones back
   // for the rest of its copy.
   void mp_wait_in_window(std::uint64_t first, std::uint64_t n) noexcept {
-    for (int i = 0; first + n > published() + capacity_; ++i) {
-      if (i < 256) {
-        cpu_relax();
-      } else {
-        std::this_thread::yield();
-      }
-    }
+    for (int i = 0; first + n > published() + capacity_; ++i) pause_or_yield(i, 256);
   }
 
   // Multi-producer: publishes the claim [first, first+n), written by the

@@ -379,13 +379,8 @@ DurableLog::WaitSlot* DurableLog::register_waiter(const std::atomic<std::uint64_
 void DurableLog::unregister_waiter(WaitSlot* slot) noexcept {
   if (!slot) return;
   slot->committed.store(nullptr, std::memory_order_seq_cst);
-  for (int i = 0; scanning_.load(std::memory_order_seq_cst) != 0; ++i) {
-    if (i < 1024) {
-      cpu_relax();
-    } else {
-      std::this_thread::yield();  // the writer was preempted mid-scan
-    }
-  }
+  // Past 1024 pauses the writer was preempted mid-scan: yield to it.
+  for (int i = 0; scanning_.load(std::memory_order_seq_cst) != 0; ++i) pause_or_yield(i, 1024);
   slot->busy.store(false, std::memory_order_release);
 }
 

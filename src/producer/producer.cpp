@@ -446,7 +446,11 @@ Result<std::size_t> detail::publish_messages(detail::ProducerImpl& p, std::span<
   while (done < messages.size()) {
     const std::uint32_t part = partition_of(done);
     std::size_t n = 1;
-    while (done + n < messages.size() && n < max_run && partition_of(done + n) == part) ++n;
+    if (by_default && partitions == 1) {
+      n = std::min(messages.size() - done, max_run);  // one partition: every message goes there
+    } else {
+      while (done + n < messages.size() && n < max_run && partition_of(done + n) == part) ++n;
+    }
     for (std::size_t i = 0; i < n; ++i) {
       Status s = detail::prepare_event(messages[done + i], max_size, prepared[i], &p.pool_);
       assert(s.ok() && "validated above");

@@ -93,11 +93,13 @@ class Emitter {
   std::size_t mark() const noexcept { return records_.size(); }
   void rollback(std::size_t mark) noexcept;  // forgets the emits after mark()
   void clear() noexcept;
-  // Ok when every event emitted after `mark` fits a topic of `partitions`
-  // partitions and `max_event_size` bytes; otherwise which one does not.
-  Status check_since(std::size_t mark, std::uint32_t max_event_size, std::uint32_t partitions) const;
-  // The same verdict without the reason (no Status built).
-  bool fits_since(std::size_t mark, std::uint32_t max_event_size, std::uint32_t partitions) const noexcept;
+  // The shape of the topic the events go to (until then: any size, any
+  // partition). emit() checks each event against it as it copies it.
+  void set_target(std::uint32_t max_event_size, std::uint32_t partitions) noexcept;
+  // True when every event emitted after `mark` fits the target. O(1).
+  bool fits_since(std::size_t mark) const noexcept { return unfit_end_ <= mark; }
+  // Ok when fits_since(mark); otherwise which event does not fit, and why.
+  Status check_since(std::size_t mark) const;
 
  private:
   struct Record {
@@ -105,8 +107,17 @@ class Emitter {
     std::uint32_t key_size, meta_size, data_size;
     std::int64_t partition;
   };
-  // Whether one emitted event fits a topic of that shape.
-  static bool fits(const Record& r, std::uint32_t max_event_size, std::uint32_t partitions) noexcept;
+  // Whether one emitted event fits the target.
+  bool fits(const Record& r) const noexcept {
+    if (std::uint64_t(r.key_size) + r.meta_size + r.data_size > max_event_size_) return false;
+    return r.partition == kAnyPartition || (r.partition >= 0 && r.partition < std::int64_t(partitions_));
+  }
+  // unfit_end_ from scratch (after a rollback or a new target).
+  void recount_unfit() noexcept;
+  std::uint32_t max_event_size_ = ~std::uint32_t{0};
+  std::uint32_t partitions_ = ~std::uint32_t{0};
+  // One past the last record that does not fit the target; 0 when all do.
+  std::size_t unfit_end_ = 0;
   // The emitted bytes: a buffer grown by doubling and never zero-filled
   // (kept across clear()).
   std::unique_ptr<char[]> bytes_;

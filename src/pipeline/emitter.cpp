@@ -22,6 +22,7 @@ void Emitter::emit(const Message& m) {
   }
   records_.push_back(Record{used_, std::uint32_t(m.key.size()), std::uint32_t(m.metadata.size()),
                             std::uint32_t(data.size()), m.partition});
+  if (!fits(records_.back())) unfit_end_ = records_.size();
   char* p = bytes_.get() + used_;
   if (!m.key.empty()) std::memcpy(p, m.key.data(), m.key.size());
   p += m.key.size();
@@ -45,37 +46,40 @@ void Emitter::rollback(std::size_t mark) noexcept {
   if (mark >= records_.size()) return;
   used_ = records_[mark].offset;
   records_.resize(mark);
+  if (unfit_end_ > mark) recount_unfit();
 }
 
-bool Emitter::fits(const Record& r, std::uint32_t max_event_size, std::uint32_t partitions) noexcept {
-  if (std::uint64_t(r.key_size) + r.meta_size + r.data_size > max_event_size) return false;
-  return r.partition == kAnyPartition || (r.partition >= 0 && r.partition < std::int64_t(partitions));
+void Emitter::set_target(std::uint32_t max_event_size, std::uint32_t partitions) noexcept {
+  max_event_size_ = max_event_size;
+  partitions_ = partitions;
+  recount_unfit();
 }
 
-bool Emitter::fits_since(std::size_t mark, std::uint32_t max_event_size, std::uint32_t partitions) const noexcept {
-  for (std::size_t i = mark; i < records_.size(); ++i) {
-    if (!fits(records_[i], max_event_size, partitions)) return false;
+void Emitter::recount_unfit() noexcept {
+  unfit_end_ = 0;
+  for (std::size_t i = 0; i < records_.size(); ++i) {
+    if (!fits(records_[i])) unfit_end_ = i + 1;
   }
-  return true;
 }
 
-Status Emitter::check_since(std::size_t mark, std::uint32_t max_event_size, std::uint32_t partitions) const {
+Status Emitter::check_since(std::size_t mark) const {
   for (std::size_t i = mark; i < records_.size(); ++i) {
     const Record& r = records_[i];
-    if (fits(r, max_event_size, partitions)) continue;
+    if (fits(r)) continue;
     const std::uint64_t size = std::uint64_t(r.key_size) + r.meta_size + r.data_size;
-    if (size > max_event_size) {
+    if (size > max_event_size_) {
       return Status::InvalidArgument("emitted event of " + std::to_string(size) + " bytes exceeds the output topic's " +
-                                     "max_event_size of " + std::to_string(max_event_size));
+                                     "max_event_size of " + std::to_string(max_event_size_));
     }
     return Status::InvalidArgument("emitted event for partition " + std::to_string(r.partition) +
-                                   " of an output topic with " + std::to_string(partitions) + " partitions");
+                                   " of an output topic with " + std::to_string(partitions_) + " partitions");
   }
   return Status::Ok();
 }
 
 void Emitter::clear() noexcept {
   used_ = 0;
+  unfit_end_ = 0;
   records_.clear();
   views_.clear();
 }

@@ -210,6 +210,7 @@ Status Stage::open_worker(Worker& w, std::uint32_t index) {
     Result<Producer> p = output_->producer();
     if (!p.ok()) return p.status().with_context("stage '" + name_ + "'");
     w.out = std::move(*p);
+    w.outputs.set_target(output_->options().max_event_size, output_->partitions());
   }
   if (dead_letter_) {
     Result<Producer> p = dead_letter_->producer();
@@ -420,9 +421,7 @@ template <class Call>
 std::optional<std::string> Stage::attempt(Worker& w, Call&& call) {
   const std::size_t mark = w.outputs.mark();
   std::optional<std::string> failed = user_code_threw(call);
-  if (!failed && output_ && !w.outputs.fits_since(mark, output_->options().max_event_size, output_->partitions())) {
-    failed = std::string(w.outputs.check_since(mark, output_->options().max_event_size, output_->partitions()).message());
-  }
+  if (!failed && !w.outputs.fits_since(mark)) failed = std::string(w.outputs.check_since(mark).message());
   if (failed) w.outputs.rollback(mark);
   return failed;
 }

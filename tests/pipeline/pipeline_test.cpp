@@ -49,6 +49,22 @@ class Collector {
   std::vector<Item> seen_;
 };
 
+// Adds sinks collecting topics "out" into `out` and "dead" into `dead`,
+// starts the pipeline and waits until everything went through.
+void run_with_sinks(Pipeline& pipeline, Collector& out, Collector& dead) {
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { out.add(e); }, {.input = "out"}).ok());
+  REQUIRE(pipeline.sink("dlq", [&](const Event& e) { dead.add(e); }, {.input = "dead"}).ok());
+  REQUIRE(pipeline.start().ok());
+  REQUIRE(pipeline.wait(60s).ok());
+}
+
+// The data of every event a collector saw.
+std::multiset<std::string> data_of(const Collector& c) {
+  std::multiset<std::string> data;
+  for (const auto& it : c.items()) data.insert(it.data);
+  return data;
+}
+
 // A source emitting events "k<i % keys>" / "<i>" for i in [from, to), in
 // batches of `batch`.
 SourceFn counting_source(int from, int to, int keys, int batch = 16) {
@@ -226,15 +242,11 @@ TEST_CASE("a failing stage retries, then dead-letters with error, stage and orig
                           .retry = {.max_retries = 2, .backoff = 1ms, .max_backoff = 4ms},
                           .dead_letter_topic = "dead"})
               .ok());
-  REQUIRE(pipeline.sink("collect", [&](const Event& e) { sink.add(e); }, {.input = "out"}).ok());
-  REQUIRE(pipeline.sink("dlq", [&](const Event& e) { dead.add(e); }, {.input = "dead"}).ok());
-  REQUIRE(pipeline.start().ok());
-  REQUIRE(pipeline.wait(60s).ok());
+  run_with_sinks(pipeline, sink, dead);
 
   // Every value but 7 came out exactly once (the transient failures' first
   // attempts published nothing).
-  std::multiset<std::string> got;
-  for (const auto& it : sink.items()) got.insert(it.data);
+  const std::multiset<std::string> got = data_of(sink);
   CHECK(got.size() == n - 1);
   CHECK(got.count("7") == 0);
   CHECK(got.count("3") == 1);
@@ -286,6 +298,54 @@ TEST_CASE("without a dead-letter topic failures are counted and skipped; bad out
   CHECK(s.errors == 12);
   CHECK(s.dead_lettered == 0);
   CHECK(s.running);
+}
+
+TEST_CASE("an attempt with one unfit output publishes none of its outputs; the reason names the limit", "[pipeline]") {
+  // Each event's outputs are checked against "out" (64 bytes, 2 partitions)
+  // as they are emitted; a failed attempt is rolled back whole, and the
+  // outputs of the events around it still go out.
+  Bus bus({.default_topic = {.partitions = 2, .capacity = 64, .max_event_size = 64}});
+  REQUIRE(bus.create_topic("dead", {.capacity = 64}).ok());  // room for the dead-letter metadata
+  Pipeline pipeline(bus);
+  Collector sink, dead;
+  const int n = 300;
+  REQUIRE(pipeline.source("gen", counting_source(0, n, 1), {.output = "in"}).ok());
+  REQUIRE(pipeline
+              .transform("t", flat_map([](const Event& e, Emitter& out) {
+                           const int v = std::stoi(std::string(e.data()));
+                           const std::string d(e.data());
+                           out.emit({}, {}, d + "a");
+                           if (v % 10 == 3) out.emit({}, {}, std::string(65, 'x'));     // one byte too many
+                           if (v % 10 == 5) out.emit(Output{{}, {}, d + "p", 2});        // no partition 2
+                           if (v % 10 == 7) out.emit(Output{{}, {}, std::string(64, 'y'), 1});  // fits exactly
+                           out.emit({}, {}, d + "b");
+                         }),
+                         {.input = "in", .output = "out", .retry = {.max_retries = 1, .backoff = 1ms}, .dead_letter_topic = "dead"})
+              .ok());
+  run_with_sinks(pipeline, sink, dead);
+
+  const std::multiset<std::string> got = data_of(sink);
+  std::multiset<std::string> want;
+  for (int v = 0; v < n; ++v) {
+    if (v % 10 == 3 || v % 10 == 5) continue;  // rolled back whole, twice
+    want.insert(std::to_string(v) + "a");
+    want.insert(std::to_string(v) + "b");
+    if (v % 10 == 7) want.insert(std::string(64, 'y'));
+  }
+  CHECK(got == want);
+
+  std::map<std::string, std::string> reasons;  // input value -> reason
+  for (const auto& it : dead.items()) {
+    auto md = parse_metadata(it.metadata);
+    REQUIRE(md.ok());
+    reasons[it.data] = (*md)["dead_letter"]["reason"].get<std::string>();
+  }
+  CHECK(reasons.size() == std::size_t(2 * n / 10));
+  CHECK(reasons["13"] == "emitted event of 65 bytes exceeds the output topic's max_event_size of 64");
+  CHECK(reasons["25"] == "emitted event for partition 2 of an output topic with 2 partitions");
+  const StageStats s = stats_of(pipeline, "t");
+  CHECK(s.dead_lettered == std::uint64_t(2 * n / 10));
+  CHECK(s.retried == std::uint64_t(2 * n / 10));
 }
 
 TEST_CASE("stop finishes what is in hand; a new pipeline on the same names resumes with no repeat", "[pipeline]") {

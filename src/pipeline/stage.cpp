@@ -378,7 +378,8 @@ void Stage::run_reader(Worker& w) {
       bool stopped = false;
       while (end < events.size()) {
         std::optional<std::string> first_error;
-        const bool done = fast && !(first_error = try_fast(w, events[end]));
+        if (fast) first_error = attempt(w, [&] { call_fn(w, events[end]); });
+        const bool done = fast && !first_error;
         if (!done && !handle(w, input, events[end], std::move(first_error))) {
           stopped = true;
           break;
@@ -434,16 +435,12 @@ void Stage::call_fn(Worker& w, const Event& e) {
   }
 }
 
-std::optional<std::string> Stage::try_fast(Worker& w, const Event& e) {
-  return attempt(w, [&] { call_fn(w, e); });
-}
-
 template <class Call>
 std::optional<std::string> Stage::with_retries(Worker& w, Call&& call, std::uint32_t& attempts, bool& stopped,
                                                std::optional<std::string> first_error) {
   std::optional<std::string> threw;
   for (attempts = 1;; ++attempts) {
-    // The first attempt may have been try_fast's.
+    // The first attempt may have been run_reader's.
     threw = attempts == 1 && first_error ? std::move(first_error) : attempt(w, call);
     if (!threw) return threw;
     if (attempts > options_.retry.max_retries) return threw;

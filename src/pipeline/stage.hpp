@@ -87,21 +87,19 @@ class Stage {
   void run_reader(Worker& w);
   // Runs the stage function on one input event (with retries; dead-letters
   // it when they are spent). False: stopping during a retry's backoff.
-  // first_error: the first attempt was made (by try_fast) and failed so.
+  // first_error: the first attempt was made (run_reader tries a stateless
+  // stage's event once with no retry frame around it) and failed so; the
+  // retries go on from the second attempt.
   bool handle(Worker& w, std::size_t input, const Event& e, std::optional<std::string> first_error = std::nullopt);
-  // A stateless stage's first attempt at an event, with no retry frame
-  // around it: nullopt when it succeeded; else why it failed (its outputs
-  // rolled back), and handle() goes on from the second attempt.
-  std::optional<std::string> try_fast(Worker& w, const Event& e);
+  // One attempt: runs `call`, checks what it emitted fits the output; on
+  // failure rolls its outputs back and says why (nullopt: it succeeded).
+  template <class Call>
+  std::optional<std::string> attempt(Worker& w, Call&& call);
   // Runs `call` (user code writing to w.outputs) until it neither throws nor
   // emits an event the output cannot take, at most 1 + max_retries times,
   // with backoff; a failed attempt's outputs are rolled back. Returns the
   // last error, or nullopt. `attempts`: how many ran; `stopped`: a stop came
   // during a backoff (the work is not done).
-  // One attempt: runs `call`, checks what it emitted fits the output; on
-  // failure rolls its outputs back and says why.
-  template <class Call>
-  std::optional<std::string> attempt(Worker& w, Call&& call);
   template <class Call>
   std::optional<std::string> with_retries(Worker& w, Call&& call, std::uint32_t& attempts, bool& stopped,
                                           std::optional<std::string> first_error = std::nullopt);

@@ -38,6 +38,37 @@ struct EventId {
 
 namespace detail {
 
+// Copies n bytes, n small (an inline record's part): up to 32 bytes with
+// two overlapping moves of one width and no call; longer, memcpy. Reads and
+// writes only [src, src+n) and [dst, dst+n).
+[[gnu::always_inline]] inline void copy_short(char* dst, const char* src, std::size_t n) noexcept {
+  auto pair = [&](auto word) {
+    decltype(word) head, tail;
+    std::memcpy(&head, src, sizeof head);
+    std::memcpy(&tail, src + n - sizeof tail, sizeof tail);
+    std::memcpy(dst, &head, sizeof head);
+    std::memcpy(dst + n - sizeof tail, &tail, sizeof tail);
+  };
+  struct Bytes16 {
+    std::uint64_t lo, hi;
+  };
+  if (n <= 16) {
+    if (n >= 8) {
+      pair(std::uint64_t{});
+    } else if (n >= 4) {
+      pair(std::uint32_t{});
+    } else if (n >= 2) {
+      pair(std::uint16_t{});
+    } else if (n == 1) {
+      *dst = *src;
+    }
+  } else if (n <= 32) {
+    pair(Bytes16{});
+  } else {
+    std::memcpy(dst, src, n);
+  }
+}
+
 // The bytes of one event as stored in a ring slot and in an Event. 128
 // bytes: a 28-byte header and 100 inline bytes, so an event of up to 36
 // bytes touches a single cache line. Where the bytes live follows from the
@@ -84,7 +115,7 @@ struct EventRecord {
   // Copies `o` into this record (which holds no block). Retains o's block.
   void copy_from(const EventRecord& o) noexcept {
     std::memcpy(static_cast<void*>(this), &o, offsetof(EventRecord, inline_bytes));
-    std::memcpy(inline_bytes, o.inline_bytes, o.inline_used());
+    copy_short(inline_bytes, o.inline_bytes, o.inline_used());
     if (block) block->retain();
   }
   void reset() noexcept {

@@ -127,37 +127,6 @@ inline void prefetch_slot(const EventRecord& slot, bool wide) noexcept {
   if (wide) prefetch_for_write(reinterpret_cast<const char*>(&slot) + kCacheLine);
 }
 
-// Copies n bytes, n small (an inline record's part): up to 32 bytes with
-// two overlapping moves of one width and no call; longer, memcpy. Reads and
-// writes only [src, src+n) and [dst, dst+n).
-[[gnu::always_inline]] inline void copy_short(char* dst, const char* src, std::size_t n) noexcept {
-  auto pair = [&](auto word) {
-    decltype(word) head, tail;
-    std::memcpy(&head, src, sizeof head);
-    std::memcpy(&tail, src + n - sizeof tail, sizeof tail);
-    std::memcpy(dst, &head, sizeof head);
-    std::memcpy(dst + n - sizeof tail, &tail, sizeof tail);
-  };
-  struct Bytes16 {
-    std::uint64_t lo, hi;
-  };
-  if (n <= 16) {
-    if (n >= 8) {
-      pair(std::uint64_t{});
-    } else if (n >= 4) {
-      pair(std::uint32_t{});
-    } else if (n >= 2) {
-      pair(std::uint16_t{});
-    } else if (n == 1) {
-      *dst = *src;
-    }
-  } else if (n <= 32) {
-    pair(Bytes16{});
-  } else {
-    std::memcpy(dst, src, n);
-  }
-}
-
 // Writes an event whose key, metadata and data all fit inline
 // (EventRecord::kAllInline) into a slot, releasing what the slot held
 // before. Allocates: no.

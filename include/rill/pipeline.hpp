@@ -84,13 +84,13 @@ class Emitter {
     emit(Message{key, metadata, data, {}, kAnyPartition});
   }
   // Events emitted and not yet handed to the output.
-  std::size_t size() const noexcept { return records_.size(); }
+  std::size_t size() const noexcept { return views_.size(); }
 
   // ---- used by the stage that owns it
   // The events emitted since the last clear(), as views valid until the next
   // emit or clear.
-  std::span<const Message> messages();
-  std::size_t mark() const noexcept { return records_.size(); }
+  std::span<const Message> messages() const noexcept { return views_; }
+  std::size_t mark() const noexcept { return views_.size(); }
   void rollback(std::size_t mark) noexcept;  // forgets the emits after mark()
   void clear() noexcept;
   // The shape of the topic the events go to (until then: any size, any
@@ -102,27 +102,26 @@ class Emitter {
   Status check_since(std::size_t mark) const;
 
  private:
-  struct Record {
-    std::size_t offset;
-    std::uint32_t key_size, meta_size, data_size;
-    std::int64_t partition;
-  };
   // Whether one emitted event fits the target.
-  bool fits(const Record& r) const noexcept {
-    if (std::uint64_t(r.key_size) + r.meta_size + r.data_size > max_event_size_) return false;
-    return r.partition == kAnyPartition || (r.partition >= 0 && r.partition < std::int64_t(partitions_));
+  bool fits(const Message& m) const noexcept {
+    if (std::uint64_t(m.key.size()) + m.metadata.size() + m.data.size() > max_event_size_) return false;
+    return m.partition == kAnyPartition || (m.partition >= 0 && m.partition < std::int64_t(partitions_));
   }
   // unfit_end_ from scratch (after a rollback or a new target).
   void recount_unfit() noexcept;
+  // Makes room for `more` bytes past used_; the views move with the bytes.
+  void grow(std::size_t more);
   std::uint32_t max_event_size_ = ~std::uint32_t{0};
   std::uint32_t partitions_ = ~std::uint32_t{0};
-  // One past the last record that does not fit the target; 0 when all do.
+  // One past the last event that does not fit the target; 0 when all do.
   std::size_t unfit_end_ = 0;
   // The emitted bytes: a buffer grown by doubling and never zero-filled
-  // (kept across clear()).
+  // (kept across clear()). Each event's key, metadata and data lie
+  // back to back in it, in emit order.
   std::unique_ptr<char[]> bytes_;
   std::size_t used_ = 0, capacity_ = 0;
-  std::vector<Record> records_;
+  // One message per event, viewing its bytes (no Buffer): what the stage
+  // publishes, built as it is emitted.
   std::vector<Message> views_;
 };
 

@@ -166,7 +166,9 @@ class Consumer {
   friend class WriteBatch;
   friend class MultiConsumer;
   explicit Consumer(std::unique_ptr<detail::ConsumerImpl> impl) noexcept;
-  std::unique_ptr<detail::ConsumerImpl> impl_;
+  // Shared only so that a WriteBatch can tell whether the consumer it acks
+  // for still exists (it keeps a weak_ptr); this handle is the one owner.
+  std::shared_ptr<detail::ConsumerImpl> impl_;
 };
 
 }  // namespace rill

@@ -18,7 +18,10 @@
 // says otherwise. The batch is fsynced whatever the topics' durability.
 //
 // A WriteBatch is a value used by one thread; the consumers it acks for must
-// not be used by another thread during commit.
+// not be used by another thread during commit. A consumer may be moved
+// between ack() and commit; one closed or destroyed meanwhile still has the
+// ack committed durably (its name resumes after it), only its in-memory
+// half is skipped. A moved-from WriteBatch is empty and usable.
 #pragma once
 
 #include <cstdint>
@@ -70,8 +73,11 @@ class WriteBatch {
 
  private:
   friend class Bus;
+  // Made on first use (a moved-from batch has none).
+  detail::BatchRequest& request();
   std::unique_ptr<detail::BatchRequest> request_;
-  std::vector<std::pair<Consumer*, Event>> acks_;
+  // The consumers acked for, for the in-memory half of each ack on commit.
+  std::vector<std::pair<std::weak_ptr<detail::ConsumerImpl>, Event>> acks_;
 };
 
 }  // namespace rill

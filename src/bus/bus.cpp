@@ -257,11 +257,16 @@ Result<Bus> Bus::open(BusOptions options) {
   return bus;
 }
 
+namespace {
+Status moved_from() { return Status::Closed("this Bus was moved from"); }
+}  // namespace
+
 Status Bus::commit(WriteBatch& batch, Timeout timeout) {
+  if (!core_) return moved_from();
   detail::DurableLog* log = core_->log();
   if (!log) return Status::InvalidArgument("commit() needs a bus opened with a path");
   if (log->read_only()) return Status::InvalidArgument("the bus is open read-only");
-  detail::BatchRequest& r = *batch.request_;
+  detail::BatchRequest& r = batch.request();
   std::map<std::pair<const detail::TopicCore*, std::uint32_t>, std::size_t> per_partition;
   for (const auto& item : r.items) {
     if (item.topic->durable()->log.get() != log) {
@@ -288,8 +293,10 @@ Status Bus::commit(WriteBatch& batch, Timeout timeout) {
   r.started = r.done = false;
   r.status = Status::Ok();
   if (Status s = log->run_batch(r, detail::deadline_after(timeout)); !s.ok()) return s;
+  // The in-memory half of each ack (the durable half is committed), for
+  // the consumers that still exist.
   for (auto& [consumer, event] : batch.acks_) {
-    if (consumer->valid()) (void)consumer->ack(event);  // the in-memory half; the durable half is committed
+    if (std::shared_ptr<detail::ConsumerImpl> impl = consumer.lock()) (void)impl->ack(event);
   }
   return Status::Ok();
 }

@@ -16,6 +16,11 @@ WriteBatch::WriteBatch(WriteBatch&&) noexcept = default;
 WriteBatch& WriteBatch::operator=(WriteBatch&&) noexcept = default;
 WriteBatch::~WriteBatch() = default;
 
+detail::BatchRequest& WriteBatch::request() {
+  if (!request_) request_ = std::make_unique<detail::BatchRequest>();
+  return *request_;
+}
+
 Status WriteBatch::publish(const Topic& topic, const Message& m) {
   const std::shared_ptr<detail::TopicCore>& core = topic.core_;
   const TopicOptions& o = core->options();
@@ -26,6 +31,7 @@ Status WriteBatch::publish(const Topic& topic, const Message& m) {
   if (o.producers != ProducerMode::kMulti) {
     return Status::InvalidArgument("topic '" + core->name() + "' is single-producer; a write batch needs kMulti");
   }
+  if (core->closed()) return Status::Closed("topic '" + core->name() + "' is closed or deleted");
   if (Status s = detail::check_event_size(m, o.max_event_size); !s.ok()) return s;
   Result<std::uint32_t> partition = detail::choose_partition(*core, m, 0);  // keyless: partition 0
   if (!partition.ok()) return partition.status();
@@ -35,8 +41,9 @@ Status WriteBatch::publish(const Topic& topic, const Message& m) {
   item.key = std::string(m.key);
   item.metadata = std::string(m.metadata);
   item.data = std::string(detail::message_data(m));
-  item.index = request_->items.size();
-  request_->items.push_back(std::move(item));
+  detail::BatchRequest& r = request();
+  item.index = r.items.size();
+  r.items.push_back(std::move(item));
   return Status::Ok();
 }
 
@@ -48,8 +55,8 @@ Status WriteBatch::ack(Consumer& consumer, const Event& event) {
   a.topic = consumer.impl_->shared_topic();
   a.acked = *target;
   a.next = event.offset() + 1;
-  request_->acks.push_back(std::move(a));
-  acks_.emplace_back(&consumer, event);
+  request().acks.push_back(std::move(a));
+  acks_.emplace_back(consumer.impl_, event);
   return Status::Ok();
 }
 
@@ -63,14 +70,18 @@ Status WriteBatch::ack(MultiConsumer& consumer, std::string_view topic, const Ev
   return ack(m->consumer, event);
 }
 
-std::span<const EventId> WriteBatch::ids() const noexcept { return request_->ids; }
-std::size_t WriteBatch::events() const noexcept { return request_->items.size(); }
-bool WriteBatch::empty() const noexcept { return request_->items.empty() && request_->acks.empty(); }
+std::span<const EventId> WriteBatch::ids() const noexcept {
+  return request_ ? std::span<const EventId>(request_->ids) : std::span<const EventId>();
+}
+std::size_t WriteBatch::events() const noexcept { return request_ ? request_->items.size() : 0; }
+bool WriteBatch::empty() const noexcept { return !request_ || (request_->items.empty() && request_->acks.empty()); }
 
 void WriteBatch::clear() {
-  request_->items.clear();
-  request_->acks.clear();
-  request_->ids.clear();
+  if (request_) {
+    request_->items.clear();
+    request_->acks.clear();
+    request_->ids.clear();
+  }
   acks_.clear();
 }
 

@@ -433,6 +433,21 @@ Status DurableLog::execute_batch(BatchRequest& r) {
     std::this_thread::yield();
     return Status::Ok();
   };
+  // A topic closed (or deleted) before the batch started: the writer no
+  // longer commits it (remove_topic takes topics_mu_, which we hold, so one
+  // open now stays in the writer's set until this batch has committed).
+  auto closed_one = [&]() -> const TopicCore* {
+    for (const BatchRequest::Item& it : r.items) {
+      if (it.topic->closed()) return it.topic.get();
+    }
+    for (const BatchRequest::Ack& a : r.acks) {
+      if (a.topic->closed()) return a.topic.get();
+    }
+    return nullptr;
+  };
+  if (const TopicCore* t = closed_one()) {
+    return Status::Closed("topic '" + t->name() + "' is closed or deleted; nothing of the write batch committed");
+  }
   r.ids.assign(r.items.size(), EventId{});
   std::size_t i = 0;
   while (i < r.items.size()) {

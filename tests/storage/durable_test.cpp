@@ -381,6 +381,106 @@ TEST_CASE("write batches refuse what they cannot commit atomically", "[durable][
   CHECK(dc->poll(1s)->data() == "fine");
 }
 
+TEST_CASE("a write batch to a deleted topic commits nothing, its ack included", "[durable][batch]") {
+  TempDir dir;
+  const std::string path = dir.sub("store");
+  for (const char* deleted : {"out", "in"}) {
+    INFO("deleted before commit: " << deleted);
+    {
+      Bus bus = open_bus(path);
+      auto in = bus.ensure_topic("in", durable(Durability::kSync));
+      auto out = bus.ensure_topic("out", durable(Durability::kSync));
+      auto keep = bus.ensure_topic("keep", durable(Durability::kSync));
+      REQUIRE((in.ok() && out.ok() && keep.ok()));
+      auto stage = in->consumer({.name = std::string("stage-") + deleted});
+      REQUIRE(in->producer()->publish(Message{.data = "input"}).ok());
+      auto e = stage->poll(1s);
+      REQUIRE(e.ok());
+      WriteBatch batch;
+      REQUIRE(batch.publish(*out, Message{.data = "output"}).ok());
+      REQUIRE(batch.publish(*keep, Message{.data = "kept?"}).ok());
+      REQUIRE(batch.ack(*stage, *e).ok());
+      REQUIRE(bus.delete_topic(deleted).ok());
+      CHECK(bus.commit(batch).is_closed());
+      CHECK(keep->stats()[0].next_offset == 0);  // nothing of it published
+      CHECK(stage->stats().acked == 0);
+      // A batch refuses a deleted topic up front, and the bus keeps working.
+      WriteBatch later;
+      CHECK(later.publish(deleted == std::string("out") ? *out : *in, Message{.data = "x"}).is_closed());
+      REQUIRE(later.publish(*keep, Message{.data = "fine"}).ok());
+      REQUIRE(bus.commit(later).ok());
+      CHECK(keep->stats()[0].next_offset == 1);
+    }
+    // After a restart nothing of the first batch is there, and when the
+    // input topic survived its event is delivered again (its ack was not
+    // committed either).
+    Bus bus = open_bus(path);
+    auto keep = bus.consumer("keep", {.name = "check", .position = Position::earliest()});
+    CHECK(drain(*keep) == std::vector<std::string>{"fine"});
+    REQUIRE(bus.delete_topic("keep").ok());
+    if (deleted == std::string("out")) {
+      auto stage = bus.consumer("in", {.name = "stage-out"});
+      CHECK(stage->poll(1s)->data() == "input");
+    } else {
+      CHECK(bus.topic("in").status().is_not_found());
+      auto out = bus.consumer("out", {.name = "check", .position = Position::earliest()});
+      CHECK(drain(*out, 50ms).empty());
+    }
+    for (const std::string& t : bus.list_topics()) REQUIRE(bus.delete_topic(t).ok());
+  }
+}
+
+TEST_CASE("a write batch outlives the consumers it acks for, and moves", "[durable][batch]") {
+  TempDir dir;
+  const std::string path = dir.sub("store");
+  {
+    Bus bus = open_bus(path);
+    auto in = bus.create_topic("in", durable(Durability::kSync));
+    auto out = bus.create_topic("out", durable(Durability::kSync));
+    REQUIRE((in.ok() && out.ok()));
+    auto p = in->producer();
+    for (int i = 0; i < 3; ++i) REQUIRE(p->publish(Message{.data = std::to_string(i)}).ok());
+
+    // A consumer moved between ack() and commit gets its in-memory ack.
+    auto moved = in->consumer({.name = "moved"});
+    auto e = moved->poll(1s);
+    REQUIRE(e.ok());
+    WriteBatch batch;
+    REQUIRE(batch.ack(*moved, *e).ok());
+    Consumer elsewhere = std::move(*moved);
+    REQUIRE(bus.commit(batch).ok());
+    CHECK(elsewhere.stats().acked == 1);
+
+    // One destroyed meanwhile still has its ack committed durably.
+    {
+      auto gone = in->consumer({.name = "gone"});
+      auto g0 = gone->poll(1s);
+      auto g1 = gone->poll(1s);
+      REQUIRE((g0.ok() && g1.ok()));
+      batch.clear();
+      REQUIRE(batch.ack(*gone, *g1).ok());
+      REQUIRE(batch.publish(*out, Message{.data = "from 1"}).ok());
+    }
+    REQUIRE(bus.commit(batch).ok());
+
+    // A moved-from batch is empty and usable again.
+    WriteBatch taken = std::move(batch);
+    CHECK(batch.empty());
+    CHECK(batch.events() == 0);
+    CHECK(batch.ids().empty());
+    batch.clear();
+    REQUIRE(bus.commit(batch).ok());
+    REQUIRE(batch.publish(*out, Message{.data = "again"}).ok());
+    REQUIRE(bus.commit(batch).ok());
+    CHECK(batch.ids().size() == 1);
+  }
+  Bus bus = open_bus(path);
+  auto gone = bus.consumer("in", {.name = "gone"});
+  CHECK(gone->poll(1s)->data() == "2");  // resumes after the committed ack
+  auto out = bus.consumer("out", {.name = "check", .position = Position::earliest()});
+  CHECK(drain(*out) == std::vector<std::string>{"from 1", "again"});
+}
+
 TEST_CASE("retention by count deletes the oldest events; consumers jump or get OutOfRange", "[durable][retention]") {
   TempDir dir;
   Bus bus = open_bus(dir.sub("store"));

@@ -3,7 +3,8 @@
 // A Bus is thread-safe: topics may be created, opened, listed and deleted
 // from any thread while producers and consumers run. Destroying (or closing)
 // the Bus closes every topic and wakes every blocked call; handles that
-// outlive it return Closed.
+// outlive it return Closed. A moved-from Bus is closed: its calls return
+// Closed (list_topics() nothing).
 #pragma once
 
 #include <memory>

@@ -24,7 +24,8 @@
 //
 // A Consumer is a move-only handle used by one thread at a time; close() may
 // also be called from another thread to wake a blocked poll. A Consumer may
-// outlive its Bus or topic; its calls then return Closed.
+// outlive its Bus or topic; its calls then return Closed (events published
+// but not yet polled are not handed out).
 #pragma once
 
 #include <cstdint>
@@ -72,8 +73,9 @@ class Consumer {
   Result<Event> poll(Timeout timeout = kForever);
 
   // Every event available in one partition, up to `max` (at most
-  // ConsumerOptions::max_batch), as one batch; waits at most `timeout` for
-  // the first. The span is valid until the next poll call on this handle.
+  // ConsumerOptions::max_batch; 0 counts as 1), as one batch; waits at most
+  // `timeout` for the first. The span is valid until the next poll call on
+  // this handle.
   // Allocates: no. Fails: TimedOut, Closed.
   Result<std::span<const Event>> poll_batch(std::size_t max, Timeout timeout = kForever);
 

@@ -305,28 +305,34 @@ Bus& Bus::operator=(Bus&&) noexcept = default;
 Bus::~Bus() = default;
 
 Result<Topic> Bus::create_topic(std::string_view name, TopicOptions options) {
+  if (!core_) return moved_from();
   auto r = core_->create(name, options, false);
   if (!r.ok()) return r.status();
   return Topic(std::move(*r));
 }
 
 Result<Topic> Bus::topic(std::string_view name) const {
+  if (!core_) return moved_from();
   auto r = core_->open(name);
   if (!r.ok()) return r.status();
   return Topic(std::move(*r));
 }
 
-Result<Topic> Bus::ensure_topic(std::string_view name) { return ensure_topic(name, core_->options().default_topic); }
+Result<Topic> Bus::ensure_topic(std::string_view name) {
+  if (!core_) return moved_from();
+  return ensure_topic(name, core_->options().default_topic);
+}
 
 Result<Topic> Bus::ensure_topic(std::string_view name, TopicOptions options) {
+  if (!core_) return moved_from();
   auto r = core_->create(name, options, true);
   if (!r.ok()) return r.status();
   return Topic(std::move(*r));
 }
 
-std::vector<std::string> Bus::list_topics() const { return core_->list(); }
+std::vector<std::string> Bus::list_topics() const { return core_ ? core_->list() : std::vector<std::string>{}; }
 
-Status Bus::delete_topic(std::string_view name) { return core_->remove(name); }
+Status Bus::delete_topic(std::string_view name) { return core_ ? core_->remove(name) : moved_from(); }
 
 Result<Producer> Bus::producer(std::string_view topic_name, ProducerOptions options) const {
   auto t = topic(topic_name);
@@ -335,6 +341,7 @@ Result<Producer> Bus::producer(std::string_view topic_name, ProducerOptions opti
 }
 
 Result<MultiConsumer> Bus::multi_consumer(MultiConsumerOptions options) const {
+  if (!core_) return moved_from();
   if (Status s = detail::validate_name("consumer name", options.name); !s.ok()) return s;
   std::weak_ptr<detail::BusCore> weak = core_;
   auto open_topic = [weak](std::string_view name) -> Result<Topic> {
@@ -356,6 +363,8 @@ Result<Consumer> Bus::consumer(std::string_view topic_name, ConsumerOptions opti
   return t->consumer(std::move(options));
 }
 
-void Bus::close() noexcept { core_->close(); }
+void Bus::close() noexcept {
+  if (core_) core_->close();
+}
 
 }  // namespace rill

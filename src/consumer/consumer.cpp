@@ -493,6 +493,7 @@ std::size_t ConsumerImpl::take(Cursor& c, std::uint64_t available, std::size_t m
 Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout timeout) {
   const InCall call(*this);
   if (!call) return Status::Closed("consumer '" + options_.name + "' is closed");
+  if (topic_->closed()) return stopped_status();  // its events are not handed out (acks would fail)
   if (standby_.load(std::memory_order_acquire)) {
     if (Status s = stand_by(deadline_after(timeout)); !s.ok()) return s;
   }
@@ -531,7 +532,7 @@ Result<Event> ConsumerImpl::poll_one(Timeout timeout) {
     // A topic's rings are all lossy or none: take() pins lossy slots (and
     // reads what a durable one dropped from disk).
     if (call && !group_ && !standby_.load(std::memory_order_acquire) && !cursors_.empty() &&
-        !cursors_.front().ring->lossy()) {
+        !cursors_.front().ring->lossy() && !topic_->closed()) {
       auto take_one = [&] {
         return take_round_robin([&](Cursor& c, std::uint64_t) {
                  deliver_run(c, c.read, 1, &*r);

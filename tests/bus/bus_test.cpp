@@ -129,3 +129,49 @@ TEST_CASE("deleting a topic wakes its blocked calls; other topics run on", "[bus
   // The name can be reused for a new topic.
   REQUIRE(bus.create_topic("doomed").ok());
 }
+
+TEST_CASE("a moved-from Bus answers Closed; the bus it moved to works", "[bus][lifecycle]") {
+  Bus bus;
+  REQUIRE(bus.create_topic("t").ok());
+  Bus moved = std::move(bus);
+  bus.close();  // a no-op
+  CHECK(bus.create_topic("u").status().is_closed());
+  CHECK(bus.topic("t").status().is_closed());
+  CHECK(bus.ensure_topic("t").status().is_closed());
+  CHECK(bus.ensure_topic("t", {}).status().is_closed());
+  CHECK(bus.delete_topic("t").is_closed());
+  CHECK(bus.list_topics().empty());
+  CHECK(bus.producer("t").status().is_closed());
+  CHECK(bus.consumer("t", {.name = "c"}).status().is_closed());
+  CHECK(bus.multi_consumer({.name = "m", .topics = {"t"}}).status().is_closed());
+  WriteBatch batch;
+  CHECK(bus.commit(batch).is_closed());
+  CHECK(moved.list_topics() == std::vector<std::string>{"t"});
+  auto c = moved.consumer("t", {.name = "c"});
+  REQUIRE(moved.producer("t")->publish("", "", "alive").ok());
+  CHECK(c->poll(1s)->data() == "alive");
+}
+
+TEST_CASE("events not yet polled when the topic or bus closes are not handed out", "[bus][lifecycle]") {
+  for (bool whole_bus : {false, true}) {
+    Bus bus;
+    auto t = *bus.create_topic("t", {.partitions = 2});
+    auto one = *t.consumer({.name = "one"});
+    auto batch = *t.consumer({.name = "batch"});
+    auto p = *t.producer();
+    for (int i = 0; i < 10; ++i) REQUIRE(p.publish("", "", std::to_string(i)).ok());
+    REQUIRE(one.poll(1s).ok());
+    if (whole_bus) {
+      bus.close();
+    } else {
+      REQUIRE(bus.delete_topic("t").ok());
+    }
+    CHECK(one.poll(0ms).status().is_closed());
+    CHECK(one.poll(1s).status().is_closed());
+    CHECK(batch.poll_batch(10, 0ms).status().is_closed());
+    CHECK(batch.poll_batch(10, 1s).status().is_closed());
+    int looped = 0;
+    for (Event& e : batch) looped += !e.data().empty();
+    CHECK(looped == 0);
+  }
+}

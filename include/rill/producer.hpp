@@ -96,7 +96,10 @@ class Producer {
   // the same partition at once. Returns how many were published: all of
   // them, or fewer when the timeout expired, the ring was full under kFail,
   // or the topic closed (then the Status says why only if none was published).
-  // On a kSync topic it returns once all of them are committed.
+  // On a kSync topic it returns once all of them are committed; when that
+  // wait fails (TimedOut, Closed, the storage failure) it returns the
+  // Status although the events were published (as publish(): they may
+  // still be committed).
   // A message that is invalid stops the batch before anything is published.
   Result<std::size_t> publish_batch(std::span<const Message> messages, Timeout timeout = kForever);
 
@@ -122,7 +125,8 @@ class Producer {
 
   // Thread-safe. Wakes a publish blocked on this handle; later calls return
   // Closed. On a single-producer topic the right to publish is released when
-  // the handle is destroyed (or closed by the thread that uses it).
+  // the handle is destroyed, not by close() (which may come from another
+  // thread while a publish on the owning thread is still writing).
   void close() noexcept;
 
   bool valid() const noexcept { return impl_ != nullptr; }

@@ -59,45 +59,24 @@ Status ProducerImpl::publish_run(std::uint32_t partition, PreparedEvent* prepare
     return Status::Ok();
   }
 
-  // Multi-producer. An untimed blocking publish waits (interruptibly) for
-  // room and then claims with one fetch_add; timed and non-blocking ones
-  // claim with CAS only when room is there, so they never hold a claim they
-  // cannot fill.
-  std::uint64_t s;
-  if (wait_ok && deadline.forever()) {
-    // Wait, interruptibly, until the ring looks roomy; then commit.
-    if (!ring.mp_has_room(ring.mp_claimed() + n)) {
-      nudge();
-      wait_until(opt.wait, topic_->space_bell(), deadline.get(),
-                 [&] { return stopped() || ring.mp_has_room(ring.mp_claimed() + n); });
-      if (stopped()) return stop_status();
-    }
-    s = ring.claim(n);
-    // Other producers may have claimed the room meanwhile. The claim is
-    // ours to fill now, so only closing the topic ends this wait.
-    if (!ring.mp_has_room(s + n)) {
-      nudge();
-      wait_until(opt.wait, topic_->space_bell(), deadline.get(),
-                 [&] { return topic_->closed() || ring.mp_has_room(s + n); });
-      if (topic_->closed()) return closed_topic();
-    }
-  } else {
-    std::optional<std::uint64_t> c = ring.try_claim(n);
+  // Multi-producer: claims with CAS only when the room is there, so a
+  // producer never holds a claim it cannot fill and every wait (untimed
+  // ones too) ends with nothing claimed when the producer or topic closes.
+  std::optional<std::uint64_t> c = ring.try_claim(n);
+  if (!c) {
+    if (!wait_ok) return full();
+    nudge();
+    wait_until(opt.wait, topic_->space_bell(), deadline.get(), [&] {
+      if (stopped()) return true;
+      c = ring.try_claim(n);
+      return c.has_value();
+    });
     if (!c) {
-      if (!wait_ok) return full();
-      nudge();
-      wait_until(opt.wait, topic_->space_bell(), deadline.get(), [&] {
-        if (stopped()) return true;
-        c = ring.try_claim(n);
-        return c.has_value();
-      });
-      if (!c) {
-        if (stopped()) return stop_status();
-        return timed_out();
-      }
+      if (stopped()) return stop_status();
+      return timed_out();
     }
-    s = *c;
   }
+  const std::uint64_t s = *c;
   mp_commit(ring, s, prepared, n);
   first = s;
   return Status::Ok();

@@ -190,6 +190,9 @@ TEST_CASE("a single-producer topic admits one live producer", "[producer]") {
     auto p = t.producer();
     REQUIRE(p.ok());
     CHECK(t.producer().status().is_already_exists());
+    p->close();  // keeps the right: another thread's publish may still be writing
+    CHECK(t.producer().status().is_already_exists());
+    CHECK(p->publish("", "", "x").status().is_closed());
   }
   auto again = t.producer();
   REQUIRE(again.ok());
@@ -213,6 +216,41 @@ TEST_CASE("closing a producer from another thread ends its blocked publish", "[p
     CHECK(c.poll(1s).ok());
     CHECK(c.poll(1s).ok());
     CHECK(c.poll(0ms).status().is_timed_out());
+  }
+}
+
+TEST_CASE("closing multi-producer handles ends publishes that race for the same freed slot", "[producer][lifecycle]") {
+  // Four untimed publishes into a 2-slot ring: two land, two wait. One ack
+  // frees one slot; one waiter takes it, the other must still be
+  // interruptible by its handle's close (it never holds a claim it cannot
+  // fill).
+  Bus bus;
+  for (int round = 0; round < 5; ++round) {
+    const std::string name = "m" + std::to_string(round);
+    auto t = *bus.create_topic(name, {.capacity = 2, .producers = ProducerMode::kMulti});
+    auto c = *t.consumer({.name = "c"});
+    std::vector<Producer> producers;
+    for (int i = 0; i < 4; ++i) producers.push_back(*t.producer());
+    std::vector<Status> results(4);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+      threads.emplace_back([&, i] { results[i] = producers[i].publish("", "", std::to_string(i)).status(); });
+    }
+    auto first = c.poll(1s);
+    REQUIRE(first.ok());
+    while (t.stats()[0].next_offset < 2) std::this_thread::yield();
+    std::this_thread::sleep_for(10ms);  // the other two wait for room
+    REQUIRE(c.ack(*first).ok());
+    while (t.stats()[0].next_offset < 3) std::this_thread::yield();
+    std::this_thread::sleep_for(10ms);
+    for (Producer& p : producers) p.close();
+    for (std::thread& th : threads) th.join();
+    CHECK(std::count_if(results.begin(), results.end(), [](const Status& s) { return s.ok(); }) == 3);
+    CHECK(std::count_if(results.begin(), results.end(), [](const Status& s) { return s.is_closed(); }) == 1);
+    CHECK(t.stats()[0].next_offset == 3);
+    CHECK(c.poll(1s).ok());
+    CHECK(c.poll(1s).ok());
+    CHECK(c.poll(10ms).status().is_timed_out());
   }
 }
 

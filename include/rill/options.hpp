@@ -262,7 +262,9 @@ struct ConsumerOptions {
   // n > 0, fixed: a batch is fetched once n events are there (gathered
   // over partitions and polls); it goes short only when the pull's timeout
   // expires or the consumer closes, so a stream's tail is not held back.
-  // Memory: n Events, reserved at the first pull.
+  // Memory: n Events, reserved at the first pull. At most the topic's
+  // capacity (a batch's events stay unacked until it is handed out):
+  // Topic::consumer refuses more with InvalidArgument.
   std::uint32_t pull_batch_size = 0;
 };
 

@@ -217,6 +217,13 @@ Result<Consumer> Topic::consumer(ConsumerOptions options) const {
   if (Status s = detail::validate_name("consumer name", options.name); !s.ok()) return s;
   if (options.max_batch < 1) return Status::InvalidArgument("max_batch is 0; it must be at least 1");
   options.max_batch = std::min(options.max_batch, core_->options().capacity);
+  if (options.pull_batch_size > core_->options().capacity) {
+    // The batch holds its events unacked: past the capacity it could never
+    // fill on a ring that waits for its readers.
+    return Status::InvalidArgument("pull_batch_size " + std::to_string(options.pull_batch_size) +
+                                   " exceeds the capacity of topic '" + core_->name() + "' (" +
+                                   std::to_string(core_->options().capacity) + ")");
+  }
   if (options.batch_linger.count() < 0) return Status::InvalidArgument("batch_linger is negative");
   options.min_batch = std::clamp<std::uint32_t>(options.min_batch, 1, options.max_batch);
   auto impl = std::make_unique<detail::ConsumerImpl>(core_, std::move(options));

@@ -602,6 +602,25 @@ TEST_CASE("a fixed pull batch waits for n events over partitions; it goes short 
   CHECK_FALSE(*end);
 }
 
+TEST_CASE("a fixed pull batch larger than the topic's capacity is refused", "[pull][batch][errors]") {
+  Bus bus;
+  auto t = make_topic(bus, {.capacity = 8});
+  ConsumerOptions o{.name = "c"};
+  for (std::uint32_t n : {9u, 0xffffffffu}) {
+    o.pull_batch_size = n;
+    CHECK(t.consumer(o).status().is_invalid_argument());  // could never fill: the ring waits for it
+  }
+  o.pull_batch_size = 8;  // the whole ring: fills
+  auto c = *t.consumer(o);
+  auto p = *t.producer();
+  for (int i = 0; i < 8; ++i) REQUIRE(p.publish(Message{.data = std::to_string(i)}).ok());
+  auto first = c.pull().wait(-1);
+  REQUIRE(first.ok());
+  REQUIRE(*first);
+  CHECK((*first)->data().to_string() == "0");
+  CHECK(c.stats().delivered == 8);
+}
+
 TEST_CASE("process on a thread pool: per-partition order, all once, acks applied, handlers off the caller",
           "[pull][pool][process]") {
   Bus bus;

@@ -144,7 +144,8 @@ class Position {
   // seen before starts at the earliest event held.
   static Position unread() { return Position(Kind::kUnread, 0); }
   // At this offset (every partition). Below the oldest held: starts at the
-  // oldest and counts the gap in stats().skipped.
+  // oldest and counts the gap in stats().skipped. Past the newest: starts
+  // with the next event published (as latest()).
   static Position offset(std::uint64_t n) { return Position(Kind::kOffset, n); }
   // At the first event whose timestamp is >= t.
   static Position timestamp(std::chrono::system_clock::time_point t) {

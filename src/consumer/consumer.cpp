@@ -136,7 +136,9 @@ Status ConsumerImpl::attach() {
       case Position::Kind::kLatest: want = ring.published(); break;
       case Position::Kind::kUnread: want = acked_next; break;
       case Position::Kind::kOffset:
-        want = pos.value();
+        // Never past the newest event: a gate ahead of the producer would
+        // grant it room that readers still hold.
+        want = std::min(pos.value(), ring.published());
         counts_gap = true;
         break;
       case Position::Kind::kTimestamp: want = 0; break;

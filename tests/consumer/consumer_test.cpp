@@ -225,6 +225,22 @@ TEST_CASE("positions: earliest, latest, offset and timestamp", "[consumer]") {
   CHECK(drain(since) == range(5, 12));
 }
 
+TEST_CASE("an offset past the newest event starts with the next one and holds nothing back", "[consumer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 8});
+  auto p = *t.producer();
+  publish_n(p, 0, 5);
+  auto ahead = *t.consumer({.name = "ahead", .position = Position::offset(1000)});
+  auto far = *t.consumer({.name = "far", .position = Position::offset(~std::uint64_t{0} - 2)});
+  for (int i = 5; i < 13; ++i) REQUIRE(p.publish(Message{.data = std::to_string(i)}, 1s).ok());  // one ring's worth
+  CHECK(drain(ahead) == range(5, 13));
+  CHECK(drain(far) == range(5, 13));
+  CHECK(ahead.stats().skipped == 0);
+  auto late = *t.consumer({.name = "late", .position = Position::earliest()});
+  CHECK(drain(late) == range(5, 13));  // what the ring still holds for the names
+  CHECK(t.stats()[0].earliest_offset == 5);
+}
+
 TEST_CASE("a timestamp position on coarse stamps starts at the first event of that stamp", "[consumer]") {
   Bus bus;
   auto t = *bus.create_topic("t", {.capacity = 256});  // coarse timestamps (the default)

@@ -606,7 +606,10 @@ Result<std::span<const Event>> ConsumerImpl::poll_group(std::size_t max, Timeout
     if (stopped()) return stopped_status();
     if (SteadyClock::now() >= deadline) return Status::TimedOut("no event within the timeout");
     Deadline until = deadline;  // wake for the earliest delayed redelivery too
-    if (next_due != INT64_MAX) until = std::min(until, SteadyClock::now() + std::chrono::nanoseconds(next_due - now));
+    const Deadline wake = SteadyClock::now();
+    if (next_due != INT64_MAX && next_due - now < std::chrono::nanoseconds(deadline - wake).count()) {
+      until = wake + std::chrono::nanoseconds(next_due - now);
+    }
     wait_until(topic_->options().wait, topic_->data_bell(), until,
                [&] { return stopped() || group_->has_work(epoch); });
   }

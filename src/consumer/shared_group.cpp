@@ -392,7 +392,9 @@ Result<std::uint32_t> SharedGroup::nack(std::uint64_t instance, std::uint32_t pa
     p->due.insert(offset);
     due_count_.fetch_add(1, std::memory_order_release);
   } else {
-    delayed_.emplace(now_ns + delay_ns, std::make_pair(p, offset));
+    // Saturated: a delay of kForever (or near it) is due never, not at once.
+    const std::int64_t due = delay_ns >= INT64_MAX - now_ns ? INT64_MAX : now_ns + delay_ns;
+    delayed_.emplace(due, std::make_pair(p, offset));
     earliest_delayed_.store(delayed_.begin()->first, std::memory_order_release);
   }
   lock.unlock();

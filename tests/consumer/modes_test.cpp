@@ -260,6 +260,23 @@ TEST_CASE("an instance that leaves hands its unacked events to the others", "[mo
   CHECK(b.ack(held).is_invalid_argument());
 }
 
+TEST_CASE("a nack with a delay of kForever is never redelivered; other events flow", "[modes][shared]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 64});
+  auto c = *t.consumer({.name = "n", .individual_acks = true});
+  auto p = *t.producer();
+  REQUIRE(p.publish(Message{.data = "parked"}).ok());
+  auto e = c.poll(1s);
+  REQUIRE(e.ok());
+  REQUIRE(c.nack(*e, kForever).ok());  // due never (the delay saturates rather than wrapping to "now")
+  CHECK(c.poll(50ms).status().is_timed_out());
+  REQUIRE(p.publish(Message{.data = "next"}).ok());
+  auto next = c.poll(1s);
+  REQUIRE(next.ok());
+  CHECK(next->data() == "next");
+  CHECK(c.poll(20ms).status().is_timed_out());
+}
+
 TEST_CASE("nack redelivers; after max_redeliveries the event goes to the dead-letter topic with the reason",
           "[modes][shared]") {
   Bus bus;

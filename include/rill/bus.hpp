@@ -36,7 +36,12 @@ class Bus {
   // Fails: InvalidArgument (path is a file), NotFound (missing path and
   // create_if_missing off), AlreadyExists (another process writes the
   // path; the message names it), IOError (unwritable), Corruption
-  // (truncated or damaged data.mdb, unknown format version).
+  // (truncated data.mdb, damaged meta pages or path to a partition's newest
+  // event, an invalid stored topic configuration, unknown format version).
+  // Later, reading a partition whose log lacks an event it should hold
+  // fails with Corruption. Not detected: bytes changed inside a record
+  // (records carry no checksum), and a damaged page elsewhere, on which
+  // LMDB itself aborts the process when it reaches it.
   static Result<Bus> open(BusOptions options);
   Bus(Bus&&) noexcept;
   Bus& operator=(Bus&&) noexcept;

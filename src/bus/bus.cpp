@@ -30,6 +30,13 @@ class BusCore {
     if (!cursors.ok()) return cursors.status();
     std::map<std::uint32_t, std::shared_ptr<TopicCore>> by_id;
     for (StoredTopic& t : *stored) {
+      // A damaged configuration must not size rings or gates.
+      Status valid = validate_name("topic name", t.name);
+      if (valid.ok()) valid = validate_topic_options(t.options);
+      if (!valid.ok()) {
+        return Status::Corruption("store '" + log_->store().path() + "': the stored configuration of topic '" +
+                                  t.name + "' is invalid: " + std::string(valid.message()));
+      }
       std::string name = t.name;
       auto core = make_durable(std::move(t));
       by_id[core->durable()->stored.id] = core;

@@ -303,6 +303,12 @@ std::size_t ConsumerImpl::read_disk(Cursor& c, std::uint64_t end, std::size_t ma
   Status s = d.log->store().read(
       d.stored.dbs[c.partition], c.read, end, max,
       [&](const StoredEvent& se) { deliver_stored(n++, se, c.partition); }, first_kept);
+  if (topic_->closed()) {
+    // Deleted meanwhile: the store hands its databases to the next topic
+    // created, so what was read may not be this topic's.
+    error_ = stopped_status();
+    return 0;
+  }
   if (!s.ok()) {
     error_ = std::move(s);
     return 0;
@@ -382,6 +388,10 @@ std::size_t ConsumerImpl::copy_group(std::uint32_t partition, std::size_t n) {
         return 0;
       }
       i = j;
+    }
+    if (topic_->closed()) {  // deleted meanwhile: as read_disk
+      error_ = stopped_status();
+      return 0;
     }
   }
   std::size_t kept = 0;

@@ -100,6 +100,15 @@ bool decode_options(std::string_view text, std::uint32_t& id, TopicOptions& o) {
     o.precise_timestamps = j.at("precise_timestamps").get<bool>();
     o.max_consumers = j.at("max_consumers").get<std::uint32_t>();
     o.durability = Durability(j.at("durability").get<int>());
+    // Enumerations within their ranges (the rest of the options is checked
+    // by the bus, as for a new topic).
+    const int overflow = j.at("overflow").get<int>(), wait = j.at("wait").get<int>();
+    const int producers = j.at("producers").get<int>(), durability = j.at("durability").get<int>();
+    if (overflow < 0 || overflow > int(OverflowPolicy::kDropOldest) || wait < 0 ||
+        wait > int(WaitStrategy::kBusySpin) || producers < 0 || producers > int(ProducerMode::kSingle) ||
+        durability <= int(Durability::kNone) || durability > int(Durability::kSync)) {
+      return false;
+    }
     const auto& r = j.at("retention");
     o.retention.max_events = r.at("max_events").get<std::uint64_t>();
     o.retention.max_bytes = r.at("max_bytes").get<std::uint64_t>();
@@ -309,6 +318,8 @@ Result<PartitionDbs> Store::open_partition_dbs(MDB_txn* txn, std::uint32_t topic
                                                bool create) {
   const std::string suffix = std::to_string(topic_id) + "." + std::to_string(partition);
   PartitionDbs dbs;
+  dbs.topic_id = topic_id;
+  dbs.partition = partition;
   const unsigned flags = create ? MDB_CREATE : 0;
   int rc = mdb_dbi_open(txn, ("l" + suffix).c_str(), flags, &dbs.log);
   if (rc == 0) rc = mdb_dbi_open(txn, ("d" + suffix).c_str(), flags, &dbs.data);
@@ -557,6 +568,25 @@ Status Store::read(const PartitionDbs& dbs, std::uint64_t from, std::uint64_t en
   ReadScope r;
   if (Status s = begin_read(r); !s.ok()) return s;
   int rc = 0;
+  // The partition's bounds in the same snapshot: every offset from earliest
+  // to next - 1 is in the log, so one missing there is damage (retention
+  // deletes only below earliest). No state record (a dropped topic): no
+  // bound to check.
+  std::uint64_t stored_next = 0;
+  {
+    const std::string key = partition_key(dbs.topic_id, dbs.partition);
+    MDB_val pk = as_val(key), pv;
+    if (mdb_get(r.scoped.txn, meta_, &pk, &pv) == 0 && pv.mv_size == 24) {
+      const char* b = static_cast<const char*>(pv.mv_data);
+      if (from >= get_be(b, 8)) stored_next = get_be(b + 8, 8);
+    }
+  }
+  std::uint64_t expect = from;  // the next offset that must be there (below stored_next)
+  auto missing = [&] {
+    return Status::Corruption("store '" + path_ + "': offset " + std::to_string(expect) + " of partition " +
+                              std::to_string(dbs.partition) + " is missing from its log (kept offsets run to " +
+                              std::to_string(stored_next) + ")");
+  };
   MDB_cursor* cur = nullptr;
   if ((rc = mdb_cursor_open(r.scoped.txn, dbs.log, &cur)) != 0) return error(rc, "cannot read the log");
   OffsetKey start(from);
@@ -569,8 +599,15 @@ Status Store::read(const PartitionDbs& dbs, std::uint64_t from, std::uint64_t en
       break;
     }
     const std::uint64_t offset = get_be(static_cast<const char*>(k.mv_data), 8);
+    if (n == max) break;
+    if (offset > expect && expect < std::min(end, stored_next)) {
+      // Events before the hole go out first; the next read starts at it.
+      if (n == 0) out = missing();
+      break;
+    }
+    expect = offset + 1;
     if (n == 0) first_kept = std::min(offset, end);
-    if (offset >= end || n == max) break;
+    if (offset >= end) break;
     const char* h = static_cast<const char*>(v.mv_data);
     StoredEvent e;
     e.offset = offset;
@@ -599,6 +636,7 @@ Status Store::read(const PartitionDbs& dbs, std::uint64_t from, std::uint64_t en
   }
   mdb_cursor_close(cur);
   if (out.ok() && rc != 0 && rc != MDB_NOTFOUND) out = error(rc, "cannot read the log");
+  if (out.ok() && rc == MDB_NOTFOUND && n == 0 && expect < std::min(end, stored_next)) out = missing();
   return out;
 }
 

@@ -34,6 +34,8 @@ inline constexpr std::uint32_t kFormatVersion = 1;
 struct PartitionDbs {
   MDB_dbi log = 0;   // offset -> head record (timestamp, sizes, key, metadata)
   MDB_dbi data = 0;  // offset -> data bytes (absent when the data is empty)
+  std::uint32_t topic_id = 0;  // whose state record (meta p/<id><partition>) bounds the log
+  std::uint32_t partition = 0;
 };
 
 // What the store keeps per partition besides the events (restart reads only

@@ -11,6 +11,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -34,6 +35,25 @@ std::string payload(int i) {
   std::string s = "event-" + std::to_string(i);
   if (i % 7 == 0) s += std::string(300, char('a' + i % 26));
   return s;
+}
+
+// Edits a closed store with raw LMDB in one write transaction.
+void edit_raw(const std::string& path, const std::function<void(MDB_txn*)>& edit) {
+  MDB_env* env = nullptr;
+  REQUIRE(mdb_env_create(&env) == 0);
+  mdb_env_set_maxdbs(env, 64);
+  REQUIRE(mdb_env_open(env, path.c_str(), 0, 0600) == 0);
+  MDB_txn* txn = nullptr;
+  REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+  edit(txn);
+  REQUIRE(mdb_txn_commit(txn) == 0);
+  mdb_env_close(env);
+}
+
+MDB_dbi open_dbi(MDB_txn* txn, const std::string& name) {
+  MDB_dbi dbi = 0;
+  REQUIRE(mdb_dbi_open(txn, name.c_str(), 0, &dbi) == 0);
+  return dbi;
 }
 
 std::vector<std::string> drain(Consumer& c, Timeout first_wait = 2s) {
@@ -670,32 +690,102 @@ TEST_CASE("bad storage input gives a clear error and loses nothing", "[durable][
     CHECK(garbled.status().is_corruption());
 
     restore();
-    {
-      // An unknown format version, written with raw LMDB.
-      MDB_env* env = nullptr;
-      REQUIRE(mdb_env_create(&env) == 0);
-      mdb_env_set_maxdbs(env, 8);
-      REQUIRE(mdb_env_open(env, path.c_str(), 0, 0600) == 0);
-      MDB_txn* txn = nullptr;
-      MDB_dbi meta;
-      REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
-      REQUIRE(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
+    edit_raw(path, [](MDB_txn* txn) {  // an unknown format version
       char version[4] = {0, 0, 0, 99};
       MDB_val k{6, const_cast<char*>("format")}, v{4, version};
-      REQUIRE(mdb_put(txn, meta, &k, &v, 0) == 0);
-      REQUIRE(mdb_txn_commit(txn) == 0);
-      mdb_env_close(env);
-    }
+      REQUIRE(mdb_put(txn, open_dbi(txn, "meta"), &k, &v, 0) == 0);
+    });
     auto future = Bus::open(store_at(path));
     REQUIRE(!future.ok());
     CHECK(future.status().is_corruption());
     CHECK(future.status().to_string().find("format version 99") != std::string::npos);
+
+    // A damaged topic configuration (valid JSON, impossible values) must not
+    // size rings: Corruption naming the topic and the value.
+    auto config = [&](const std::string& from, const std::string& to) {
+      restore();
+      edit_raw(path, [&](MDB_txn* txn) {
+        const MDB_dbi topics = open_dbi(txn, "topics");
+        MDB_val k{1, const_cast<char*>("t")}, v;
+        REQUIRE(mdb_get(txn, topics, &k, &v) == 0);
+        std::string json(static_cast<const char*>(v.mv_data), v.mv_size);
+        const std::size_t at = json.find(from);
+        REQUIRE(at != std::string::npos);
+        json.replace(at, from.size(), to);
+        MDB_val nv{json.size(), json.data()};
+        REQUIRE(mdb_put(txn, topics, &k, &nv, 0) == 0);
+      });
+      return Bus::open(store_at(path)).status();
+    };
+    Status odd = config("\"capacity\":1024", "\"capacity\":1023");
+    CHECK(odd.is_corruption());
+    CHECK(odd.to_string().find("capacity is 1023") != std::string::npos);
+    CHECK(config("\"capacity\":1024", "\"capacity\":0").is_corruption());
+    CHECK(config("\"max_consumers\":", "\"max_consumers\":0,\"x\":").is_corruption());
+    CHECK(config("\"durability\":2", "\"durability\":0").is_corruption());
+    CHECK(config("\"wait\":0", "\"wait\":7").is_corruption());
 
     restore();  // the intact store opens and kept its event
     Bus bus = open_bus(path);
     auto c = bus.consumer("t", {.name = "c", .position = Position::earliest()});
     CHECK(c->poll(1s)->data() == "precious");
   }
+}
+
+TEST_CASE("an event missing from a partition's log is Corruption, not an endless wait", "[durable][faults]") {
+  TempDir dir;
+  const std::string path = dir.sub("store");
+  {
+    Bus bus = open_bus(path);
+    auto t = bus.create_topic("t", durable(Durability::kSync, 1, 16));
+    auto p = t->producer();
+    for (int i = 0; i < 10; ++i) REQUIRE(p->publish(Message{.data = std::to_string(i)}).ok());
+  }
+  edit_raw(path, [](MDB_txn* txn) {
+    // The topic's log database: l<id>.0 for the one topic there is.
+    MDB_dbi log = 0;
+    for (int id = 0; id < 4 && !log; ++id) {
+      MDB_dbi dbi = 0;
+      if (mdb_dbi_open(txn, ("l" + std::to_string(id) + ".0").c_str(), 0, &dbi) == 0) log = dbi;
+    }
+    REQUIRE(log != 0);
+    char key[8] = {0, 0, 0, 0, 0, 0, 0, 5};  // offset 5, big-endian
+    MDB_val k{8, key};
+    REQUIRE(mdb_del(txn, log, &k, nullptr) == 0);
+  });
+  Bus bus = open_bus(path);  // the newest record is intact: the open check passes
+  auto c = bus.consumer("t", {.name = "c", .position = Position::earliest()});
+  std::vector<std::string> got;
+  Status failed;
+  for (int i = 0; i < 20 && failed.ok(); ++i) {
+    auto e = c->poll(1s);
+    if (e.ok()) {
+      got.emplace_back(e->data());
+    } else {
+      failed = e.status();
+    }
+  }
+  CHECK(got == std::vector<std::string>{"0", "1", "2", "3", "4"});  // everything before the hole
+  CHECK(failed.is_corruption());
+  CHECK(failed.to_string().find("offset 5") != std::string::npos);
+  CHECK(c->poll(1s).status().is_corruption());  // stays there: no skipping, no TimedOut loop
+}
+
+TEST_CASE("a reader of a deleted durable topic never reads the topic that reuses its databases",
+          "[durable][faults]") {
+  TempDir dir;
+  Bus bus = open_bus(dir.sub("store"));
+  auto a = bus.create_topic("a", durable(Durability::kSync, 1, 16));
+  auto pa = a->producer();
+  for (int i = 0; i < 100; ++i) REQUIRE(pa->publish(Message{.data = "a-" + std::to_string(i)}).ok());
+  auto reader = a->consumer({.name = "r", .position = Position::earliest()});  // reads from disk
+  CHECK(reader->poll(1s)->data() == "a-0");
+  REQUIRE(bus.delete_topic("a").ok());
+  auto b = bus.create_topic("b", durable(Durability::kSync, 1, 16));
+  auto pb = b->producer();
+  for (int i = 0; i < 100; ++i) REQUIRE(pb->publish(Message{.data = "b-" + std::to_string(i)}).ok());
+  CHECK(reader->poll(100ms).status().is_closed());
+  CHECK(reader->poll_batch(10, 100ms).status().is_closed());
 }
 
 TEST_CASE("a full store fails publishes clearly and keeps everything committed", "[durable][faults]") {

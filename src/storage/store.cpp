@@ -221,6 +221,18 @@ Status Store::open_env(const BusOptions& options) {
     }
   }
 
+  // After the writer lock, so that a second writer learns which process
+  // holds the store.
+  struct stat dir {};
+  if (::stat(path_.c_str(), &dir) != 0) {
+    return Status::IOError("cannot stat store path '" + path_ + "': " + std::strerror(errno));
+  }
+  if (!register_in_process(dir.st_dev, dir.st_ino)) {
+    return Status::AlreadyExists("store '" + path_ + "' is already open in this process (pid " +
+                                 std::to_string(::getpid()) +
+                                 ", by another Bus): use that one; LMDB allows one handle per store and process");
+  }
+
   if (!fresh) {
     // LMDB maps the file and trusts its length: a truncated file would fault
     // on first access. Compare the size with what the meta pages claim.
@@ -300,6 +312,28 @@ Status Store::check_format(bool fresh) {
 
 Store::~Store() { close(); }
 
+namespace {
+std::mutex open_in_process_mu;
+std::set<std::pair<dev_t, ino_t>>& open_in_process() {
+  static auto* open = new std::set<std::pair<dev_t, ino_t>>();  // never destroyed: stores may close at exit
+  return *open;
+}
+}  // namespace
+
+bool Store::register_in_process(dev_t dev, ino_t ino) {
+  std::lock_guard<std::mutex> lock(open_in_process_mu);
+  if (!open_in_process().insert({dev, ino}).second) return false;
+  registered_ = std::pair(dev, ino);
+  return true;
+}
+
+void Store::unregister_in_process() noexcept {
+  if (!registered_) return;
+  std::lock_guard<std::mutex> lock(open_in_process_mu);
+  open_in_process().erase(*registered_);
+  registered_.reset();
+}
+
 void Store::close() noexcept {
   std::lock_guard<std::mutex> writer(write_mu_);
   std::unique_lock<std::shared_mutex> exclusive(txn_mu_);
@@ -310,6 +344,7 @@ void Store::close() noexcept {
   }
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
   lock_fd_ = -1;
+  unregister_in_process();
 }
 
 // ------------------------------------------------------------ control plane
@@ -494,7 +529,23 @@ Status Store::drop_topic(const StoredTopic& t) {
 Status Store::begin_read(ReadScope& r) {
   r.shared = std::shared_lock<std::shared_mutex>(txn_mu_);
   if (!env_) return closed_status();
-  const int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.scoped.txn);
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.scoped.txn);
+  if (rc == MDB_MAP_RESIZED) {
+    // Another process (the writer of a store open read-only here) grew the
+    // map: adopt its size, with no transaction open, and begin again.
+    r.shared.unlock();
+    {
+      std::unique_lock<std::shared_mutex> exclusive(txn_mu_);
+      if (!env_) return closed_status();
+      if ((rc = mdb_env_set_mapsize(env_, 0)) != 0) return error(rc, "cannot adopt the grown map");
+      MDB_envinfo info;
+      mdb_env_info(env_, &info);
+      map_size_ = std::max<std::uint64_t>(map_size_, info.me_mapsize);
+    }
+    r.shared.lock();
+    if (!env_) return closed_status();
+    rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.scoped.txn);
+  }
   if (rc != 0) return error(rc, "cannot begin a read transaction");
   return Status::Ok();
 }

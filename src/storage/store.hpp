@@ -13,14 +13,17 @@
 #pragma once
 
 #include <lmdb.h>
+#include <sys/types.h>
 
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "rill/options.hpp"
@@ -176,9 +179,18 @@ class Store {
   struct ReadScope;
   Status begin_read(ReadScope& r);
 
+  // LMDB allows one environment per file per process (a second one's close
+  // would drop the first one's locks): the directories open in this
+  // process, by device and inode. Registers this store's; false when the
+  // directory is open already. (A child forked without exec inherits the
+  // set; it must exec before opening stores anyway, as LMDB requires.)
+  bool register_in_process(dev_t dev, ino_t ino);
+  void unregister_in_process() noexcept;
+
   std::string path_;
   bool read_only_ = false;
   int lock_fd_ = -1;
+  std::optional<std::pair<dev_t, ino_t>> registered_;  // while in the process registry
   MDB_env* env_ = nullptr;
   MDB_dbi meta_ = 0, topics_ = 0, cursors_ = 0;
   std::uint64_t map_size_ = 0;

@@ -4,7 +4,9 @@
 #include <catch2/catch.hpp>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -605,6 +607,48 @@ TEST_CASE("a read-only bus reads durable topics and refuses writes", "[durable]"
   CHECK(bus->delete_topic("t").is_invalid_argument());
   auto c = topic->consumer({.name = "tool", .position = Position::earliest()});
   CHECK(drain(*c).size() == 10);
+  // One LMDB handle per store and process: a second open here, read-only or
+  // not, is refused while this one lives (closing it would drop the
+  // other's locks); another process may write meanwhile.
+  auto second = Bus::open(o);
+  CHECK(second.status().is_already_exists());
+  auto writer = Bus::open(store_at(path));
+  CHECK(writer.status().is_already_exists());
+  CHECK(writer.status().to_string().find("already open in this process") != std::string::npos);
+  bus->close();
+  auto after = Bus::open(store_at(path));
+  INFO(after.status().to_string());
+  CHECK(after.ok());
+}
+
+TEST_CASE("a read-only bus keeps reading after another process grows the map", "[durable]") {
+  TempDir dir;
+  const std::string path = dir.sub("store");
+  {
+    BusOptions o = store_at(path);
+    o.initial_map_size = 1 << 20;
+    auto bus = Bus::open(o);
+    REQUIRE(bus.ok());
+    auto t = bus->create_topic("t", durable(Durability::kSync));
+    auto p = t->producer();
+    for (int i = 0; i < 10; ++i) REQUIRE(p->publish(Message{.data = std::to_string(i)}).ok());
+  }
+  BusOptions ro = store_at(path);
+  ro.read_only = true;
+  ro.initial_map_size = 1 << 20;  // maps what the file holds now
+  auto bus = Bus::open(ro);
+  REQUIRE(bus.ok());
+  // Another process appends 6 MB: its map grows past this one's.
+  const char* argv[] = {RILL_STORE_WRITER, path.c_str(), "60", "100000", nullptr};
+  pid_t pid = 0;
+  REQUIRE(posix_spawn(&pid, RILL_STORE_WRITER, nullptr, nullptr, const_cast<char**>(argv), environ) == 0);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  auto c = bus->consumer("t", {.name = "tool", .position = Position::earliest()});
+  REQUIRE(c.ok());
+  CHECK(drain(*c) == std::vector<std::string>{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"});
 }
 
 TEST_CASE("deleting a durable topic removes it from the store", "[durable]") {

@@ -359,8 +359,12 @@ struct BusOptions {
   std::chrono::milliseconds async_fsync_interval{1000};
 
   // The LMDB map starts at initial_map_size and doubles whenever it is full,
-  // up to max_map_size; beyond that publishes fail with ResourceExhausted
-  // (what a full disk looks like). 0: no limit but the disk's.
+  // up to max_map_size; beyond that durable publishes fail with
+  // ResourceExhausted (what a full disk looks like) while the writer retries
+  // its group every 100 ms; they resume once it commits (a delete_topic
+  // freed room: in a map full to the last page even that fails, so leave
+  // headroom). Other storage failures stop durable publishing until the bus
+  // is reopened. 0: no limit but the disk's.
   std::uint64_t initial_map_size = std::uint64_t{64} << 20;
   std::uint64_t max_map_size = 0;
   // Most durable partitions (summed over topics) the environment can hold.

@@ -69,7 +69,8 @@ class Producer {
   // Allocates: only for events larger than kInlineEventBytes (one block).
   // Fails: InvalidArgument (too large, bad partition: nothing published),
   //   Full (policy kFail), TimedOut, Closed; durable topics: the storage
-  //   failure (IOError, ResourceExhausted) that stopped the writer. A sync
+  //   failure that stopped the writer (IOError; ResourceExhausted while the
+  //   map is full, see BusOptions::max_map_size). A sync
   //   publish that fails with TimedOut or Closed after the append may still
   //   be committed.
   Result<EventId> publish(const Message& m, Timeout timeout = kForever);

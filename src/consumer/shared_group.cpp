@@ -331,11 +331,12 @@ void SharedGroup::settle(Part& p) {
   topic_.after_ack();
 }
 
-bool SharedGroup::acks_snapshot(std::uint32_t partition, std::uint64_t& base, std::string& acked_above) {
+bool SharedGroup::acks_snapshot(std::uint32_t partition, std::uint64_t& base, std::string& acked_above,
+                                std::uint64_t& version) {
   std::lock_guard<std::mutex> lock(mu_);
   Part* p = part_of(partition);
   if (!p || p->version == p->saved_version) return false;
-  p->saved_version = p->version;
+  version = p->version;
   base = p->base;
   std::size_t bits = p->entries.size();
   while (bits > 0 && !p->entries[bits - 1].acked) --bits;
@@ -344,6 +345,11 @@ bool SharedGroup::acks_snapshot(std::uint32_t partition, std::uint64_t& base, st
     if (p->entries[i].acked) acked_above[i / 8] = char(std::uint8_t(acked_above[i / 8]) | (1u << (i % 8)));
   }
   return true;
+}
+
+void SharedGroup::acks_saved(std::uint32_t partition, std::uint64_t version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (Part* p = part_of(partition)) p->saved_version = std::max(p->saved_version, version);
 }
 
 Status SharedGroup::ack(std::uint64_t instance, std::uint32_t partition, std::uint64_t offset) {

@@ -105,9 +105,14 @@ class SharedGroup {
                              std::int64_t delay_ns, std::int64_t now_ns, std::uint32_t max_deliveries, bool& dead);
 
   // Durable topics, the writer: the partition's base and the bitmap of
-  // offsets acked above it (StoredCursor::acked_above). False when nothing
-  // changed since the last snapshot. Allocates: the bitmap.
-  bool acks_snapshot(std::uint32_t partition, std::uint64_t& base, std::string& acked_above);
+  // offsets acked above it (StoredCursor::acked_above), and the version
+  // they reflect. False when nothing changed since the last one saved.
+  // Allocates: the bitmap.
+  bool acks_snapshot(std::uint32_t partition, std::uint64_t& base, std::string& acked_above,
+                     std::uint64_t& version);
+  // The snapshot of `version` is committed (a failed commit does not call
+  // this, so the next group takes the acks again).
+  void acks_saved(std::uint32_t partition, std::uint64_t version);
 
  private:
   static constexpr std::size_t kSlots = 256;
@@ -136,7 +141,7 @@ class SharedGroup {
     std::set<std::uint64_t> due;               // offsets ready for redelivery, in order
     std::atomic<std::uint64_t>* durable_acked = nullptr;
     std::uint64_t version = 0;        // acks so far (durable: what the writer saves)
-    std::uint64_t saved_version = 0;  // version at the last acks_snapshot
+    std::uint64_t saved_version = 0;  // version of the last snapshot committed (acks_saved)
   };
 
   // Lossy rings: how far past the first unacked event the group hands

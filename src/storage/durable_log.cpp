@@ -25,6 +25,10 @@ struct CursorChange {
   std::uint32_t partition;
   std::uint64_t value;  // kNoPosition: delete
   std::string acked_above{};  // individual acks: offsets acked above `value`
+  // Individual acks: the group and the version of its snapshot, marked
+  // saved once committed (SharedGroup::acks_saved).
+  std::shared_ptr<SharedGroup> group{};
+  std::uint64_t group_version = 0;
 };
 
 }  // namespace
@@ -81,11 +85,12 @@ Status DurableLog::failure() const {
   return failure_;
 }
 
-void DurableLog::fail(Status s) noexcept {
+void DurableLog::fail(Status s, bool retry) noexcept {
   {
     std::lock_guard<std::mutex> lock(failure_mu_);
-    if (failed_.load()) return;
+    if (failed_.load() && !retrying_) return;  // the first sticky failure stays
     failure_ = std::move(s);
+    retrying_ = retry;
     failed_.store(true, std::memory_order_release);
   }
   durable_bell_.wake_all();
@@ -93,6 +98,12 @@ void DurableLog::fail(Status s) noexcept {
     t->space_bell().wake_all();
     t->wake_consumers();
   }
+}
+
+void DurableLog::recover() noexcept {
+  std::lock_guard<std::mutex> lock(failure_mu_);
+  retrying_ = false;
+  failed_.store(false, std::memory_order_release);  // failure_ stays: a racing reader may still report it
 }
 
 DurableLog::Pending DurableLog::pending() const noexcept {
@@ -121,6 +132,7 @@ void DurableLog::finish_batch(BatchRequest& request, Status status) {
 
 void DurableLog::run() noexcept {
   Deadline last_commit = SteadyClock::now();
+  Deadline next_retry{};
   for (;;) {
     const bool stopping = stop_.load(std::memory_order_acquire);
     BatchRequest* batch = nullptr;
@@ -134,11 +146,24 @@ void DurableLog::run() noexcept {
       }
     }
     std::unique_lock<std::mutex> topics_lock(topics_mu_);
+    if (failed() && retrying_ && (stopping || SteadyClock::now() >= next_retry)) {
+      // A full map: try the group again (at close, one last time).
+      Status s = commit_group(stopping, !stopping);
+      if (s.ok()) {
+        recover();
+        last_commit = SteadyClock::now();
+      } else {
+        const bool retry = s.is_resource_exhausted();
+        fail(std::move(s), retry);
+        next_retry = SteadyClock::now() + kFullRetry;
+      }
+    }
     if (failed()) {
       topics_lock.unlock();
       if (batch) finish_batch(*batch, failure());
       if (stopping) return;
-      writer_bell_.sleep([&] { return stop_.load() || batches_queued_.load() != 0; }, SteadyClock::now() + std::chrono::milliseconds(50));
+      writer_bell_.sleep([&] { return stop_.load() || batches_queued_.load() != 0; },
+                         SteadyClock::now() + std::chrono::milliseconds(50));
       continue;
     }
     if (batch) {
@@ -184,7 +209,11 @@ void DurableLog::run() noexcept {
           writer_bell_.sleep(gathered, std::min(until, t + std::chrono::microseconds(25)));
         }
       }
-      if (Status s = commit_group(stopping, !stopping); !s.ok()) fail(std::move(s));
+      if (Status s = commit_group(stopping, !stopping); !s.ok()) {
+        const bool retry = s.is_resource_exhausted();
+        fail(std::move(s), retry);
+        next_retry = SteadyClock::now() + kFullRetry;
+      }
       last_commit = SteadyClock::now();
       if (stopping) return;
       continue;
@@ -217,7 +246,10 @@ Status DurableLog::commit_group(bool force_sync, bool capped) {
       for (std::uint32_t p = 0; p < t->partitions(); ++p) {
         if (ns.group && ns.group->reads(p)) {  // individual acks: the base and the acked set above it
           CursorChange c{t.get(), name, p, 0};
-          if (ns.group->acks_snapshot(p, c.value, c.acked_above)) cursors.push_back(std::move(c));
+          if (ns.group->acks_snapshot(p, c.value, c.acked_above, c.group_version)) {
+            c.group = ns.group;
+            cursors.push_back(std::move(c));
+          }
           continue;
         }
         const std::uint64_t v = ns.acked[p].load(std::memory_order_acquire);
@@ -310,7 +342,17 @@ Status DurableLog::commit_group(bool force_sync, bool capped) {
     }
     return Status::Ok();
   }, /*durable=*/sync_needed);
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    // Nothing was written: the next attempt (a full map is retried) must
+    // still delete the removed names' cursors and write the acks.
+    for (const CursorChange& c : cursors) {
+      if (c.value != kNoPosition || c.partition != 0) continue;  // one entry per removed name
+      std::lock_guard<std::mutex> lock(c.topic->registry_mutex());
+      c.topic->removed_names_locked().push_back(c.name);
+    }
+    acks_dirty_.store(true, std::memory_order_relaxed);
+    return s;
+  }
   if (sync_needed) last_fsync_ = SteadyClock::now();
 
   waiters_at_last_commit_ = waiting_for_commit();
@@ -331,7 +373,10 @@ Status DurableLog::commit_group(bool force_sync, bool capped) {
     if (c.value == kNoPosition) continue;
     std::lock_guard<std::mutex> lock(c.topic->registry_mutex());
     auto& names = c.topic->names_locked();
-    if (auto it = names.find(c.name); it != names.end()) it->second.persisted[c.partition] = c.value;
+    auto it = names.find(c.name);
+    if (it == names.end()) continue;
+    it->second.persisted[c.partition] = c.value;
+    if (c.group && it->second.group == c.group) c.group->acks_saved(c.partition, c.group_version);
   }
   durable_bell_.notify();
   return Status::Ok();
@@ -429,7 +474,10 @@ Status DurableLog::execute_batch(BatchRequest& r) {
   // committing what lies below the holds, since producers may be waiting
   // for us.
   auto make_progress = [&]() -> Status {
-    if (Status s = commit_group(false, true); !s.ok()) return s;
+    if (Status s = commit_group(false, true); !s.ok()) {
+      fail(s);  // below the holds only, but the batch ends here: stop for good, as after its own group
+      return s;
+    }
     std::this_thread::yield();
     return Status::Ok();
   };
@@ -496,7 +544,13 @@ Status DurableLog::execute_batch(BatchRequest& r) {
   }
   for (const BatchRequest::Ack& a : r.acks) raise_position(*a.acked, a.next);
   release_holds();
-  return commit_group(true, false);
+  if (Status s = commit_group(true, false); !s.ok()) {
+    // Its events are in the rings now, and its acks raised: a later group
+    // would commit them after the batch reported failure. Stop for good.
+    fail(s);
+    return s;
+  }
+  return Status::Ok();
 }
 
 }  // namespace rill::detail

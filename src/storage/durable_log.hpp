@@ -140,9 +140,14 @@ class DurableLog {
   // nothing of it was published).
   Status run_batch(BatchRequest& request, Deadline deadline);
 
-  // Ok, or the sticky failure that stopped the writer.
+  // The failure that stopped the writer (when failed()). Sticky, except a
+  // full map (ResourceExhausted at BusOptions::max_map_size) in a regular
+  // group: the writer retries that group every kFullRetry and resumes once
+  // it commits (a deleted topic or a retention trim elsewhere freed room).
+  // After a recovery failure() still returns the last failure.
   Status failure() const;
   bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
+  static constexpr std::chrono::milliseconds kFullRetry{100};
 
  private:
   explicit DurableLog(std::unique_ptr<Store> store, const BusOptions& options);
@@ -152,7 +157,10 @@ class DurableLog {
   // group. REQUIRES: topics_mu_ held (the writer).
   Status commit_group(bool force_sync, bool capped);
   Status execute_batch(BatchRequest& r);
-  void fail(Status s) noexcept;
+  // Stops durable publishing with `s`; `retry`: a full map, which the
+  // writer retries (see failure()).
+  void fail(Status s, bool retry = false) noexcept;
+  void recover() noexcept;
   // Events published but not yet committed, over the durable partitions.
   // REQUIRES: topics_mu_ held.
   struct Pending {
@@ -204,6 +212,7 @@ class DurableLog {
   mutable std::mutex failure_mu_;
   Status failure_;
   std::atomic<bool> failed_{false};
+  bool retrying_ = false;  // failed_ by a full map (writer thread only)
 };
 
 }  // namespace rill::detail

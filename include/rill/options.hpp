@@ -48,7 +48,8 @@ enum class WaitStrategy : std::uint8_t {
 
 // Who publishes to a topic.
 enum class ProducerMode : std::uint8_t {
-  // Any number of Producer handles at once. Claims with one fetch_add.
+  // Any number of Producer handles at once. Claims with a compare-and-swap
+  // when the room is there.
   kMulti,
   // At most one live Producer handle: the fast path with no read-modify-
   // write. A second producer is refused with AlreadyExists.
@@ -264,10 +265,16 @@ struct ConsumerOptions {
   // over partitions and polls); it goes short only when the pull's timeout
   // expires or the consumer closes, so a stream's tail is not held back.
   // Memory: n Events, reserved at the first pull. At most the topic's
-  // capacity (a batch's events stay unacked until it is handed out):
-  // Topic::consumer refuses more with InvalidArgument.
+  // capacity on memory-only topics whose producers wait for (or fail on)
+  // their readers (a batch's events stay unacked until it is handed out),
+  // else at most kMaxPullBatch: Topic::consumer refuses more with
+  // InvalidArgument.
   std::uint32_t pull_batch_size = 0;
 };
+
+// The largest ConsumerOptions::pull_batch_size on topics that do not bound
+// it by their capacity.
+inline constexpr std::uint32_t kMaxPullBatch = 1u << 20;
 
 struct Message;  // rill/producer.hpp
 

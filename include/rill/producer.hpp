@@ -70,9 +70,9 @@ class Producer {
   // Fails: InvalidArgument (too large, bad partition: nothing published),
   //   Full (policy kFail), TimedOut, Closed; durable topics: the storage
   //   failure that stopped the writer (IOError; ResourceExhausted while the
-  //   map is full, see BusOptions::max_map_size). A sync
-  //   publish that fails with TimedOut or Closed after the append may still
-  //   be committed.
+  //   map is full, see BusOptions::max_map_size). A sync publish that fails
+  //   after the append (TimedOut, Closed, or a storage failure whose
+  //   message says the event was appended) may still be committed.
   Result<EventId> publish(const Message& m, Timeout timeout = kForever);
   // The same for a message of views (no partition, no Buffer), untimed.
   Result<EventId> publish(std::string_view key, std::string_view metadata, std::string_view data) {

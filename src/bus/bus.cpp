@@ -224,12 +224,19 @@ Result<Consumer> Topic::consumer(ConsumerOptions options) const {
   if (Status s = detail::validate_name("consumer name", options.name); !s.ok()) return s;
   if (options.max_batch < 1) return Status::InvalidArgument("max_batch is 0; it must be at least 1");
   options.max_batch = std::min(options.max_batch, core_->options().capacity);
-  if (options.pull_batch_size > core_->options().capacity) {
-    // The batch holds its events unacked: past the capacity it could never
-    // fill on a ring that waits for its readers.
-    return Status::InvalidArgument("pull_batch_size " + std::to_string(options.pull_batch_size) +
-                                   " exceeds the capacity of topic '" + core_->name() + "' (" +
-                                   std::to_string(core_->options().capacity) + ")");
+  {
+    // A fixed pull batch holds its events unacked: on a ring whose
+    // producers wait for (or fail on) its readers it could never fill past
+    // the capacity. Elsewhere (durable, kDropOldest) only its memory bounds it.
+    const TopicOptions& t = core_->options();
+    const bool readers_hold = !core_->durable() && t.overflow != OverflowPolicy::kDropOldest;
+    const std::uint32_t most = readers_hold ? t.capacity : kMaxPullBatch;
+    if (options.pull_batch_size > most) {
+      return Status::InvalidArgument("pull_batch_size " + std::to_string(options.pull_batch_size) + " exceeds " +
+                                     (readers_hold ? "the capacity of topic '" + core_->name() + "' ("
+                                                   : std::string("the limit (")) +
+                                     std::to_string(most) + ")");
+    }
   }
   if (options.batch_linger.count() < 0) return Status::InvalidArgument("batch_linger is negative");
   options.min_batch = std::clamp<std::uint32_t>(options.min_batch, 1, options.max_batch);

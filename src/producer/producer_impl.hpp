@@ -134,10 +134,13 @@ class ProducerImpl {
   bool stopped() const noexcept {
     return closed_.load(std::memory_order_relaxed) || topic_->closed() || (log_ && log_->failed());
   }
-  // Why a stopped producer stopped: the storage failure, or Closed.
+  // Why a stopped producer stopped: Closed, or the storage failure (also
+  // when a full map's retry has just cleared it: it stopped this call).
   Status stop_status() const {
-    if (log_ && log_->failed()) return log_->failure();
-    return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
+    if (closed_.load(std::memory_order_relaxed) || topic_->closed() || !log_) {
+      return Status::Closed("producer or topic '" + topic_->name() + "' is closed");
+    }
+    return log_->failure();
   }
 
   // Durable topics: a publish that crosses a multiple of the writer's group

@@ -375,6 +375,10 @@ Status DurableLog::commit_group(bool force_sync, bool capped) {
     auto& names = c.topic->names_locked();
     auto it = names.find(c.name);
     if (it == names.end()) continue;
+    // Removed since the snapshot and registered again: the new one's acks
+    // are not on disk (the next group deletes the old cursor).
+    const auto& removed = c.topic->removed_names_locked();
+    if (std::find(removed.begin(), removed.end(), c.name) != removed.end()) continue;
     it->second.persisted[c.partition] = c.value;
     if (c.group && it->second.group == c.group) c.group->acks_saved(c.partition, c.group_version);
   }
@@ -387,8 +391,16 @@ Status DurableLog::wait_committed(TopicCore& topic, std::uint32_t partition, std
   DurablePartition& dp = topic.durable()->parts[partition];
   auto done = [&] { return dp.committed.load(std::memory_order_acquire) > offset; };
   if (done()) return Status::Ok();
+  // Whether a failure ended the wait, noted when seen: a full map's retry
+  // may clear failed() again before we report.
+  bool failure_seen = false;
   auto stop = [&] {
-    return done() || failed() || topic.closed() || stop_.load(std::memory_order_acquire) ||
+    if (done()) return true;
+    if (failed()) {
+      failure_seen = true;
+      return true;
+    }
+    return topic.closed() || stop_.load(std::memory_order_acquire) ||
            (cancelled && cancelled->load(std::memory_order_relaxed));
   };
   // A commit takes long enough (its fsyncs) that yielding through it only
@@ -399,7 +411,10 @@ Status DurableLog::wait_committed(TopicCore& topic, std::uint32_t partition, std
   wait_until(WaitStrategy::kBlocking, durable_bell_, deadline, stop, /*yields=*/0);
   unregister_waiter(slot);
   if (done()) return Status::Ok();
-  if (failed()) return failure();
+  if (failure_seen || failed()) {
+    return failure().with_context("the event was appended but not committed; it may still be if the writer "
+                                  "recovers (a full map is retried)");
+  }
   if (topic.closed() || stop_.load() || (cancelled && cancelled->load())) {
     return Status::Closed("closed before the event was committed; it may or may not be on disk");
   }

@@ -143,8 +143,8 @@ class DurableLog {
   // The failure that stopped the writer (when failed()). Sticky, except a
   // full map (ResourceExhausted at BusOptions::max_map_size) in a regular
   // group: the writer retries that group every kFullRetry and resumes once
-  // it commits (a deleted topic or a retention trim elsewhere freed room).
-  // After a recovery failure() still returns the last failure.
+  // it commits (delete_topic freed room). After a recovery failure() still
+  // returns the last failure (for callers that saw failed() just before).
   Status failure() const;
   bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
   static constexpr std::chrono::milliseconds kFullRetry{100};

@@ -530,9 +530,10 @@ Status Store::begin_read(ReadScope& r) {
   r.shared = std::shared_lock<std::shared_mutex>(txn_mu_);
   if (!env_) return closed_status();
   int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.scoped.txn);
-  if (rc == MDB_MAP_RESIZED) {
+  for (int tries = 0; rc == MDB_MAP_RESIZED && tries < 8; ++tries) {
     // Another process (the writer of a store open read-only here) grew the
-    // map: adopt its size, with no transaction open, and begin again.
+    // map: adopt its size, with no transaction open, and begin again (it
+    // may grow again meanwhile).
     r.shared.unlock();
     {
       std::unique_lock<std::shared_mutex> exclusive(txn_mu_);

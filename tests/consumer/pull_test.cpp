@@ -602,7 +602,7 @@ TEST_CASE("a fixed pull batch waits for n events over partitions; it goes short 
   CHECK_FALSE(*end);
 }
 
-TEST_CASE("a fixed pull batch larger than the topic's capacity is refused", "[pull][batch][errors]") {
+TEST_CASE("a fixed pull batch that could never fill is refused", "[pull][batch][errors]") {
   Bus bus;
   auto t = make_topic(bus, {.capacity = 8});
   ConsumerOptions o{.name = "c"};
@@ -610,6 +610,12 @@ TEST_CASE("a fixed pull batch larger than the topic's capacity is refused", "[pu
     o.pull_batch_size = n;
     CHECK(t.consumer(o).status().is_invalid_argument());  // could never fill: the ring waits for it
   }
+  // Where producers do not wait for readers only memory bounds it.
+  auto lossy = *bus.create_topic("lossy", {.capacity = 8, .overflow = OverflowPolicy::kDropOldest});
+  o.pull_batch_size = 16;
+  CHECK(lossy.consumer(o).ok());
+  o.pull_batch_size = kMaxPullBatch + 1;
+  CHECK(lossy.consumer(o).status().is_invalid_argument());
   o.pull_batch_size = 8;  // the whole ring: fills
   auto c = *t.consumer(o);
   auto p = *t.producer();

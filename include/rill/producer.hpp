@@ -85,9 +85,9 @@ class Producer {
   // Elsewhere the same as publish().
   Result<EventId> publish_async(const Message& m, Timeout timeout = kForever);
   // Waits until the event `id` (returned by a publish on this topic) is
-  // committed (kSync: and fsynced). Ok at once on memory-only topics.
-  // Fails: InvalidArgument (never published), TimedOut, Closed, the
-  // storage failure.
+  // committed (kSync: and fsynced). Ok at once on memory-only topics (for
+  // an event that was published). Fails: InvalidArgument (never
+  // published), TimedOut, Closed, the storage failure.
   Status wait_durable(EventId id, Timeout timeout = kForever);
 
   // Never blocks: Full when the ring has no room right now.

@@ -288,6 +288,10 @@ Status Bus::commit(WriteBatch& batch, Timeout timeout) {
   if (!log) return Status::InvalidArgument("commit() needs a bus opened with a path");
   if (log->read_only()) return Status::InvalidArgument("the bus is open read-only");
   detail::BatchRequest& r = batch.request();
+  if (r.items.empty() && r.acks.empty()) {  // nothing to commit (and nothing to wait for)
+    r.ids.clear();
+    return Status::Ok();
+  }
   std::map<std::pair<const detail::TopicCore*, std::uint32_t>, std::size_t> per_partition;
   for (const auto& item : r.items) {
     if (item.topic->durable()->log.get() != log) {

@@ -357,7 +357,7 @@ Status Producer::wait_durable(EventId id, Timeout timeout) {
   if (id.partition >= impl_->topic_->partitions()) {
     return Status::InvalidArgument("wait_durable: partition " + std::to_string(id.partition) + " is out of range");
   }
-  if (impl_->log_ && id.offset >= impl_->topic_->ring(id.partition).handed_out()) {
+  if (id.offset >= impl_->topic_->ring(id.partition).handed_out()) {  // memory-only topics too
     return Status::InvalidArgument("wait_durable: offset " + std::to_string(id.offset) + " was never published");
   }
   return impl_->wait_durable(id, detail::deadline_after(timeout));

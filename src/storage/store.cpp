@@ -496,20 +496,20 @@ Status Store::drop_topic(const StoredTopic& t) {
   return write([&](WriteTxn& w) -> Status {
     MDB_val nk = as_val(t.name);
     int rc = mdb_del(w.txn_, topics_, &nk, nullptr);
-    if (rc != 0 && rc != MDB_NOTFOUND) return error(rc, "cannot delete topic '" + t.name + "'");
+    if (rc != 0 && rc != MDB_NOTFOUND) return w.check(rc, "cannot delete topic '" + t.name + "'");
     for (std::uint32_t p = 0; p < t.options.partitions; ++p) {
       // Emptied, not deleted: the handles stay valid for readers still in
       // flight, and the next topic given this id reuses the databases.
-      if ((rc = mdb_drop(w.txn_, t.dbs[p].log, 0)) != 0) return error(rc, "cannot empty a partition");
-      if ((rc = mdb_drop(w.txn_, t.dbs[p].data, 0)) != 0) return error(rc, "cannot empty a partition");
+      if ((rc = mdb_drop(w.txn_, t.dbs[p].log, 0)) != 0) return w.check(rc, "cannot empty a partition");
+      if ((rc = mdb_drop(w.txn_, t.dbs[p].data, 0)) != 0) return w.check(rc, "cannot empty a partition");
       const std::string key = partition_key(t.id, p);
       MDB_val pk = as_val(key);
       rc = mdb_del(w.txn_, meta_, &pk, nullptr);
-      if (rc != 0 && rc != MDB_NOTFOUND) return error(rc, "cannot delete a partition state");
+      if (rc != 0 && rc != MDB_NOTFOUND) return w.check(rc, "cannot delete a partition state");
     }
     // Cursors of this topic: keys start with the big-endian topic id.
     MDB_cursor* cur = nullptr;
-    if ((rc = mdb_cursor_open(w.txn_, cursors_, &cur)) != 0) return error(rc, "cannot read cursors");
+    if ((rc = mdb_cursor_open(w.txn_, cursors_, &cur)) != 0) return w.check(rc, "cannot read cursors");
     char prefix[4];
     put_be(prefix, t.id, 4);
     MDB_val k{4, prefix}, v;
@@ -519,7 +519,7 @@ Status Store::drop_topic(const StoredTopic& t) {
       if ((rc = mdb_cursor_del(cur, 0)) != 0) break;
     }
     mdb_cursor_close(cur);
-    if (rc != 0 && rc != MDB_NOTFOUND) return error(rc, "cannot delete cursors");
+    if (rc != 0 && rc != MDB_NOTFOUND) return w.check(rc, "cannot delete cursors");
     return Status::Ok();
   }, /*durable=*/true);
 }

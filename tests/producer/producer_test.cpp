@@ -196,7 +196,11 @@ TEST_CASE("a single-producer topic admits one live producer", "[producer]") {
   }
   auto again = t.producer();
   REQUIRE(again.ok());
-  REQUIRE(again->publish("", "", "x").ok());
+  auto id = again->publish("", "", "x");
+  REQUIRE(id.ok());
+  // Memory-only: a published event is as durable as it gets; a made-up id is refused.
+  CHECK(again->wait_durable(*id).ok());
+  CHECK(again->wait_durable(EventId{0, id->offset + 1}).is_invalid_argument());
 }
 
 TEST_CASE("closing a producer from another thread ends its blocked publish", "[producer][lifecycle]") {

@@ -345,7 +345,10 @@ class Pipeline {
   Status start();
   // Stops sources, then every other stage in the order of the data flow,
   // each finishing (publishing and acking) the batch in hand; events still
-  // in the topics stay there for the next run. Idempotent.
+  // in the topics stay there for the next run. A stage whose publish stays
+  // blocked on a full topic (a reader outside the pipeline holds it) gives
+  // up after a second, leaving that batch unacked (delivered again to the
+  // next run). Idempotent.
   void stop();
   // Waits until the pipeline has drained: every source ended and every
   // stage acked everything in its input. Ok, or TimedOut, or Closed when

@@ -1,6 +1,7 @@
 #include "pipeline/stage.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <utility>
 
 #include "common/dead_letter.hpp"
@@ -279,9 +280,24 @@ void Stage::request_stop(bool hard) {
   {
     std::lock_guard<std::mutex> lock(pause_mu_);
     if (hard) hard_stop_.store(true, std::memory_order_release);
+    stop_requested_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     stop_.store(true, std::memory_order_release);
   }
   pause_cv_.notify_all();
+}
+
+bool Stage::give_up_publishing() const {
+  if (hard_stop_.load(std::memory_order_acquire)) return true;
+  const auto now = std::chrono::steady_clock::now();
+  if (stopping()) {
+    // Downstream stages stop after this one, so a blocked publish usually
+    // completes; one whose topic a reader outside the pipeline holds full
+    // would never end the stop.
+    const std::chrono::steady_clock::time_point asked{
+        std::chrono::steady_clock::duration(stop_requested_ns_.load(std::memory_order_relaxed))};
+    if (now - asked >= kStopGrace) return true;
+  }
+  return draining_.load(std::memory_order_acquire) && now >= drain_deadline_;
 }
 
 void Stage::request_drain(std::chrono::steady_clock::time_point deadline) {
@@ -494,8 +510,31 @@ void Stage::dead_letter(Worker& w, std::size_t input, const Event& e, const std:
                          {"partition", e.partition()},
                          {"offset", e.offset()},
                          {"attempts", attempts}};
-  const std::string metadata = dead_letter_metadata(e.metadata(), std::move(info));
-  w.dead_letters.emit(Message{e.key(), metadata, e.data(), {}, kAnyPartition});
+  // It must fit the dead-letter topic (a publish refused there would end the
+  // stage): past its limit the data goes first, then the original metadata,
+  // then the key; the report says what was dropped.
+  const std::size_t limit = dead_letter_ ? dead_letter_->options().max_event_size : SIZE_MAX;
+  std::string_view key = e.key(), data = e.data();
+  std::string metadata = dead_letter_metadata(e.metadata(), info);
+  auto fits = [&] { return key.size() + metadata.size() + data.size() <= limit; };
+  if (!fits()) {
+    info["dropped_data_bytes"] = data.size();
+    data = {};
+    metadata = dead_letter_metadata(e.metadata(), info);
+  }
+  if (!fits()) metadata = dead_letter_metadata({}, info);
+  if (!fits()) {
+    info["dropped_key"] = true;
+    key = {};
+    metadata = dead_letter_metadata({}, info);
+  }
+  if (!fits()) {
+    // Only a reason longer than the limit is left: keep its start.
+    info["reason"] = reason.substr(0, limit / 2);
+    metadata = dead_letter_metadata({}, info);
+    if (!fits()) metadata.clear();
+  }
+  w.dead_letters.emit(Message{key, metadata, data, {}, kAnyPartition});
 }
 
 bool Stage::publish_all(Producer& p, std::span<const Message> messages) {
@@ -508,7 +547,7 @@ bool Stage::publish_all(Producer& p, std::span<const Message> messages) {
     }
     const Status::Code code = n.status().code();
     if (code == Status::Code::kTimedOut || code == Status::Code::kFull) {
-      if (hard_stop_.load(std::memory_order_acquire)) return false;  // give up; input stays unacked
+      if (give_up_publishing()) return false;  // input stays unacked
       continue;
     }
     if (code != Status::Code::kClosed) note_error("publish: " + n.status().to_string());
@@ -581,9 +620,22 @@ bool Stage::drained(const Worker& w) const {
   for (std::size_t i = 0; i < inputs_.size(); ++i) {
     Result<std::vector<std::uint64_t>> at = inputs_[i].positions(consumer_name());
     if (!at.ok()) continue;
-    for (std::uint32_t p : w.partitions) {
+    auto behind = [&](std::uint32_t p) {
       const std::uint64_t next = (*at)[p] == Topic::kNotRead ? 0 : (*at)[p];
-      if (next < drain_target_[i][p]) return false;
+      return next < drain_target_[i][p];
+    };
+    // One worker reads every partition of every input (inputs of a
+    // one-thread join may differ in partitions); several read their share
+    // of co-partitioned inputs.
+    const std::size_t parts = std::min(drain_target_[i].size(), at->size());
+    if (workers_.size() == 1) {
+      for (std::uint32_t p = 0; p < parts; ++p) {
+        if (behind(p)) return false;
+      }
+    } else {
+      for (std::uint32_t p : w.partitions) {
+        if (p < parts && behind(p)) return false;
+      }
     }
   }
   return true;

@@ -107,6 +107,10 @@ class Stage {
   // `input` and acks them. False: stopping before it could.
   bool deliver(Worker& w, std::size_t input, std::span<const Event> handled);
   bool publish_all(Producer& p, std::span<const Message> messages);
+  // A publish blocked on a full topic gives up (its input stays unacked):
+  // on a hard stop, kStopGrace after a stop, or past a drain's deadline.
+  bool give_up_publishing() const;
+  static constexpr std::chrono::seconds kStopGrace{1};
   bool drained(const Worker& w) const;
   // The wait before retry number attempt + 1 (RetryPolicy).
   std::chrono::nanoseconds backoff(std::uint32_t attempt) const;
@@ -138,6 +142,8 @@ class Stage {
 
   std::atomic<bool> stop_{false};
   std::atomic<bool> hard_stop_{false};
+  // When request_stop came (steady_clock ticks), for give_up_publishing.
+  std::atomic<std::chrono::steady_clock::rep> stop_requested_ns_{0};
   std::atomic<bool> draining_{false};
   std::vector<std::vector<std::uint64_t>> drain_target_;  // per input, next offsets at request_drain; set before draining_
   std::chrono::steady_clock::time_point drain_deadline_{};

@@ -275,6 +275,38 @@ TEST_CASE("a failing stage retries, then dead-letters with error, stage and orig
   CHECK(s.running);
 }
 
+TEST_CASE("a dead letter too large for its topic drops the data, not the stage", "[pipeline]") {
+  Bus bus;
+  auto in = *bus.create_topic("in", {.capacity = 64, .max_event_size = 4096});
+  REQUIRE(bus.create_topic("dead", {.capacity = 64, .max_event_size = 1024}).ok());
+  Pipeline pipeline(bus);
+  REQUIRE(pipeline
+              .transform("always", flat_map([](const Event&, Emitter&) { throw std::runtime_error("no"); }),
+                         {.input = "in", .output = "out", .retry = {.max_retries = 0}, .dead_letter_topic = "dead"})
+              .ok());
+  Collector sink, dead;
+  auto p = *in.producer();
+  const std::string big(1000, 'x'), huge_key(2000, 'k');
+  REQUIRE(p.publish(Message{.key = "small", .data = "fits"}).ok());
+  REQUIRE(p.publish(Message{.key = "big", .metadata = R"({"unit":"C"})", .data = big}).ok());
+  REQUIRE(p.publish(Message{.key = huge_key, .data = "x"}).ok());
+  run_with_sinks(pipeline, sink, dead);
+  const auto dl = dead.items();
+  REQUIRE(dl.size() == 3);
+  CHECK(dl[0].data == "fits");
+  CHECK(dl[1].key == "big");
+  CHECK(dl[1].data.empty());
+  auto md = parse_metadata(dl[1].metadata);
+  REQUIRE(md.ok());
+  CHECK((*md)["unit"] == "C");
+  CHECK((*md)["dead_letter"]["dropped_data_bytes"] == 1000);
+  CHECK(dl[2].key.empty());
+  CHECK((*parse_metadata(dl[2].metadata))["dead_letter"]["dropped_key"] == true);
+  const StageStats s = stats_of(pipeline, "always");
+  CHECK(s.dead_lettered == 3);
+  CHECK(s.running);
+}
+
 TEST_CASE("without a dead-letter topic failures are counted and skipped; bad outputs are failures too", "[pipeline]") {
   Bus bus({.default_topic = {.capacity = 64, .max_event_size = 64}});
   Pipeline pipeline(bus);
@@ -386,6 +418,36 @@ TEST_CASE("stop finishes what is in hand; a new pipeline on the same names resum
     REQUIRE(second.wait(60s).ok());
   }
   check_exactly_once_in_key_order(sink.items(), n);
+}
+
+TEST_CASE("stop and remove_component end a stage blocked on a topic held full outside the pipeline",
+          "[pipeline][lifecycle]") {
+  Bus bus;
+  auto raw = *bus.create_topic("raw", {.capacity = 16});
+  auto out = *bus.create_topic("out", {.capacity = 16});
+  auto in = *bus.create_topic("in", {.capacity = 256});
+  auto holder_raw = *raw.consumer({.name = "outside"});  // never polls: the topics fill
+  auto holder_out = *out.consumer({.name = "outside"});
+  {
+    Pipeline pipeline(bus);
+    REQUIRE(pipeline.source("gen", counting_source(0, 1000000, 3), {.output = "raw"}).ok());
+    REQUIRE(pipeline.start().ok());
+    while (raw.stats()[0].next_offset < 16) std::this_thread::sleep_for(1ms);
+    pipeline.stop();  // returns: the blocked publish gives up
+    CHECK(raw.stats()[0].next_offset == 16);
+  }
+  Pipeline pipeline(bus);
+  REQUIRE(pipeline
+              .transform("t", map([](const Event& e) { return Output{std::string(e.key()), {}, std::string(e.data())}; }),
+                         {.input = "in", .output = "out", .max_batch = 4})
+              .ok());
+  auto p = *in.producer();
+  for (int i = 0; i < 100; ++i) REQUIRE(p.publish(Message{.data = std::to_string(i)}).ok());
+  REQUIRE(pipeline.start().ok());
+  while (out.stats()[0].next_offset < 16) std::this_thread::sleep_for(1ms);
+  CHECK(pipeline.remove_component("t", 100ms).ok());  // returns at its deadline, mid-publish
+  CHECK(*in.lag("t") > 0);  // what it could not publish stays unacked
+  pipeline.stop();
 }
 
 TEST_CASE("components are added, listed and removed (drained) while the pipeline runs", "[pipeline]") {

@@ -63,6 +63,10 @@ struct ThreadPool::Impl {
   TaskQueue queue;
   std::vector<std::thread> workers;
   std::atomic<std::uint64_t> failed{0};
+  // Tasks submitted and not yet run: the destructor waits for 0 before its
+  // stop markers (the queue is FIFO per producer only, so markers alone
+  // could overtake other threads' tasks).
+  std::atomic<std::uint64_t> pending{0};
 
   void work() {
     for (;;) {
@@ -70,6 +74,8 @@ struct ThreadPool::Impl {
       queue.wait_dequeue(task);
       if (!task) return;  // the stop marker: one per worker
       if (detail::user_code_threw(task)) failed.fetch_add(1, std::memory_order_relaxed);
+      task = nullptr;  // its captures are released before the count says done
+      if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) pending.notify_all();
     }
   }
 };
@@ -80,14 +86,16 @@ ThreadPool::ThreadPool(std::size_t threads) : impl_(std::make_unique<Impl>()) {
 }
 
 ThreadPool::~ThreadPool() {
-  // FIFO per producer: the stop markers come after every task this thread
-  // submitted; tasks from other threads must be submitted before destruction.
+  // Every task submitted before destruction (from any thread) runs first.
+  for (std::uint64_t n; (n = impl_->pending.load(std::memory_order_acquire)) != 0;) impl_->pending.wait(n);
   for (std::size_t i = 0; i < impl_->workers.size(); ++i) impl_->queue.enqueue(std::function<void()>());
   for (std::thread& t : impl_->workers) t.join();
 }
 
 void ThreadPool::submit(std::function<void()> task) {
-  if (task) impl_->queue.enqueue(std::move(task));
+  if (!task) return;
+  impl_->pending.fetch_add(1, std::memory_order_relaxed);
+  impl_->queue.enqueue(std::move(task));
 }
 
 std::size_t ThreadPool::size() const noexcept { return impl_->workers.size(); }

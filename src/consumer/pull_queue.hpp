@@ -30,7 +30,17 @@ class PullQueue : public std::enable_shared_from_this<PullQueue> {
  public:
   PullQueue(ConsumerImpl* consumer, const ConsumerOptions& options)
       : consumer_(consumer), hooks_(std::make_shared<const Hooks>(Hooks{options.selector, options.allocator})) {}
-  void disown() noexcept { consumer_ = nullptr; }
+  // The consumer is going: events held here refer to this queue
+  // (PulledEvent::queue_), so dropping them breaks that cycle. Tasks still
+  // running on a pool keep their own batch alive.
+  void disown() noexcept {
+    consumer_ = nullptr;
+    prepared_.clear();
+    returned_.clear();
+    fixed_.clear();
+    batch_ = {};
+    batch_next_ = 0;
+  }
 
   std::shared_ptr<PullSlot> enqueue();
   // Completes pending slots in order until `slot` is complete: Ok; or

@@ -506,6 +506,42 @@ TEST_CASE("a thread pool runs every task, survives throwing ones, and drains on 
   CHECK(failed == 1);
 }
 
+TEST_CASE("a thread pool's destructor runs the tasks other threads submitted", "[pull][pool]") {
+  // The queue is FIFO per submitting thread only: the destructor's stop
+  // markers must not overtake tasks another thread submitted before it.
+  std::atomic<int> ran{0};
+  for (int round = 0; round < 200; ++round) {
+    ThreadPool pool(2);
+    std::thread other([&] {
+      for (int i = 0; i < 50; ++i) pool.submit([&] { ran++; });
+    });
+    other.join();
+  }
+  CHECK(ran == 200 * 50);
+}
+
+TEST_CASE("a pooled consumer destroyed with prefetched events frees them and its hooks", "[pull][pool]") {
+  Bus bus;
+  auto t = make_topic(bus, {.capacity = 64});
+  auto token = std::make_shared<int>(0);  // held by the selector: alive while the pull queue is
+  {
+    ConsumerOptions o{.name = "c", .max_batch = 4};
+    o.thread_pool = std::make_shared<ThreadPool>(2);
+    o.prefetch_batches = 3;
+    o.selector = [token](const EventHeader&, const DataDescriptor& all) { return all; };
+    auto c = *t.consumer(o);
+    auto p = *t.producer();
+    for (int i = 0; i < 10; ++i) REQUIRE(p.publish(Message{.data = std::to_string(i)}).ok());
+    for (int i = 0; i < 5; ++i) {
+      auto r = c.pull().wait(2s);
+      REQUIRE(r.ok());
+      REQUIRE(*r);
+    }
+    o.thread_pool.reset();
+  }  // the consumer, then the pool (its destructor runs the tasks still queued)
+  CHECK(token.use_count() == 1);  // no cycle through the prefetched events kept the queue alive
+}
+
 TEST_CASE("with a thread pool, selection runs on the pool and events still come in order", "[pull][pool]") {
   Bus bus;
   auto t = make_topic(bus, {.partitions = 2, .capacity = 1024});

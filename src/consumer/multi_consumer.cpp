@@ -46,7 +46,7 @@ Status MultiConsumer::Impl::apply(const Target& target) {
   std::vector<std::pair<std::string_view, const std::vector<std::uint32_t>*>> to_open;
   for (const auto& [topic, parts] : target) {
     Member* m = find(topic);
-    if (m && m->partitions == parts) continue;
+    if (m && m->partitions == parts && !m->dead) continue;  // a dead one (deleted topic) is opened again
     if (m) changed.push_back(m);
     to_open.emplace_back(topic, &parts);
   }
@@ -70,7 +70,7 @@ Status MultiConsumer::Impl::apply(const Target& target) {
   std::vector<Member> next_members;
   for (Member& m : members) {
     auto t = target.find(m.topic);
-    if (t != target.end() && t->second == m.partitions) next_members.push_back(std::move(m));
+    if (t != target.end() && t->second == m.partitions && !m.dead) next_members.push_back(std::move(m));
   }
   for (Member& m : opened) next_members.push_back(std::move(m));
   std::sort(next_members.begin(), next_members.end(),

@@ -209,6 +209,13 @@ TEST_CASE("deleting a subscribed topic ends only its part; closing the bus ends 
   REQUIRE(e.ok());
   CHECK(e->topic == "b");
   CHECK(c.poll(0ms).status().is_timed_out());
+  // Recreated under the same name, the topic is read again once asked for.
+  REQUIRE(bus.create_topic("a", {.capacity = 64}).ok());
+  REQUIRE(c.update_topics({"a", "b"}).ok());
+  publish_n(bus, "a", 0, 1);
+  auto again = c.poll(1s);
+  REQUIRE(again.ok());
+  CHECK(again->topic == "a");
   bus.close();
   CHECK(c.poll(1s).status().is_closed());
 }

@@ -352,7 +352,9 @@ class Pipeline {
   void stop();
   // Waits until the pipeline has drained: every source ended and every
   // stage acked everything in its input. Ok, or TimedOut, or Closed when
-  // stop() ran first.
+  // stop() ran first or a stage ended on a failure it cannot retry (a topic
+  // of it deleted, a publish refused; the message names the stage, and its
+  // stats' last_error says so too).
   Status wait(Timeout timeout = kForever);
 
   std::vector<StageStats> stats() const;

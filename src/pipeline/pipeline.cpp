@@ -99,6 +99,9 @@ class PipelineCore {
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (stopped_) return Status::Closed("pipeline was stopped");
+        for (const auto& s : stages_) {
+          if (s->failed()) return Status::Closed("stage '" + s->name() + "': " + s->stats().last_error);
+        }
         if (running_ && drained_locked()) return Status::Ok();
       }
       if (SteadyClock::now() >= deadline) return Status::TimedOut("pipeline has not drained");

@@ -320,6 +320,9 @@ void Stage::run(Worker& w) {
     run_source(w);
   } else {
     run_reader(w);
+    // A reader ends by itself only on a stop, a finished drain, or a
+    // failure it cannot retry.
+    if (!stopping() && !draining_.load(std::memory_order_acquire)) ended_early();
   }
   w.consumer.close();  // frees the name for whoever reads it next
   w.multi.close();
@@ -341,7 +344,10 @@ void Stage::run_source(Worker& w) {
       note_error(*threw);
     }
     processed_.fetch_add(w.outputs.size(), std::memory_order_relaxed);
-    if (!deliver(w, 0, {})) return;
+    if (!deliver(w, 0, {})) {
+      ended_early();
+      return;
+    }
     if (!more) return;
   }
 }
@@ -655,6 +661,18 @@ bool Stage::pause(std::chrono::nanoseconds d) {
 void Stage::note_error(const std::string& what) {
   std::lock_guard<std::mutex> lock(error_mu_);
   last_error_ = what;
+}
+
+void Stage::ended_early() {
+  if (stopping()) return;  // a stop, not a failure
+  {
+    std::lock_guard<std::mutex> lock(error_mu_);
+    // Closed paths note nothing on their own (they are also how a stop
+    // ends), so the last error may or may not be the cause.
+    last_error_ = "stage ended (a topic closed or deleted, or a publish refused); last error: " +
+                  (last_error_.empty() ? std::string("none") : last_error_);
+  }
+  ended_early_.store(true, std::memory_order_release);
 }
 
 std::uint64_t Stage::lag() const {

@@ -57,6 +57,9 @@ class Stage {
   bool running() const noexcept { return started() && !finished(); }
   bool started() const noexcept { return started_.load(std::memory_order_acquire); }
   bool finished() const noexcept { return started() && live_threads_.load(std::memory_order_acquire) == 0; }
+  // A worker ended on a failure (its topic deleted, a refused publish):
+  // the pipeline cannot drain. stats().last_error says so.
+  bool failed() const noexcept { return ended_early_.load(std::memory_order_acquire); }
   StageStats stats() const;
   // Events ever published to the stage's input and output topics.
   std::uint64_t published() const;
@@ -117,6 +120,9 @@ class Stage {
   // Sleeps, waking early on stop. False: stop requested.
   bool pause(std::chrono::nanoseconds d);
   void note_error(const std::string& what);
+  // A worker ended on a failure it cannot retry (not a stop or a drain):
+  // recorded in last_error and ended_early().
+  void ended_early();
   std::string consumer_name() const;
   bool stopping() const noexcept { return stop_.load(std::memory_order_acquire); }
 
@@ -142,6 +148,7 @@ class Stage {
 
   std::atomic<bool> stop_{false};
   std::atomic<bool> hard_stop_{false};
+  std::atomic<bool> ended_early_{false};
   // When request_stop came (steady_clock ticks), for give_up_publishing.
   std::atomic<std::chrono::steady_clock::rep> stop_requested_ns_{0};
   std::atomic<bool> draining_{false};

@@ -450,6 +450,32 @@ TEST_CASE("stop and remove_component end a stage blocked on a topic held full ou
   pipeline.stop();
 }
 
+TEST_CASE("a stage whose topic is deleted ends visibly; wait() says which", "[pipeline][lifecycle]") {
+  for (const char* deleted : {"in", "out"}) {
+    INFO("deleted: " << deleted);
+    Bus bus;
+    auto in = *bus.create_topic("in", {.capacity = 64});
+    REQUIRE(bus.create_topic("out", {.capacity = 64}).ok());
+    Pipeline pipeline(bus);
+    REQUIRE(pipeline
+                .transform("t", map([](const Event& e) { return Output{{}, {}, std::string(e.data())}; }),
+                           {.input = "in", .output = "out"})
+                .ok());
+    REQUIRE(pipeline.start().ok());
+    auto p = *in.producer();
+    REQUIRE(p.publish(Message{.data = "1"}).ok());
+    REQUIRE(bus.delete_topic(deleted).ok());
+    if (deleted == std::string("out")) (void)p.publish(Message{.data = "2"});  // its publish meets the deleted topic
+    const Status s = pipeline.wait(30s);
+    INFO(s.to_string());
+    CHECK(s.is_closed());
+    CHECK(s.to_string().find("stage 't'") != std::string::npos);
+    const StageStats st = stats_of(pipeline, "t");
+    CHECK_FALSE(st.running);
+    CHECK(st.last_error.find("stage ended") != std::string::npos);
+  }
+}
+
 TEST_CASE("components are added, listed and removed (drained) while the pipeline runs", "[pipeline]") {
   Bus bus({.default_topic = {.partitions = 2, .capacity = 2048}});  // holds what "upper" misses while removed
   Pipeline pipeline(bus);

@@ -124,24 +124,41 @@ StageState::Verdict JoinTable::add(std::size_t input, const Event& e, Emitter& o
     it = entries_.emplace(std::string(key), std::move(entry)).first;
     if (aged_) it->second.age = by_age_.insert(by_age_.end(), &it->first);
   }
+  // merge and fire run on the entry itself; a throw from either (or from
+  // the user's combine/process inside fire) puts the partial back as it
+  // was, so the retry merges the event once, not twice.
+  std::any before;
+  if (!fresh) before = it->second.partial;
+  auto undo = [&] {
+    if (fresh) {
+      erase(it);
+    } else {
+      it->second.partial = std::move(before);
+    }
+  };
   std::string refused;
   try {
     refused = fns_.merge(it->second.partial, input, e);
   } catch (...) {
-    if (fresh) erase(it);
+    undo();
     throw;
   }
   if (!refused.empty()) {
-    if (fresh) erase(it);
+    undo();
     reason = std::move(refused);
     return Verdict::kRejected;
   }
   if (track_changes_) changed_.insert_or_assign(it->first, it->second.partition);
-  while (fns_.ready(it->second.partial)) {
-    if (fns_.fire(it->first, it->second.partial, out)) {
-      erase(it);
-      break;
+  try {
+    while (fns_.ready(it->second.partial)) {
+      if (fns_.fire(it->first, it->second.partial, out)) {
+        erase(it);
+        break;
+      }
     }
+  } catch (...) {
+    undo();  // fire erases only after it returned: `it` is still the entry
+    throw;
   }
   return Verdict::kTaken;
 }

@@ -55,6 +55,19 @@ StageState::Verdict WindowTable::add(std::size_t, const Event& e, Emitter& out, 
   const std::int64_t last_start = floor_div(t, hop_ns_) * hop_ns_;
   if (last_start + size_ns_ <= wm) return Verdict::kLate;  // even its newest window is closed
 
+  // The event's windows still open, aggregated on copies first: a throw
+  // from init or aggregate changes nothing, so the retry aggregates once.
+  std::vector<std::pair<std::int64_t, std::any>> updated;
+  for (std::int64_t s = last_start; s > t - size_ns_ && s + size_ns_ > wm; s -= hop_ns_) {
+    const Entry* current = nullptr;
+    if (auto w = windows_.find(s); w != windows_.end()) {
+      if (auto k = w->second.find(e.key()); k != w->second.end()) current = &k->second;
+    }
+    std::any state = current ? current->state : fns_.init();
+    fns_.aggregate(state, e);
+    updated.emplace_back(s, std::move(state));
+  }
+
   // Close (emit) what the new watermark passes; nothing changes if an emit throws.
   auto close_end = windows_.begin();
   for (; close_end != windows_.end() && close_end->first + size_ns_ <= wm; ++close_end) {
@@ -67,12 +80,15 @@ StageState::Verdict WindowTable::add(std::size_t, const Event& e, Emitter& out, 
   windows_.erase(windows_.begin(), close_end);
   clock_.raise(e.partition(), new_max);
 
-  for (std::int64_t s = last_start; s > t - size_ns_ && s + size_ns_ > wm; s -= hop_ns_) {
-    Keys& keys = windows_[s];
+  for (auto& [start, state] : updated) {
+    Keys& keys = windows_[start];
     auto it = keys.find(e.key());
-    if (it == keys.end()) it = keys.emplace(std::string(e.key()), Entry{fns_.init(), e.partition()}).first;
-    fns_.aggregate(it->second.state, e);
-    if (track_changes_) changed_.emplace(s, it->first);
+    if (it == keys.end()) {
+      it = keys.emplace(std::string(e.key()), Entry{std::move(state), e.partition()}).first;
+    } else {
+      it->second.state = std::move(state);
+    }
+    if (track_changes_) changed_.emplace(start, it->first);
   }
   return Verdict::kTaken;
 }

@@ -34,8 +34,11 @@ class WindowTable final : public StageState {
   // Adds an event: first emits (into `out`) every window the event's time
   // closes, then aggregates the event into each of its windows still open.
   // Returns kLate, changing nothing, when every window of the event is
-  // already closed. Throws what the user's emit/aggregate
-  // throw; an emit that throws leaves the table unchanged.
+  // already closed. Throws what the user's init/aggregate/emit throw, and
+  // then leaves the table unchanged (aggregates run on copies first).
+  // Not covered: a closed window's result that the output topic refuses
+  // after add returned (the stage rolls the outputs back, the windows are
+  // gone).
   Verdict add(std::size_t input, const Event& e, Emitter& out, Emitter& expired, std::string& reason) override;
 
   // Durable state: appends a changelog record (key, data) for every window

@@ -144,6 +144,48 @@ TEST_CASE("accumulate join: every key merged once, in any arrival order, with du
   CHECK(listed[1].inputs == std::vector<std::string>{"merged"});
 }
 
+TEST_CASE("a join whose process or combine throws once merges each event once", "[join]") {
+  Bus bus;
+  for (const char* t : {"one", "two", "three"}) REQUIRE(bus.create_topic(t, {.capacity = 64}).ok());
+  Pipeline pipeline(bus);
+  auto failures = std::make_shared<std::atomic<int>>(0);
+  AccumulateJoin<int> counting{
+      .merge = [](int& n, std::size_t, const Event&) { ++n; },
+      .sufficient = [](const int& n) { return n >= 2; },
+      .process =
+          [failures](std::string_view key, const int& n, Emitter& out) {
+            if (failures->fetch_add(1) == 0) throw std::runtime_error("once");
+            out.emit(key, {}, std::to_string(n));
+          }};
+  REQUIRE(pipeline.accumulate_join("count", counting, {.output = "counted", .inputs = {"one", "two"},
+                                                       .retry = {.max_retries = 2, .backoff = 1ms}})
+              .ok());
+  KeyMatchJoin strict{.on_duplicate = OnDuplicate::kReject};
+  auto combine_failures = std::make_shared<std::atomic<int>>(0);
+  strict.combine = [combine_failures](std::string_view key, std::span<const Event> parts, Emitter& out) {
+    if (combine_failures->fetch_add(1) == 0) throw std::runtime_error("once");
+    out.emit(key, {}, std::string(parts[0].data()) + std::string(parts[1].data()));
+  };
+  REQUIRE(pipeline.key_match_join("match", strict, {.output = "matched", .inputs = {"two", "three"},
+                                                    .retry = {.max_retries = 2, .backoff = 1ms},
+                                                    .dead_letter_topic = "dead"})
+              .ok());
+  Seen counted, matched, dead;
+  REQUIRE(pipeline.sink("c1", [&](const Event& e) { counted.add(e); }, {.input = "counted"}).ok());
+  REQUIRE(pipeline.sink("c2", [&](const Event& e) { matched.add(e); }, {.input = "matched"}).ok());
+  REQUIRE(pipeline.sink("c3", [&](const Event& e) { dead.add(e); }, {.input = "dead"}).ok());
+  REQUIRE(pipeline.start().ok());
+  REQUIRE(bus.producer("one")->publish(Message{.key = "k", .data = "1"}).ok());
+  REQUIRE(bus.producer("two")->publish(Message{.key = "k", .data = "2"}).ok());
+  REQUIRE(bus.producer("three")->publish(Message{.key = "k", .data = "3"}).ok());
+  REQUIRE(pipeline.wait(60s).ok());
+  REQUIRE(counted.size() == 1);
+  CHECK(counted.items()[0].data == "2");  // merged twice in all, not three times
+  REQUIRE(matched.size() == 1);
+  CHECK(matched.items()[0].data == "23");  // the retry is not a "duplicate key"
+  CHECK(dead.size() == 0);
+}
+
 TEST_CASE("accumulate join: incomplete entries expire to incomplete() and the dead-letter topic", "[join]") {
   Bus bus;
   Pipeline pipeline(bus);

@@ -151,6 +151,41 @@ TEST_CASE("tumbling windows: one correct result per key and window", "[window]")
   CHECK(s->processed == rs.size() + 1);
 }
 
+TEST_CASE("an aggregate that throws changes no window: retried once, dead-lettered always", "[window]") {
+  Bus bus;
+  auto in = *bus.create_topic("in", {.capacity = 64});
+  Pipeline pipeline(bus);
+  ResultSink sink;
+  Aggregation<Stat> agg = stat_aggregation();
+  auto flaky = std::make_shared<std::atomic<int>>(0);
+  agg.aggregate = [inner = agg.aggregate, flaky](Stat& st, const Event& e) {
+    if (e.key() == "poison") throw std::runtime_error("cannot aggregate");
+    if (e.key() == "flaky" && flaky->fetch_add(1) == 0) throw std::runtime_error("once");
+    inner(st, e);
+  };
+  REQUIRE(pipeline
+              .window("reduce", agg, windows(1000ms),
+                      {.input = "in", .output = "out", .retry = {.max_retries = 2, .backoff = 1ms},
+                       .dead_letter_topic = "dead"})
+              .ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { sink.add(e); }, {.input = "out"}).ok());
+  std::atomic<int> dead{0};
+  REQUIRE(pipeline.sink("dlq", [&](const Event&) { dead++; }, {.input = "dead"}).ok());
+  // The poison and the flaky event each move the watermark past [0, 1000):
+  // their failed attempts must neither lose those results nor count twice.
+  publish(in, {{"a", 100, 1}, {"a", 200, 2}, {"b", 300, 5}, {"poison", 1500, 0}, {"flaky", 1600, 7},
+               {"flush", 5000, 0}});
+  REQUIRE(pipeline.start().ok());
+  REQUIRE(pipeline.wait(60s).ok());
+  const Results got = sink.results();
+  CHECK(sink.duplicates() == 0);
+  CHECK(got.at({"a", 0}) == "2 3 1 2");
+  CHECK(got.at({"b", 0}) == "1 5 5 5");
+  CHECK(got.at({"flaky", 1000}) == "1 7 7 7");  // aggregated once, after one failed attempt
+  CHECK(got.count({"poison", 1000}) == 0);       // no window was made for it
+  CHECK(dead == 1);
+}
+
 TEST_CASE("window boundaries: end is exclusive; lateness decides what is late", "[window]") {
   Bus bus;
   auto in = *bus.create_topic("in");

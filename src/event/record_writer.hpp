@@ -111,8 +111,9 @@ inline Status prepare_event(const Message& m, std::uint32_t max_event_size, Prep
     out.layout = EventRecord::kAllInBlock;
     out.block = new_block(total, pool);
     char* p = out.block->bytes();
-    std::memcpy(p, m.key.data(), m.key.size());
-    std::memcpy(p + m.key.size(), m.metadata.data(), m.metadata.size());
+    // An empty view may hold a null pointer: memcpy's arguments must not be null.
+    if (!m.key.empty()) std::memcpy(p, m.key.data(), m.key.size());
+    if (!m.metadata.empty()) std::memcpy(p + m.key.size(), m.metadata.data(), m.metadata.size());
     if (!data.empty()) std::memcpy(p + head, data.data(), data.size());
   }
   return Status::Ok();

@@ -183,6 +183,24 @@ TEST_CASE("publish_batch publishes in order, validates first and returns counts"
   CHECK(sp.publish_batch(ten).status().is_full());
 }
 
+TEST_CASE("a key too long for the slot goes into a block with empty metadata, byte-exact", "[producer]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.max_event_size = 4096});
+  auto c = *t.consumer({.name = "c"});
+  auto p = *t.producer();
+  const std::string key(2000, 'k');
+  REQUIRE(p.publish(Message{.key = key, .data = "x"}).ok());  // metadata: an empty view (null data)
+  REQUIRE(p.publish(Message{.key = key, .data = {}}).ok());
+  auto a = c.poll(1s);
+  auto b = c.poll(1s);
+  REQUIRE((a.ok() && b.ok()));
+  CHECK(a->key() == key);
+  CHECK(a->metadata().empty());
+  CHECK(a->data() == "x");
+  CHECK(b->key() == key);
+  CHECK(b->data().empty());
+}
+
 TEST_CASE("a single-producer topic admits one live producer", "[producer]") {
   Bus bus;
   auto t = *bus.create_topic("t", {.producers = ProducerMode::kSingle});

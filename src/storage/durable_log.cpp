@@ -133,6 +133,13 @@ void DurableLog::finish_batch(BatchRequest& request, Status status) {
 void DurableLog::run() noexcept {
   Deadline last_commit = SteadyClock::now();
   Deadline next_retry{};
+  // A group that failed: a full map is retried after kFullRetry, anything
+  // else stops durable publishing for good.
+  auto group_failed = [&](Status s) {
+    const bool retry = s.is_resource_exhausted();
+    fail(std::move(s), retry);
+    next_retry = SteadyClock::now() + kFullRetry;
+  };
   for (;;) {
     const bool stopping = stop_.load(std::memory_order_acquire);
     BatchRequest* batch = nullptr;
@@ -153,9 +160,7 @@ void DurableLog::run() noexcept {
         recover();
         last_commit = SteadyClock::now();
       } else {
-        const bool retry = s.is_resource_exhausted();
-        fail(std::move(s), retry);
-        next_retry = SteadyClock::now() + kFullRetry;
+        group_failed(std::move(s));
       }
     }
     if (failed()) {
@@ -209,11 +214,7 @@ void DurableLog::run() noexcept {
           writer_bell_.sleep(gathered, std::min(until, t + std::chrono::microseconds(25)));
         }
       }
-      if (Status s = commit_group(stopping, !stopping); !s.ok()) {
-        const bool retry = s.is_resource_exhausted();
-        fail(std::move(s), retry);
-        next_retry = SteadyClock::now() + kFullRetry;
-      }
+      if (Status s = commit_group(stopping, !stopping); !s.ok()) group_failed(std::move(s));
       last_commit = SteadyClock::now();
       if (stopping) return;
       continue;

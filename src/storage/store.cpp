@@ -93,22 +93,26 @@ bool decode_options(std::string_view text, std::uint32_t& id, TopicOptions& o) {
     id = j.at("id").get<std::uint32_t>();
     o.partitions = j.at("partitions").get<std::uint32_t>();
     o.capacity = j.at("capacity").get<std::uint32_t>();
-    o.overflow = OverflowPolicy(j.at("overflow").get<int>());
-    o.wait = WaitStrategy(j.at("wait").get<int>());
-    o.producers = ProducerMode(j.at("producers").get<int>());
+    // Enumerations within their ranges (the rest of the options is checked
+    // by the bus, as for a new topic; durable topics are never kNone).
+    auto enumerator = [&](const char* field, int lo, int hi, int& out) {
+      out = j.at(field).get<int>();
+      return out >= lo && out <= hi;
+    };
+    int overflow, wait, producers, durability;
+    if (!enumerator("overflow", 0, int(OverflowPolicy::kDropOldest), overflow) ||
+        !enumerator("wait", 0, int(WaitStrategy::kBusySpin), wait) ||
+        !enumerator("producers", 0, int(ProducerMode::kSingle), producers) ||
+        !enumerator("durability", int(Durability::kNone) + 1, int(Durability::kSync), durability)) {
+      return false;
+    }
+    o.overflow = OverflowPolicy(overflow);
+    o.wait = WaitStrategy(wait);
+    o.producers = ProducerMode(producers);
+    o.durability = Durability(durability);
     o.max_event_size = j.at("max_event_size").get<std::uint32_t>();
     o.precise_timestamps = j.at("precise_timestamps").get<bool>();
     o.max_consumers = j.at("max_consumers").get<std::uint32_t>();
-    o.durability = Durability(j.at("durability").get<int>());
-    // Enumerations within their ranges (the rest of the options is checked
-    // by the bus, as for a new topic).
-    const int overflow = j.at("overflow").get<int>(), wait = j.at("wait").get<int>();
-    const int producers = j.at("producers").get<int>(), durability = j.at("durability").get<int>();
-    if (overflow < 0 || overflow > int(OverflowPolicy::kDropOldest) || wait < 0 ||
-        wait > int(WaitStrategy::kBusySpin) || producers < 0 || producers > int(ProducerMode::kSingle) ||
-        durability <= int(Durability::kNone) || durability > int(Durability::kSync)) {
-      return false;
-    }
     const auto& r = j.at("retention");
     o.retention.max_events = r.at("max_events").get<std::uint64_t>();
     o.retention.max_bytes = r.at("max_bytes").get<std::uint64_t>();
@@ -126,6 +130,14 @@ std::string encode_state(const PartitionState& s) {
   put_be(v.data() + 8, s.next, 8);
   put_be(v.data() + 16, s.bytes, 8);
   return v;
+}
+
+// A partition state record (encode_state's layout); false when malformed.
+bool decode_state(const MDB_val& v, PartitionState& out) {
+  if (v.mv_size != 24) return false;
+  const char* b = static_cast<const char*>(v.mv_data);
+  out = PartitionState{get_be(b, 8), get_be(b + 8, 8), get_be(b + 16, 8)};
+  return true;
 }
 
 // A transaction aborted on scope exit unless committed.
@@ -399,12 +411,12 @@ Result<std::vector<StoredTopic>> Store::load_topics() {
     for (std::uint32_t p = 0; p < t.options.partitions; ++p) {
       const std::string key = partition_key(t.id, p);
       MDB_val pk = as_val(key), pv;
-      if ((rc = mdb_get(txn, meta_, &pk, &pv)) != 0 || pv.mv_size != 24) {
+      PartitionState state;
+      if ((rc = mdb_get(txn, meta_, &pk, &pv)) != 0 || !decode_state(pv, state)) {
         return Status::Corruption("store '" + path_ + "': partition " + std::to_string(p) + " of topic '" +
                                        t.name + "' has no state record");
       }
-      const char* b = static_cast<const char*>(pv.mv_data);
-      t.partitions.push_back(PartitionState{get_be(b, 8), get_be(b + 8, 8), get_be(b + 16, 8)});
+      t.partitions.push_back(state);
       Result<PartitionDbs> dbs = open_partition_dbs(txn, t.id, p, false);
       if (!dbs.ok()) return dbs.status();
       t.dbs.push_back(*dbs);
@@ -628,9 +640,9 @@ Status Store::read(const PartitionDbs& dbs, std::uint64_t from, std::uint64_t en
   {
     const std::string key = partition_key(dbs.topic_id, dbs.partition);
     MDB_val pk = as_val(key), pv;
-    if (mdb_get(r.scoped.txn, meta_, &pk, &pv) == 0 && pv.mv_size == 24) {
-      const char* b = static_cast<const char*>(pv.mv_data);
-      if (from >= get_be(b, 8)) stored_next = get_be(b + 8, 8);
+    PartitionState state;
+    if (mdb_get(r.scoped.txn, meta_, &pk, &pv) == 0 && decode_state(pv, state) && from >= state.earliest) {
+      stored_next = state.next;
     }
   }
   std::uint64_t expect = from;  // the next offset that must be there (below stored_next)

@@ -110,7 +110,8 @@ class Emitter {
   // unfit_end_ from scratch (after a rollback or a new target).
   void recount_unfit() noexcept;
   // Makes room for `more` bytes past used_; the views move with the bytes.
-  void grow(std::size_t more);
+  // Returns the old bytes (the caller frees them when it has copied).
+  std::unique_ptr<char[]> grow(std::size_t more);
   std::uint32_t max_event_size_ = ~std::uint32_t{0};
   std::uint32_t partitions_ = ~std::uint32_t{0};
   // One past the last event that does not fit the target; 0 when all do.

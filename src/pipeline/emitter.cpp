@@ -13,7 +13,10 @@ void Emitter::emit(const Message& m) {
   // republished anyway).
   const std::string_view data = m.buffer.empty() ? m.data : std::string_view(m.buffer.data(), m.buffer.size());
   const std::size_t size = m.key.size() + m.metadata.size() + data.size();
-  if (used_ + size > capacity_) grow(size);
+  // Kept until the copy below: `m` may view this emitter's own bytes (a
+  // stage re-emitting one of messages()).
+  std::unique_ptr<char[]> old;
+  if (used_ + size > capacity_) old = grow(size);
   char* const key = bytes_.get() + used_;
   char* const meta = key + m.key.size();
   char* const bytes = meta + m.metadata.size();
@@ -25,7 +28,7 @@ void Emitter::emit(const Message& m) {
   if (!fits(views_.back())) unfit_end_ = views_.size();
 }
 
-void Emitter::grow(std::size_t more) {
+std::unique_ptr<char[]> Emitter::grow(std::size_t more) {
   const std::size_t grown = std::max<std::size_t>({4096, capacity_ * 2, used_ + more});
   auto bigger = std::make_unique_for_overwrite<char[]>(grown);
   if (used_) std::memcpy(bigger.get(), bytes_.get(), used_);
@@ -36,8 +39,9 @@ void Emitter::grow(std::size_t more) {
     v.metadata = moved(v.metadata);
     v.data = moved(v.data);
   }
-  bytes_ = std::move(bigger);
+  std::swap(bytes_, bigger);
   capacity_ = grown;
+  return bigger;
 }
 
 void Emitter::rollback(std::size_t mark) noexcept {

@@ -307,6 +307,28 @@ TEST_CASE("a dead letter too large for its topic drops the data, not the stage",
   CHECK(s.running);
 }
 
+TEST_CASE("a transform may re-emit what it already emitted", "[pipeline]") {
+  Bus bus;
+  auto in = *bus.create_topic("in", {.capacity = 64});
+  Pipeline pipeline(bus);
+  REQUIRE(pipeline
+              .transform("echo", flat_map([](const Event& e, Emitter& out) {
+                           out.emit(e.key(), "m", std::string(3000, e.data()[0]));
+                           for (int i = 0; i < 4; ++i) out.emit(out.messages()[0]);  // views into the emitter, which grows
+                         }),
+                         {.input = "in", .output = "out"})
+              .ok());
+  Collector sink, dead;
+  REQUIRE(in.producer()->publish(Message{.key = "k", .data = "q"}).ok());
+  run_with_sinks(pipeline, sink, dead);
+  const auto got = sink.items();
+  REQUIRE(got.size() == 5);
+  for (const auto& it : got) {
+    CHECK(it.key == "k");
+    CHECK(it.data == std::string(3000, 'q'));
+  }
+}
+
 TEST_CASE("without a dead-letter topic failures are counted and skipped; bad outputs are failures too", "[pipeline]") {
   Bus bus({.default_topic = {.capacity = 64, .max_event_size = 64}});
   Pipeline pipeline(bus);

@@ -96,6 +96,7 @@ class Emitter {
   // The shape of the topic the events go to (until then: any size, any
   // partition). emit() checks each event against it as it copies it.
   void set_target(std::uint32_t max_event_size, std::uint32_t partitions) noexcept;
+  std::uint32_t max_event_size() const noexcept { return max_event_size_; }
   // True when every event emitted after `mark` fits the target. O(1).
   bool fits_since(std::size_t mark) const noexcept { return unfit_end_ <= mark; }
   // Ok when fits_since(mark); otherwise which event does not fit, and why.

@@ -1,7 +1,10 @@
-// The metadata rill gives an event it routes to a dead-letter topic — one
-// place, for consumers' nacks and pipeline stages' exhausted retries.
+// Dead letters — the events rill routes to a dead-letter topic: consumers'
+// nacks past max_redeliveries, pipeline stages' exhausted retries, join
+// entries that expire incomplete, window results that cannot be emitted.
+// One place for their metadata and for making them fit the topic.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -11,11 +14,47 @@ namespace rill::detail {
 
 // The original metadata object with "dead_letter": info added; metadata
 // that is not a JSON object is kept as text under "original_metadata".
+// Bytes that are not UTF-8 (binary metadata, a reason thrown by user code)
+// become U+FFFD rather than failing the dead letter.
 inline std::string dead_letter_metadata(std::string_view original, nlohmann::json info) {
   Result<nlohmann::json> md = parse_metadata(original);
   nlohmann::json out = md.ok() ? std::move(*md) : nlohmann::json{{"original_metadata", std::string(original)}};
   out["dead_letter"] = std::move(info);
-  return out.dump();
+  return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// A dead letter's parts, made to fit a topic whose events hold at most
+// `limit` bytes (a publish refused there would leave the failure with
+// nowhere to go): past the limit the data goes first, then the original
+// metadata, then the key, then the end of a long reason; `info` records
+// what was dropped. Views point into the arguments.
+struct DeadLetter {
+  std::string_view key;
+  std::string metadata;
+  std::string_view data;
+};
+inline DeadLetter fit_dead_letter(std::string_view key, std::string_view original_metadata, std::string_view data,
+                                  nlohmann::json info, std::size_t limit) {
+  DeadLetter d{key, dead_letter_metadata(original_metadata, info), data};
+  auto fits = [&] { return d.key.size() + d.metadata.size() + d.data.size() <= limit; };
+  if (!fits() && !d.data.empty()) {
+    info["dropped_data_bytes"] = d.data.size();
+    d.data = {};
+    d.metadata = dead_letter_metadata(original_metadata, info);
+  }
+  if (!fits()) d.metadata = dead_letter_metadata({}, info);
+  if (!fits() && !d.key.empty()) {
+    info["dropped_key"] = true;
+    d.key = {};
+    d.metadata = dead_letter_metadata({}, info);
+  }
+  if (!fits() && info.contains("reason") && info["reason"].is_string()) {
+    // Only a reason longer than the limit is left: keep its start.
+    info["reason"] = info["reason"].get<std::string>().substr(0, limit / 2);
+    d.metadata = dead_letter_metadata({}, info);
+  }
+  if (!fits()) d.metadata.clear();
+  return d;
 }
 
 }  // namespace rill::detail

@@ -652,9 +652,9 @@ Status ConsumerImpl::dead_letter(const Event& e, std::uint32_t deliveries, std::
                          {"offset", e.offset()},
                          {"consumer", options_.name},
                          {"deliveries", deliveries}};
-  const std::string metadata = dead_letter_metadata(e.metadata(), std::move(info));
+  const DeadLetter d = fit_dead_letter(e.key(), e.metadata(), e.data(), std::move(info), dead_letter_->options().max_event_size);
   if (!dead_letter_producer_) dead_letter_producer_ = std::make_unique<ProducerImpl>(dead_letter_, false);
-  const Message m{e.key(), metadata, e.data(), {}, kAnyPartition};
+  const Message m{d.key, d.metadata, d.data, {}, kAnyPartition};
   LazyDeadline deadline(kForever);
   Result<EventId> id = dead_letter_producer_->publish_message(m, deadline, true);
   return id.ok() ? Status::Ok() : id.status();

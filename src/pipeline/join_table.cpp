@@ -178,7 +178,8 @@ void JoinTable::leave(Entries::iterator it, const char* why, Emitter& expired) {
   if (dead_letters_) {
     std::string data;
     if (fns_.encode) (void)user_code_threw([&] { data = fns_.encode(it->second.partial); });
-    expired.emit(it->first, dead_letter_metadata({}, {{"reason", why}, {"stage", stage_}}), data);
+    const DeadLetter d = fit_dead_letter(it->first, {}, data, {{"reason", why}, {"stage", stage_}}, expired.max_event_size());
+    expired.emit(d.key, d.metadata, d.data);
   }
   erase(it);
 }

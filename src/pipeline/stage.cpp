@@ -217,6 +217,7 @@ Status Stage::open_worker(Worker& w, std::uint32_t index) {
     Result<Producer> p = dead_letter_->producer();
     if (!p.ok()) return p.status().with_context("stage '" + name_ + "'");
     w.dead = std::move(*p);
+    w.dead_letters.set_target(dead_letter_->options().max_event_size, dead_letter_->partitions());
   }
   if (state_) {
     w.table = state_->make(/*durable=*/changelog_.has_value());
@@ -516,31 +517,9 @@ void Stage::dead_letter(Worker& w, std::size_t input, const Event& e, const std:
                          {"partition", e.partition()},
                          {"offset", e.offset()},
                          {"attempts", attempts}};
-  // It must fit the dead-letter topic (a publish refused there would end the
-  // stage): past its limit the data goes first, then the original metadata,
-  // then the key; the report says what was dropped.
-  const std::size_t limit = dead_letter_ ? dead_letter_->options().max_event_size : SIZE_MAX;
-  std::string_view key = e.key(), data = e.data();
-  std::string metadata = dead_letter_metadata(e.metadata(), info);
-  auto fits = [&] { return key.size() + metadata.size() + data.size() <= limit; };
-  if (!fits()) {
-    info["dropped_data_bytes"] = data.size();
-    data = {};
-    metadata = dead_letter_metadata(e.metadata(), info);
-  }
-  if (!fits()) metadata = dead_letter_metadata({}, info);
-  if (!fits()) {
-    info["dropped_key"] = true;
-    key = {};
-    metadata = dead_letter_metadata({}, info);
-  }
-  if (!fits()) {
-    // Only a reason longer than the limit is left: keep its start.
-    info["reason"] = reason.substr(0, limit / 2);
-    metadata = dead_letter_metadata({}, info);
-    if (!fits()) metadata.clear();
-  }
-  w.dead_letters.emit(Message{key, metadata, data, {}, kAnyPartition});
+  // It must fit the dead-letter topic: a publish refused there would end the stage.
+  const DeadLetter d = fit_dead_letter(e.key(), e.metadata(), e.data(), std::move(info), w.dead_letters.max_event_size());
+  w.dead_letters.emit(Message{d.key, d.metadata, d.data, {}, kAnyPartition});
 }
 
 bool Stage::publish_all(Producer& p, std::span<const Message> messages) {

@@ -320,6 +320,38 @@ TEST_CASE("nack redelivers; after max_redeliveries the event goes to the dead-le
   CHECK(c.poll(20ms).status().is_timed_out());
 }
 
+TEST_CASE("a nacked event too large or too binary for plain dead-lettering still reaches the dead-letter topic",
+          "[modes][shared]") {
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 64, .max_event_size = 4096});
+  auto dlq = *bus.create_topic("t.dlq", {.max_event_size = 1024});
+  auto dead = *dlq.consumer({.name = "inspector"});
+  auto c = *t.consumer({.name = "n", .individual_acks = true, .max_redeliveries = 1, .dead_letter_topic = "t.dlq"});
+  auto p = *t.producer();
+  const std::string binary("\xff\x00\xfe", 3), big(3000, 'x');
+  REQUIRE(p.publish(Message{.key = "b", .metadata = binary, .data = "bin"}).ok());
+  REQUIRE(p.publish(Message{.key = "big", .data = big}).ok());
+  for (int i = 0; i < 4; ++i) {  // each is delivered, nacked, redelivered, nacked
+    auto e = c.poll(1s);
+    REQUIRE(e.ok());
+    REQUIRE(c.nack(*e, 0ms, "no \xff reason").ok());
+  }
+  auto d = dead.poll(1s);
+  REQUIRE(d.ok());
+  CHECK(d->data() == "bin");
+  auto md = parse_metadata(*d);
+  REQUIRE(md.ok());
+  CHECK(md->contains("original_metadata"));
+  d = dead.poll(1s);
+  REQUIRE(d.ok());
+  CHECK(d->key() == "big");
+  CHECK(d->data().empty());
+  md = parse_metadata(*d);
+  REQUIRE(md.ok());
+  CHECK((*md)["dead_letter"]["dropped_data_bytes"] == 3000);
+  CHECK(c.poll(20ms).status().is_timed_out());  // both count as acked
+}
+
 TEST_CASE("misuse of individual acks and shared mode gets clear errors", "[modes][shared][errors]") {
   Bus bus;
   auto t = *bus.create_topic("t", {.partitions = 2, .capacity = 64});

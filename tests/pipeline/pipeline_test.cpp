@@ -307,6 +307,28 @@ TEST_CASE("a dead letter too large for its topic drops the data, not the stage",
   CHECK(s.running);
 }
 
+TEST_CASE("a dead letter carries binary metadata and a reason that is not UTF-8", "[pipeline]") {
+  Bus bus;
+  auto in = *bus.create_topic("in", {.capacity = 64});
+  Pipeline pipeline(bus);
+  REQUIRE(pipeline
+              .transform("binary", flat_map([](const Event&, Emitter&) { throw std::runtime_error("bad \xff byte"); }),
+                         {.input = "in", .output = "out", .retry = {.max_retries = 0}, .dead_letter_topic = "dead"})
+              .ok());
+  Collector sink, dead;
+  const std::string binary("\x80\x81\0\xfe", 4);
+  REQUIRE(in.producer()->publish(Message{.key = "k", .metadata = binary, .data = "d"}).ok());
+  run_with_sinks(pipeline, sink, dead);
+  const auto dl = dead.items();
+  REQUIRE(dl.size() == 1);
+  CHECK(dl[0].data == "d");
+  auto md = parse_metadata(dl[0].metadata);
+  REQUIRE(md.ok());
+  CHECK((*md)["original_metadata"].get<std::string>().size() > 0);   // kept as text, bad bytes replaced
+  CHECK((*md)["dead_letter"]["reason"].get<std::string>().rfind("bad ", 0) == 0);
+  CHECK(stats_of(pipeline, "binary").running);
+}
+
 TEST_CASE("a transform may re-emit what it already emitted", "[pipeline]") {
   Bus bus;
   auto in = *bus.create_topic("in", {.capacity = 64});

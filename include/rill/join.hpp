@@ -62,8 +62,10 @@ struct JoinLimits {
 
 // The faust_joins accumulate join: per key, partial = merge(partial, event)
 // over events of any input until sufficient(partial); then process(key,
-// partial) emits the results and the entry is done. merge must leave the
-// partial as it was when it throws (the event is retried).
+// partial) emits the results and the entry is done. merge and process run
+// on a copy of the partial: when either throws, or process emits what the
+// output topic refuses, the entry stays as it was and the event is retried
+// (then dead-lettered).
 template <class Partial>
 struct AccumulateJoin {
   std::function<std::string(std::size_t input, const Event&)> key{};  // the join key of input i's event; empty: its key

@@ -272,9 +272,9 @@ struct StageStats {
   bool exactly_once = false;       // the delivery the stage actually runs with
   std::uint64_t processed = 0;     // input events handled (sources: calls that emitted)
   std::uint64_t emitted = 0;       // output events published
-  std::uint64_t errors = 0;        // events whose retries were spent
+  std::uint64_t errors = 0;        // events (or window results) whose retries were spent
   std::uint64_t retried = 0;       // retries
-  std::uint64_t dead_lettered = 0; // events sent to the dead-letter topic
+  std::uint64_t dead_lettered = 0; // dead letters sent (events, window results, join entries)
   std::uint64_t late = 0;          // windows: late events
   std::uint64_t lag = 0;           // input events not yet acked
   double events_per_second = 0;    // processed over the time since start
@@ -321,7 +321,11 @@ class Pipeline {
   Status transform(std::string name, TransformFn fn, StageOptions options);
   Status sink(std::string name, SinkFn fn, StageOptions options);
   // A windowed aggregation stage (the "reduce" step): reads options.input,
-  // publishes one result per key and window to options.output.
+  // publishes one result per key and window to options.output. A window
+  // whose emit throws, or whose result the output refuses, is retried on
+  // its own, then dead-lettered ("window_start_ns", "window_end_ns"; data:
+  // the encoded state, when encode is given) and dropped: it fails no
+  // event and no other window.
   template <class State>
   Status window(std::string name, Aggregation<State> agg, WindowOptions window, StageOptions options);
 

@@ -106,61 +106,60 @@ JoinTable::JoinTable(const JoinFns& fns, bool track_changes, bool dead_letters, 
       aged_(fns.limits.ttl.count() > 0 || fns.limits.max_entries > 0),
       stage_(std::move(stage)) {}
 
-StageState::Verdict JoinTable::add(std::size_t input, const Event& e, Emitter& out, Emitter& expired, std::string& reason) {
+StageState::Verdict JoinTable::add(std::size_t input, const Event& e, Emitter& out, std::string& reason) {
+  staged_ = Staged{};
   std::string computed;
   if (fns_.key) computed = fns_.key(input, e);
   const std::string_view key = fns_.key ? std::string_view(computed) : e.key();
+  // merge and fire run on a copy of the partial (a new one for a new key):
+  // a throw leaves the table as it was, so the retry merges the event once.
   auto it = entries_.find(key);
-  const bool fresh = it == entries_.end();
-  if (fresh) {
-    if (fns_.limits.max_entries && entries_.size() >= fns_.limits.max_entries) {
-      if (fns_.limits.when_full == JoinOverflow::kRejectNew) {
-        reason = "join table full (" + std::to_string(entries_.size()) + " keys)";
-        return Verdict::kRejected;
-      }
-      leave(entries_.find(*by_age_.front()), "evicted: join table full", expired);
-    }
-    Entry entry{fns_.init(), now_ns(false), e.partition(), {}};
-    it = entries_.emplace(std::string(key), std::move(entry)).first;
-    if (aged_) it->second.age = by_age_.insert(by_age_.end(), &it->first);
-  }
-  // merge and fire run on the entry itself; a throw from either (or from
-  // the user's combine/process inside fire) puts the partial back as it
-  // was, so the retry merges the event once, not twice.
-  std::any before;
-  if (!fresh) before = it->second.partial;
-  auto undo = [&] {
-    if (fresh) {
-      erase(it);
-    } else {
-      it->second.partial = std::move(before);
-    }
-  };
-  std::string refused;
-  try {
-    refused = fns_.merge(it->second.partial, input, e);
-  } catch (...) {
-    undo();
-    throw;
-  }
+  std::any partial = it == entries_.end() ? fns_.init() : it->second.partial;
+  std::string refused = fns_.merge(partial, input, e);
   if (!refused.empty()) {
-    undo();
     reason = std::move(refused);
     return Verdict::kRejected;
   }
-  if (track_changes_) changed_.insert_or_assign(it->first, it->second.partition);
-  try {
-    while (fns_.ready(it->second.partial)) {
-      if (fns_.fire(it->first, it->second.partial, out)) {
-        erase(it);
-        break;
-      }
-    }
-  } catch (...) {
-    undo();  // fire erases only after it returned: `it` is still the entry
-    throw;
+  const std::size_t mark = out.mark();
+  bool done = false;
+  while (!done && fns_.ready(partial)) done = fns_.fire(key, partial, out);
+  // A new key that stays needs a place; a full table either refuses it or
+  // (at commit) evicts its oldest entry.
+  if (it == entries_.end() && !done && fns_.limits.max_entries && entries_.size() >= fns_.limits.max_entries &&
+      fns_.limits.when_full == JoinOverflow::kRejectNew) {
+    out.rollback(mark);
+    reason = "join table full (" + std::to_string(entries_.size()) + " keys)";
+    return Verdict::kRejected;
   }
+  staged_.active = true;
+  staged_.entry = it;
+  if (it == entries_.end()) staged_.key = fns_.key ? std::move(computed) : std::string(key);
+  staged_.partial = std::move(partial);
+  staged_.partition = e.partition();
+  staged_.done = done;
   return Verdict::kTaken;
+}
+
+void JoinTable::commit(Emitter& expired) {
+  if (!std::exchange(staged_.active, false)) return;
+  auto it = staged_.entry;
+  if (it != entries_.end()) {
+    if (staged_.done) {
+      erase(it);
+    } else {
+      it->second.partial = std::move(staged_.partial);
+      if (track_changes_) changed_.insert_or_assign(it->first, it->second.partition);
+    }
+    return;
+  }
+  if (staged_.done) return;  // a new key that completed at once: never kept
+  if (fns_.limits.max_entries && entries_.size() >= fns_.limits.max_entries) {
+    leave(entries_.find(*by_age_.front()), "evicted: join table full", expired);
+  }
+  Entry entry{std::move(staged_.partial), now_ns(false), staged_.partition, {}};
+  it = entries_.emplace(std::move(staged_.key), std::move(entry)).first;
+  if (aged_) it->second.age = by_age_.insert(by_age_.end(), &it->first);
+  if (track_changes_) changed_.insert_or_assign(it->first, it->second.partition);
 }
 
 void JoinTable::tick(std::int64_t now, Emitter&, Emitter& expired) {
@@ -349,14 +348,10 @@ JoinFns key_match_fns(KeyMatchJoin join, std::size_t inputs) {
 
 // ------------------------------------------------------------- stream-table
 
-StageState::Verdict TableJoinState::add(std::size_t input, const Event& e, Emitter& out, Emitter&, std::string&) {
-  if (input == 1) {  // the table
-    if (e.data().empty()) {
-      if (auto it = table_.find(e.key()); it != table_.end()) table_.erase(it);
-    } else {
-      table_.insert_or_assign(std::string(e.key()), Value{std::string(e.data()), e.partition()});
-    }
-    if (track_changes_) changed_.insert_or_assign(std::string(e.key()), e.partition());
+StageState::Verdict TableJoinState::add(std::size_t input, const Event& e, Emitter& out, std::string&) {
+  staged_ = std::nullopt;
+  if (input == 1) {  // the table: commit() applies the update
+    staged_.emplace(std::string(e.key()), Value{std::string(e.data()), e.partition()});
     return Verdict::kTaken;
   }
   auto it = table_.find(e.key());
@@ -370,6 +365,18 @@ StageState::Verdict TableJoinState::add(std::size_t input, const Event& e, Emitt
     out.emit(Message{e.key(), e.metadata(), encode_tuple(parts), {}, kAnyPartition});
   }
   return Verdict::kTaken;
+}
+
+void TableJoinState::commit(Emitter&) {
+  if (!staged_) return;
+  auto& [key, value] = *staged_;
+  if (track_changes_) changed_.insert_or_assign(key, value.partition);
+  if (value.bytes.empty()) {  // a tombstone
+    if (auto it = table_.find(key); it != table_.end()) table_.erase(it);
+  } else {
+    table_.insert_or_assign(std::move(key), std::move(value));
+  }
+  staged_ = std::nullopt;
 }
 
 void TableJoinState::take_changes(Emitter& changelog) {

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <list>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -72,7 +73,11 @@ class JoinTable final : public StageState {
   // REQUIRES: fns outlives the table.
   JoinTable(const JoinFns& fns, bool track_changes, bool dead_letters, std::string stage);
 
-  Verdict add(std::size_t input, const Event& e, Emitter& out, Emitter& expired, std::string& reason) override;
+  // merge and fire run on a copy of the key's partial; commit() keeps it
+  // (or erases a completed entry, or adds a new key, evicting the oldest
+  // from a full table).
+  Verdict add(std::size_t input, const Event& e, Emitter& out, std::string& reason) override;
+  void commit(Emitter& expired) override;
   void tick(std::int64_t now_ns, Emitter& out, Emitter& expired) override;
   std::size_t pending_changes() const noexcept override { return changed_.size(); }
   void take_changes(Emitter& changelog) override;
@@ -105,6 +110,15 @@ class JoinTable final : public StageState {
   Entries entries_;
   std::list<const std::string*> by_age_;  // entries_' keys (stable in its nodes), oldest first
   ChangedKeys changed_;  // key -> partition, since take_changes
+  // The last add(), for commit().
+  struct Staged {
+    bool active = false;
+    Entries::iterator entry;  // the key's entry, or end(): a new key
+    std::string key;          // a new key
+    std::any partial;
+    std::uint32_t partition = 0;
+    bool done = false;  // fired and finished: the entry goes
+  } staged_;
 };
 
 class JoinSpec final : public StateSpec {
@@ -129,7 +143,8 @@ JoinFns key_match_fns(KeyMatchJoin join, std::size_t inputs);
 class TableJoinState final : public StageState {
  public:
   TableJoinState(const TableJoin& join, bool track_changes) : join_(join), track_changes_(track_changes) {}
-  Verdict add(std::size_t input, const Event& e, Emitter& out, Emitter& expired, std::string& reason) override;
+  Verdict add(std::size_t input, const Event& e, Emitter& out, std::string& reason) override;
+  void commit(Emitter& expired) override;
   std::size_t pending_changes() const noexcept override { return changed_.size(); }
   void take_changes(Emitter& changelog) override;
   Status restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions) override;
@@ -143,6 +158,7 @@ class TableJoinState final : public StageState {
   const bool track_changes_;
   std::map<std::string, Value, std::less<>> table_;
   ChangedKeys changed_;
+  std::optional<std::pair<std::string, Value>> staged_;  // the last add()'s table update
 };
 
 class TableJoinSpec final : public StateSpec {

@@ -407,6 +407,9 @@ void Stage::run_reader(Worker& w) {
           stopped = true;
           break;
         }
+        // A stop during a due result's retries leaves the state ahead of
+        // what could be acked: deliver nothing, the events come again.
+        if (w.table && !settle_due(w)) return;
         ++end;
         if (chunk_full()) break;
       }
@@ -482,7 +485,7 @@ bool Stage::handle(Worker& w, std::size_t input, const Event& e, std::optional<s
   bool stopped = false;
   const std::optional<std::string> threw = with_retries(w, [&] {
     if (w.table) {
-      verdict = w.table->add(input, e, w.outputs, w.dead_letters, reason);
+      verdict = w.table->add(input, e, w.outputs, reason);
     } else {
       call_fn(w, e);
     }
@@ -496,6 +499,7 @@ bool Stage::handle(Worker& w, std::size_t input, const Event& e, std::optional<s
   }
   switch (verdict) {
     case StageState::Verdict::kTaken:
+      if (w.table) w.table->commit(w.dead_letters);
       return true;
     case StageState::Verdict::kLate:
       late_.fetch_add(1, std::memory_order_relaxed);
@@ -506,6 +510,28 @@ bool Stage::handle(Worker& w, std::size_t input, const Event& e, std::optional<s
       note_error(reason);
       if (dead_letter_) dead_letter(w, input, e, reason, 1);
       return true;
+  }
+  return true;
+}
+
+bool Stage::settle_due(Worker& w) {
+  while (w.table->due()) {
+    std::uint32_t attempts = 0;
+    bool stopped = false;
+    const std::optional<std::string> threw = with_retries(w, [&] { w.table->emit_due(w.outputs); }, attempts, stopped);
+    if (stopped) return false;
+    if (threw) {
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      note_error(*threw);
+      if (dead_letter_) {
+        DueItem item = w.table->describe_due();
+        nlohmann::json info = {{"reason", *threw}, {"stage", name_}, {"attempts", attempts}};
+        info.update(item.info);
+        const DeadLetter d = fit_dead_letter(item.key, {}, item.data, std::move(info), w.dead_letters.max_event_size());
+        w.dead_letters.emit(Message{d.key, d.metadata, d.data, {}, kAnyPartition});
+      }
+    }
+    w.table->finish_due();
   }
   return true;
 }

@@ -106,6 +106,11 @@ class Stage {
   template <class Call>
   std::optional<std::string> with_retries(Worker& w, Call&& call, std::uint32_t& attempts, bool& stopped,
                                           std::optional<std::string> first_error = std::nullopt);
+  // Emits what the state owes outside any one event (windows the watermark
+  // passed), each in its own retry frame; one whose retries are spent is
+  // dead-lettered and forgotten, failing no event. False: a stop came
+  // during a backoff.
+  bool settle_due(Worker& w);
   // Publishes (or commits) what the worker holds for the handled events of
   // `input` and acks them. False: stopping before it could.
   bool deliver(Worker& w, std::size_t input, std::span<const Event> handled);

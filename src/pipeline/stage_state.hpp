@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "rill/json.hpp"
 #include "rill/pipeline.hpp"
 
 namespace rill::detail {
@@ -56,19 +57,51 @@ inline bool mine(std::uint32_t partition, const std::vector<std::uint32_t>& part
   return std::find(partitions.begin(), partitions.end(), partition) != partitions.end();
 }
 
+// A result a state owes outside any one event (a window the watermark
+// passed, a window join's unmatched event whose window closed), described
+// for a dead letter when it cannot be emitted.
+struct DueItem {
+  std::string key;
+  nlohmann::json info;  // what it is: window bounds, join side, ...
+  std::string data;     // its state's bytes, when the state can say them
+};
+
+// The stage drives a state transactionally:
+//   add(e) -> [the stage checks the outputs fit the output topic] -> commit()
+// then settles what became due, one item at a time, each in its own retry
+// frame: emit_due() -> finish_due(), or a dead letter -> finish_due(). So a
+// user function that throws, or an output the topic refuses, loses neither
+// the state nor an event's place, and one failing window fails only itself.
 class StageState {
  public:
   enum class Verdict : std::uint8_t {
-    kTaken,     // handled (its outputs, if any, are in `out`)
+    kTaken,     // handled: its outputs, if any, are in `out`; commit() applies it
     kLate,      // too late for any open window: counted (StageStats::late)
     kRejected,  // refused by the state's policy: a failure with `reason`
   };
   virtual ~StageState() = default;
 
-  // One event of input `input` (an index into the stage's inputs). An
-  // event that throws must leave the state as it was before the call.
-  // Entries the event pushes out (a full join table) go to `expired`.
-  virtual Verdict add(std::size_t input, const Event& e, Emitter& out, Emitter& expired, std::string& reason) = 0;
+  // One event of input `input` (an index into the stage's inputs). Changes
+  // nothing: emits the event's outputs into `out` and keeps its change for
+  // commit(); the next add() drops a change not committed (a failed
+  // attempt). kLate and kRejected emit nothing. Throws what the user's
+  // functions throw.
+  virtual Verdict add(std::size_t input, const Event& e, Emitter& out, std::string& reason) = 0;
+  // Applies the change of the last add() (which returned kTaken). Entries
+  // it pushes out (a full join table) go to `expired`, dead letters for
+  // the stage. Does not throw (user code it calls is contained).
+  virtual void commit(Emitter& expired) = 0;
+
+  // Results owed outside any one event, oldest first.
+  virtual bool due() const { return false; }
+  // Emits the first due result into `out`; throws what the user's function
+  // throws, and then the item stays due.
+  virtual void emit_due(Emitter& out) { (void)out; }
+  // The first due item, for a dead letter.
+  virtual DueItem describe_due() const { return {}; }
+  // Forgets the first due item (emitted, or dead-lettered).
+  virtual void finish_due() {}
+
   // Time passes (each batch, and when the input is idle): expiries go to
   // `out` or `expired` (events for the dead-letter topic).
   virtual void tick(std::int64_t now_ns, Emitter& out, Emitter& expired) {

@@ -40,18 +40,17 @@ void StreamJoinState::emit(std::string_view key, const Event* left, const Event*
   out.emit(key, {}, encode_tuple(parts));
 }
 
-StageState::Verdict StreamJoinState::add(std::size_t input, const Event& e, Emitter& out, Emitter&, std::string&) {
+StageState::Verdict StreamJoinState::add(std::size_t input, const Event& e, Emitter& out, std::string&) {
+  staged_.active = false;
   const int side = input == 0 ? 0 : 1;
   const std::int64_t t = join_.event_time ? join_.event_time(e) : e.timestamp_ns();
   const std::int64_t new_max = std::max(clock_.seen(e.partition()), t);
   const std::int64_t now = clock_.low_with(e.partition(), new_max);
   if (closes_at(side, t) < now) return Verdict::kLate;
 
-  // First every call of user code (combine), then the changes: an
-  // exception leaves the state as it was.
-  auto key_it = keys_.find(e.key());
-  std::vector<std::uint64_t> matched;
-  if (key_it != keys_.end()) {
+  // The matches' outputs now; the buffers change at commit().
+  staged_.matched.clear();
+  if (auto key_it = keys_.find(e.key()); key_it != keys_.end()) {
     for (auto& [seq, other] : key_it->second.side[1 - side]) {
       const std::int64_t lt = side == 0 ? t : other.t, rt = side == 0 ? other.t : t;
       if (rt < lt - before_ || rt > lt + after_) continue;
@@ -60,40 +59,63 @@ StageState::Verdict StreamJoinState::add(std::size_t input, const Event& e, Emit
       } else {
         emit(e.key(), &other.event, &e, out);
       }
-      matched.push_back(seq);
+      staged_.matched.push_back(seq);
     }
   }
-  // Windows the new stream time closes: unmatched events leave as the kind says.
-  std::vector<decltype(closing_)::iterator> closed;
-  for (auto c = closing_.begin(); c != closing_.end() && c->first < now; ++c) {
-    const auto& [key, s, seq] = c->second;
-    const Item& item = keys_.find(key)->second.side[s].at(seq);
-    const bool now_matched = key == e.key() && s == 1 - side && std::count(matched.begin(), matched.end(), seq);
-    const bool alone = !item.matched && !now_matched &&
-                       (join_.kind == StreamJoinKind::kOuter || (join_.kind == StreamJoinKind::kLeft && s == 0));
-    if (alone) emit(key, s == 0 ? &item.event : nullptr, s == 1 ? &item.event : nullptr, out);
-    closed.push_back(c);
-  }
+  staged_.active = true;
+  staged_.side = side;
+  staged_.t = t;
+  staged_.max_time = new_max;
+  staged_.event = e;
+  return Verdict::kTaken;
+}
 
-  clock_.raise(e.partition(), new_max);
+void StreamJoinState::commit(Emitter&) {
+  if (!std::exchange(staged_.active, false)) return;
+  const Event& e = staged_.event;
+  const int side = staged_.side;
+  clock_.raise(e.partition(), staged_.max_time);
+  auto key_it = keys_.find(e.key());
   if (key_it == keys_.end()) {
     key_it = keys_.emplace(std::string(e.key()), Buffers{}).first;
     key_it->second.partition = e.partition();
   }
-  for (std::uint64_t seq : matched) key_it->second.side[1 - side].at(seq).matched = true;
+  for (std::uint64_t seq : staged_.matched) key_it->second.side[1 - side].at(seq).matched = true;
   const std::uint64_t seq = next_seq_++;
-  key_it->second.side[side].emplace(seq, Item{t, !matched.empty(), e});
-  closing_.emplace(closes_at(side, t), std::make_tuple(key_it->first, side, seq));
+  key_it->second.side[side].emplace(seq, Item{staged_.t, !staged_.matched.empty(), std::move(staged_.event)});
+  closing_.emplace(closes_at(side, staged_.t), std::make_tuple(key_it->first, side, seq));
   if (track_changes_) changed_.insert_or_assign(key_it->first, key_it->second.partition);
-  for (auto c : closed) {
-    const auto& [key, s, item_seq] = c->second;
-    auto k = keys_.find(key);
-    k->second.side[s].erase(item_seq);
-    if (track_changes_) changed_.insert_or_assign(key, k->second.partition);
-    if (k->second.side[0].empty() && k->second.side[1].empty()) keys_.erase(k);
-    closing_.erase(c);
-  }
-  return Verdict::kTaken;
+}
+
+bool StreamJoinState::due() const { return !closing_.empty() && closing_.begin()->first < clock_.low(); }
+
+const StreamJoinState::Item& StreamJoinState::first_due() const {
+  const auto& [key, s, seq] = closing_.begin()->second;
+  return keys_.find(key)->second.side[s].at(seq);
+}
+
+void StreamJoinState::emit_due(Emitter& out) {
+  // An event whose window closed unmatched leaves as the join's kind says.
+  const auto& [key, s, seq] = closing_.begin()->second;
+  const Item& item = first_due();
+  const bool alone = !item.matched && (join_.kind == StreamJoinKind::kOuter || (join_.kind == StreamJoinKind::kLeft && s == 0));
+  if (alone) emit(key, s == 0 ? &item.event : nullptr, s == 1 ? &item.event : nullptr, out);
+}
+
+DueItem StreamJoinState::describe_due() const {
+  const auto& [key, s, seq] = closing_.begin()->second;
+  const Item& item = first_due();
+  return DueItem{key, {{"side", s == 0 ? "left" : "right"}, {"event_time_ns", item.t}}, std::string(item.event.data())};
+}
+
+void StreamJoinState::finish_due() {
+  auto c = closing_.begin();
+  const auto& [key, s, seq] = c->second;
+  auto k = keys_.find(key);
+  k->second.side[s].erase(seq);
+  if (track_changes_) changed_.insert_or_assign(key, k->second.partition);
+  if (k->second.side[0].empty() && k->second.side[1].empty()) keys_.erase(k);
+  closing_.erase(c);
 }
 
 void StreamJoinState::take_changes(Emitter& changelog) {

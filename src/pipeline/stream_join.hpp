@@ -10,6 +10,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "pipeline/join_table.hpp"
 #include "pipeline/stage_state.hpp"
@@ -22,7 +23,15 @@ class StreamJoinState final : public StageState {
   // REQUIRES: join outlives the state.
   StreamJoinState(const WindowJoin& join, bool track_changes);
 
-  Verdict add(std::size_t input, const Event& e, Emitter& out, Emitter& expired, std::string& reason) override;
+  // Emits the event's matches; commit() buffers it (and marks what it
+  // matched). Due: buffered events whose window the stream time closed,
+  // in closing order; emit_due emits one unmatched as the kind says.
+  Verdict add(std::size_t input, const Event& e, Emitter& out, std::string& reason) override;
+  void commit(Emitter& expired) override;
+  bool due() const override;
+  void emit_due(Emitter& out) override;
+  DueItem describe_due() const override;
+  void finish_due() override;
   std::size_t pending_changes() const noexcept override { return changed_.size(); }
   void take_changes(Emitter& changelog) override;
   Status restore(std::string_view key, std::string_view data, const std::vector<std::uint32_t>& partitions) override;
@@ -41,8 +50,7 @@ class StreamJoinState final : public StageState {
   // When an item of `side` at time t stops being joinable.
   std::int64_t closes_at(int side, std::int64_t t) const noexcept;
   void emit(std::string_view key, const Event* left, const Event* right, Emitter& out) const;
-  // Drops what stream time `now` closed, emitting unmatched ones as the kind says.
-  void expire(std::int64_t now, Emitter& out);
+  const Item& first_due() const;
 
   const WindowJoin& join_;
   const bool track_changes_;
@@ -52,6 +60,14 @@ class StreamJoinState final : public StageState {
   std::multimap<std::int64_t, std::tuple<std::string, int, std::uint64_t>> closing_;  // close time -> item
   std::uint64_t next_seq_ = 0;
   ChangedKeys changed_;
+  // The last add(), for commit().
+  struct Staged {
+    bool active = false;
+    int side = 0;
+    std::int64_t t = 0, max_time = 0;
+    Event event;
+    std::vector<std::uint64_t> matched;  // sequences on the other side
+  } staged_;
 };
 
 class StreamJoinSpec final : public StateSpec {

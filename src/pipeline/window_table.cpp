@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "common/user_code.hpp"
+
 namespace rill::detail {
 
 namespace {
@@ -47,7 +49,8 @@ Status WindowSpec::validate(std::size_t inputs) const {
   return Status::Ok();
 }
 
-StageState::Verdict WindowTable::add(std::size_t, const Event& e, Emitter& out, Emitter&, std::string&) {
+StageState::Verdict WindowTable::add(std::size_t, const Event& e, Emitter&, std::string&) {
+  staged_.windows.clear();
   const std::int64_t t = fns_.options.event_time ? fns_.options.event_time(e) : e.timestamp_ns();
   const std::int64_t new_max = std::max(clock_.seen(e.partition()), t);
   const std::int64_t wm = watermark_at(clock_.low_with(e.partition(), new_max));
@@ -55,9 +58,8 @@ StageState::Verdict WindowTable::add(std::size_t, const Event& e, Emitter& out, 
   const std::int64_t last_start = floor_div(t, hop_ns_) * hop_ns_;
   if (last_start + size_ns_ <= wm) return Verdict::kLate;  // even its newest window is closed
 
-  // The event's windows still open, aggregated on copies first: a throw
-  // from init or aggregate changes nothing, so the retry aggregates once.
-  std::vector<std::pair<std::int64_t, std::any>> updated;
+  // The event's windows still open, aggregated on copies: a throw from init
+  // or aggregate changes nothing, so the retry aggregates once.
   for (std::int64_t s = last_start; s > t - size_ns_ && s + size_ns_ > wm; s -= hop_ns_) {
     const Entry* current = nullptr;
     if (auto w = windows_.find(s); w != windows_.end()) {
@@ -65,32 +67,51 @@ StageState::Verdict WindowTable::add(std::size_t, const Event& e, Emitter& out, 
     }
     std::any state = current ? current->state : fns_.init();
     fns_.aggregate(state, e);
-    updated.emplace_back(s, std::move(state));
+    staged_.windows.emplace_back(s, std::move(state));
   }
+  staged_.key.assign(e.key());
+  staged_.partition = e.partition();
+  staged_.max_time = new_max;
+  return Verdict::kTaken;
+}
 
-  // Close (emit) what the new watermark passes; nothing changes if an emit throws.
-  auto close_end = windows_.begin();
-  for (; close_end != windows_.end() && close_end->first + size_ns_ <= wm; ++close_end) {
-    const Window w{close_end->first, close_end->first + size_ns_};
-    for (const auto& [key, entry] : close_end->second) out.emit(fns_.emit(key, w, entry.state));
-  }
-  for (auto it = windows_.begin(); it != close_end; ++it) {
-    for (const auto& [key, entry] : it->second) changed_.erase(std::pair<std::int64_t, std::string>(it->first, key));
-  }
-  windows_.erase(windows_.begin(), close_end);
-  clock_.raise(e.partition(), new_max);
-
-  for (auto& [start, state] : updated) {
+void WindowTable::commit(Emitter&) {
+  clock_.raise(staged_.partition, staged_.max_time);
+  for (auto& [start, state] : staged_.windows) {
     Keys& keys = windows_[start];
-    auto it = keys.find(e.key());
+    auto it = keys.find(staged_.key);
     if (it == keys.end()) {
-      it = keys.emplace(std::string(e.key()), Entry{std::move(state), e.partition()}).first;
+      it = keys.emplace(staged_.key, Entry{std::move(state), staged_.partition}).first;
     } else {
       it->second.state = std::move(state);
     }
     if (track_changes_) changed_.emplace(start, it->first);
   }
-  return Verdict::kTaken;
+  staged_.windows.clear();
+}
+
+bool WindowTable::due() const { return !windows_.empty() && windows_.begin()->first + size_ns_ <= watermark(); }
+
+void WindowTable::emit_due(Emitter& out) {
+  const auto& [start, keys] = *windows_.begin();
+  const auto& [key, entry] = *keys.begin();
+  out.emit(fns_.emit(key, Window{start, start + size_ns_}, entry.state));
+}
+
+DueItem WindowTable::describe_due() const {
+  const auto& [start, keys] = *windows_.begin();
+  const auto& [key, entry] = *keys.begin();
+  DueItem item{key, {{"window_start_ns", start}, {"window_end_ns", start + size_ns_}}, {}};
+  if (fns_.encode) (void)user_code_threw([&] { item.data = fns_.encode(entry.state); });
+  return item;
+}
+
+void WindowTable::finish_due() {
+  auto w = windows_.begin();
+  auto k = w->second.begin();
+  changed_.erase(std::pair<std::int64_t, std::string>(w->first, k->first));
+  w->second.erase(k);
+  if (w->second.empty()) windows_.erase(w);
 }
 
 void WindowTable::take_changes(Emitter& changelog) {

@@ -31,15 +31,18 @@ class WindowTable final : public StageState {
   // track_changes: the state is durable (take_changes is called).
   WindowTable(const WindowFns& fns, bool track_changes);
 
-  // Adds an event: first emits (into `out`) every window the event's time
-  // closes, then aggregates the event into each of its windows still open.
-  // Returns kLate, changing nothing, when every window of the event is
-  // already closed. Throws what the user's init/aggregate/emit throw, and
-  // then leaves the table unchanged (aggregates run on copies first).
-  // Not covered: a closed window's result that the output topic refuses
-  // after add returned (the stage rolls the outputs back, the windows are
-  // gone).
-  Verdict add(std::size_t input, const Event& e, Emitter& out, Emitter& expired, std::string& reason) override;
+  // Aggregates the event into each of its windows still open (on copies:
+  // commit() keeps them and raises the event's partition clock). Returns
+  // kLate when every window of the event is already closed. Throws what the
+  // user's init/aggregate throw.
+  Verdict add(std::size_t input, const Event& e, Emitter& out, std::string& reason) override;
+  void commit(Emitter& expired) override;
+  // Due: the (window, key) pairs the watermark has passed, oldest window
+  // first; emit_due calls the user's emit for the first one.
+  bool due() const override;
+  void emit_due(Emitter& out) override;
+  DueItem describe_due() const override;
+  void finish_due() override;
 
   // Durable state: appends a changelog record (key, data) for every window
   // changed since the last call, and forgets the changes.
@@ -70,6 +73,13 @@ class WindowTable final : public StageState {
   std::int64_t watermark_at(std::int64_t stream_time) const noexcept;
   std::map<std::int64_t, Keys> windows_;  // by start; equal sizes, so also by end
   std::set<std::pair<std::int64_t, std::string>, std::less<>> changed_;
+  // The last add(): its key, partition and time, and its windows' new states.
+  struct Staged {
+    std::string key;
+    std::uint32_t partition = 0;
+    std::int64_t max_time = 0;
+    std::vector<std::pair<std::int64_t, std::any>> windows;  // start -> state
+  } staged_;
 };
 
 // Pipeline::window's spec: a WindowTable per stage thread.

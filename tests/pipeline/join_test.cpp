@@ -268,6 +268,85 @@ TEST_CASE("accumulate join: a bounded table evicts the oldest or rejects new key
   }
 }
 
+TEST_CASE("a join result the output refuses keeps the entry as it was; the event is dead-lettered", "[join]") {
+  Bus bus;
+  REQUIRE(bus.create_topic("merged", {.max_event_size = 64}).ok());
+  Pipeline pipeline(bus);
+  Seen out, dead;
+  REQUIRE(pipeline
+              .accumulate_join("join", two_part_join(),
+                               {.output = "merged", .inputs = {"one", "two"},
+                                .retry = {.max_retries = 1, .backoff = 1ms}, .dead_letter_topic = "dead"})
+              .ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { out.add(e); }, {.input = "merged"}).ok());
+  REQUIRE(pipeline.sink("dlq", [&](const Event& e) { dead.add(e); }, {.input = "dead"}).ok());
+  REQUIRE(pipeline.start().ok());
+  publish(bus, "one", {{"k", std::string(40, 'a')}});
+  REQUIRE(pipeline.wait(30s).ok());
+  publish(bus, "two", {{"k", std::string(40, 'b')}});  // "a..a+b..b" is 81 bytes: refused
+  REQUIRE(pipeline.wait(30s).ok());
+  REQUIRE(dead.size() == 1);
+  CHECK(dead.items()[0].data == std::string(40, 'b'));
+  CHECK(out.size() == 0);
+  // The entry still holds only its first part: a short one replaces it and
+  // a second part completes it.
+  publish(bus, "one", {{"k", "s"}});
+  publish(bus, "two", {{"k", "t"}});
+  REQUIRE(pipeline.wait(30s).ok());
+  REQUIRE(out.size() == 1);
+  CHECK(out.items()[0].data == "s+t");
+}
+
+TEST_CASE("a bounded join evicts only for a key it keeps; an oversized eviction still reaches the dead-letter topic", "[join]") {
+  Bus bus;
+  REQUIRE(bus.create_topic("dead", {.max_event_size = 300}).ok());
+  Pipeline pipeline(bus);
+  Seen out, dead;
+  AccumulateJoin<Parts> join = two_part_join();
+  join.merge = [inner = join.merge](Parts& p, std::size_t input, const Event& e) {
+    if (e.key() == "poison") throw std::runtime_error("cannot merge");
+    inner(p, input, e);
+  };
+  join.limits.max_entries = 2;
+  join.limits.when_full = JoinOverflow::kEvictOldest;
+  REQUIRE(pipeline
+              .accumulate_join("join", join,
+                               {.output = "merged", .inputs = {"one", "two"}, .retry = {.max_retries = 1, .backoff = 1ms},
+                                .dead_letter_topic = "dead"})
+              .ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { out.add(e); }, {.input = "merged"}).ok());
+  REQUIRE(pipeline.sink("dlq", [&](const Event& e) { dead.add(e); }, {.input = "dead"}).ok());
+  REQUIRE(pipeline.start().ok());
+  const std::string big(1000, 'x');
+  publish(bus, "one", {{"k1", "a1"}, {"k2", "a2"}, {"poison", "p"}});  // poison is never kept: evicts nothing
+  REQUIRE(pipeline.wait(30s).ok());
+  publish(bus, "two", {{"k1", "b1"}, {"k2", "b2"}});
+  REQUIRE(pipeline.wait(30s).ok());
+  publish(bus, "one", {{"k3", big}, {"k4", "a4"}, {"k5", "a5"}});  // k5 evicts k3, whose partial is too big to carry
+  REQUIRE(pipeline.wait(30s).ok());
+  publish(bus, "two", {{"k5", "b5"}});
+  REQUIRE(pipeline.wait(30s).ok());
+  std::set<std::string> merged;
+  for (const auto& o : out.items()) merged.insert(o.key + "=" + o.data);
+  CHECK(merged == std::set<std::string>{"k1=a1+b1", "k2=a2+b2", "k5=a5+b5"});
+  REQUIRE(dead.size() == 2);
+  std::map<std::string, nlohmann::json> why;
+  for (const auto& d : dead.items()) {
+    auto md = parse_metadata(d.metadata);
+    REQUIRE(md.ok());
+    why[d.key] = (*md)["dead_letter"];
+    CHECK(d.key.size() + d.metadata.size() + d.data.size() <= 300);
+  }
+  REQUIRE(why.count("poison") == 1);
+  CHECK(why["poison"]["reason"] == "cannot merge");
+  REQUIRE(why.count("k3") == 1);
+  CHECK(why["k3"]["reason"] == "evicted: join table full");
+  CHECK(why["k3"]["dropped_data_bytes"].get<std::size_t>() > 1000);
+  auto s = pipeline.stats("join");
+  REQUIRE(s.ok());
+  CHECK(s->last_error.find("stage ended") == std::string::npos);
+}
+
 TEST_CASE("key-matching join over three inputs, under each duplicate policy", "[join]") {
   const OnDuplicate policy = GENERATE(OnDuplicate::kReplace, OnDuplicate::kQueue, OnDuplicate::kReject);
   Bus bus;
@@ -460,6 +539,42 @@ TEST_CASE("windowed stream-stream join: bounds inclusive, unmatched results only
   REQUIRE(s.ok());
   CHECK(s->late == 1);
   CHECK(pairs(out) == want);
+}
+
+TEST_CASE("an unmatched window-join result that cannot be emitted fails only itself", "[join]") {
+  Bus bus;
+  Pipeline pipeline(bus);
+  Seen out, dead;
+  WindowJoin join = window_join(StreamJoinKind::kOuter);
+  join.combine = [](std::string_view key, const Event* left, const Event* right, Emitter& o) {
+    if (key == "bad" && !(left && right)) throw std::runtime_error("cannot combine");
+    const std::string_view parts[] = {left ? left->data() : std::string_view(), right ? right->data() : std::string_view()};
+    o.emit(key, {}, encode_tuple(parts));
+  };
+  REQUIRE(pipeline
+              .window_join("wj", join,
+                           {.output = "joined", .inputs = {"left", "right"}, .retry = {.max_retries = 1, .backoff = 1ms},
+                            .dead_letter_topic = "dead"})
+              .ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { out.add(e); }, {.input = "joined"}).ok());
+  REQUIRE(pipeline.sink("dlq", [&](const Event& e) { dead.add(e); }, {.input = "dead"}).ok());
+  REQUIRE(pipeline.start().ok());
+  publish(bus, "left", {{"bad", "1000 lbad"}, {"a", "1000 la"}});
+  publish(bus, "right", {{"b", "1000 rb"}});
+  REQUIRE(pipeline.wait(30s).ok());
+  // z closes every window above: lbad's unmatched result throws; la's and
+  // rb's, and the events after, are unaffected.
+  publish(bus, "left", {{"z", "5000 lz"}, {"y", "5000 ly"}});
+  publish(bus, "right", {{"y", "5050 ry"}});
+  REQUIRE(pipeline.wait(30s).ok());
+  CHECK(pairs(out) == std::vector<std::string>{"a:la,-", "b:-,rb", "y:ly,ry"});
+  REQUIRE(dead.size() == 1);
+  CHECK(dead.items()[0].key == "bad");
+  CHECK(dead.items()[0].data == "1000 lbad");
+  auto md = parse_metadata(dead.items()[0].metadata);
+  REQUIRE(md.ok());
+  CHECK((*md)["dead_letter"]["reason"] == "cannot combine");
+  CHECK((*md)["dead_letter"]["side"] == "left");
 }
 
 TEST_CASE("windowed stream-stream join: grace keeps windows open for late arrivals", "[join]") {

@@ -4,9 +4,11 @@
 // dead-lettered, and durable window state that survives a bus restart.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -184,6 +186,70 @@ TEST_CASE("an aggregate that throws changes no window: retried once, dead-letter
   CHECK(got.at({"flaky", 1000}) == "1 7 7 7");  // aggregated once, after one failed attempt
   CHECK(got.count({"poison", 1000}) == 0);       // no window was made for it
   CHECK(dead == 1);
+}
+
+TEST_CASE("a window whose emit throws or whose result the output refuses fails only itself", "[window]") {
+  Bus bus;
+  auto in = *bus.create_topic("in", {.capacity = 64});
+  REQUIRE(bus.create_topic("out", {.max_event_size = 256}).ok());
+  Pipeline pipeline(bus);
+  ResultSink sink;
+  Aggregation<Stat> agg = stat_aggregation();
+  auto flaky = std::make_shared<std::atomic<int>>(0);
+  agg.emit = [inner = agg.emit, flaky](std::string_view key, const Window& w, const Stat& st) {
+    if (key == "bad") throw std::runtime_error("cannot emit");
+    if (key == "flaky" && flaky->fetch_add(1) == 0) throw std::runtime_error("once");
+    Output o = inner(key, w, st);
+    if (key == "huge") o.data += std::string(1000, 'x');  // past the output's max_event_size
+    return o;
+  };
+  REQUIRE(pipeline
+              .window("reduce", agg, windows(1000ms),
+                      {.input = "in", .output = "out", .retry = {.max_retries = 2, .backoff = 1ms},
+                       .dead_letter_topic = "dead"})
+              .ok());
+  REQUIRE(pipeline.sink("collect", [&](const Event& e) { sink.add(e); }, {.input = "out"}).ok());
+  std::mutex mu;
+  std::vector<nlohmann::json> dead;
+  REQUIRE(pipeline
+              .sink("dlq",
+                    [&](const Event& e) {
+                      auto md = parse_metadata(e);
+                      std::lock_guard<std::mutex> lock(mu);
+                      dead.push_back(md.ok() ? (*md)["dead_letter"] : nlohmann::json());
+                    },
+                    {.input = "dead"})
+              .ok());
+  // [0, 1000) holds a failing emit and a refused result beside good ones;
+  // "c" closes it, and every later event must still be handled.
+  publish(in, {{"a", 100, 1}, {"bad", 200, 2}, {"huge", 300, 3}, {"flaky", 350, 6}, {"b", 400, 5},
+               {"c", 1500, 7}, {"bad", 1600, 1}, {"d", 1700, 9}, {"flush", 5000, 0}});
+  REQUIRE(pipeline.start().ok());
+  REQUIRE(pipeline.wait(60s).ok());
+  const Results got = sink.results();
+  CHECK(sink.duplicates() == 0);
+  CHECK(got.at({"a", 0}) == "1 1 1 1");
+  CHECK(got.at({"b", 0}) == "1 5 5 5");
+  CHECK(got.at({"flaky", 0}) == "1 6 6 6");  // emitted on its retry, once
+  CHECK(got.at({"c", 1000}) == "1 7 7 7");
+  CHECK(got.at({"d", 1000}) == "1 9 9 9");
+  CHECK(got.size() == 5);
+  std::lock_guard<std::mutex> lock(mu);
+  REQUIRE(dead.size() == 3);  // bad@0, huge@0, bad@1000: windows, not events
+  std::multiset<std::string> why;
+  for (const nlohmann::json& d : dead) {
+    REQUIRE(d.is_object());
+    CHECK(d["stage"] == "reduce");
+    CHECK(d["attempts"] == 3);
+    CHECK(d["window_end_ns"].get<std::int64_t>() - d["window_start_ns"].get<std::int64_t>() == 1000000000);
+    CHECK_FALSE(d.contains("offset"));
+    why.insert(d["reason"].get<std::string>().substr(0, 11) + "@" + std::to_string(d["window_start_ns"].get<std::int64_t>()));
+  }
+  CHECK(why == std::multiset<std::string>{"cannot emit@0", "cannot emit@1000000000", "emitted eve@0"});
+  auto s = pipeline.stats("reduce");
+  REQUIRE(s.ok());
+  CHECK(s->dead_lettered == 3);
+  CHECK(s->processed == 9);
 }
 
 TEST_CASE("window boundaries: end is exclusive; lateness decides what is late", "[window]") {

@@ -13,8 +13,9 @@
 //
 // Producers cache their write limit and rescan the gates only when the cache
 // says "full" (refresh_limit). Single-producer rings publish with one store;
-// multi-producer rings claim with fetch_add (or CAS for non-blocking and
-// timed claims) and publish in claim order, so consumers read one cursor and
+// multi-producer rings claim with a CAS under the cached limit (so a claim
+// never waits for space it holds, and a closing topic can refuse it) and
+// publish in claim order, so consumers read one cursor and
 // timestamps stay non-decreasing — without a producer ever waiting for
 // another's claim (mp_publish): a claim finished before an earlier one is
 // marked written, and whoever next moves or reads the published cursor
@@ -164,9 +165,6 @@ class SequencedRing {
   };
   SingleProducer& sp() noexcept { return sp_.state; }
 
-  // Multi-producer: claims n seqs unconditionally (the caller then waits for
-  // space up to its limit). Returns the first.
-  std::uint64_t claim(std::uint64_t n) noexcept { return mp_.claim.fetch_add(n, std::memory_order_relaxed); }
   // Multi-producer: the next seq a claim would get (a hint; others race).
   std::uint64_t mp_claimed() const noexcept { return mp_.claim.load(std::memory_order_relaxed); }
   // Every seq below the result was handed to a publisher: published, or
@@ -184,15 +182,6 @@ class SequencedRing {
       }
       if (mp_.claim.compare_exchange_weak(c, c + n, std::memory_order_relaxed)) return c;
     }
-  }
-  // Multi-producer: true when seqs below `end` may be written, refreshing
-  // the shared cached limit if needed.
-  bool mp_has_room(std::uint64_t end) noexcept {
-    // Acquire: the limit may have been raised by another producer's refresh,
-    // which acquired the consumers' acks; this producer's writes to the
-    // freed slots must happen after the consumers' reads of them.
-    if (end <= mp_.limit.load(std::memory_order_acquire)) return true;
-    return end <= raise_mp_limit(refresh_limit(end));
   }
   // Multi-producer, before writing a claim: returns once [first, first+n)
   // lies within one ring of the published seqs, so that writing it

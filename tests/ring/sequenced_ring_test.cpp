@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -69,6 +70,15 @@ class Backoff {
  private:
   int n_ = 0;
 };
+
+// A multi-producer claim as producers take one: try_claim until there is
+// room, then wait until the claim lies within a ring of the published seqs.
+std::uint64_t claim(Ring& ring, std::uint64_t n) {
+  std::optional<std::uint64_t> c;
+  for (Backoff wait; !(c = ring.try_claim(n));) wait();
+  ring.mp_wait_in_window(*c, n);
+  return *c;
+}
 
 }  // namespace
 
@@ -169,8 +179,7 @@ TEST_CASE("a multi-producer claim finished before an earlier one is published wi
   REQUIRE(ring.attach(pos));
   std::vector<std::pair<std::uint32_t, std::uint64_t>> log;
   Recorder::log = &log;
-  const std::uint64_t a = ring.claim(1), b = ring.claim(1), c = ring.claim(2);
-  REQUIRE(ring.mp_has_room(c + 2));
+  const std::uint64_t a = claim(ring, 1), b = claim(ring, 1), c = claim(ring, 2);
   for (std::uint64_t q = a; q < c + 2; ++q) ring.slot(q).seq = q;
   ring.mp_publish(c, 2);  // returns at once: a and b are not written
   ring.mp_publish(b, 1);
@@ -180,7 +189,7 @@ TEST_CASE("a multi-producer claim finished before an earlier one is published wi
   CHECK(ring.published() == c + 2);
   CHECK(log == std::vector<std::pair<std::uint32_t, std::uint64_t>>{{0, 0}, {0, 1}, {0, 2}, {0, 3}});
   // The next claim, with every earlier one published, publishes itself.
-  const std::uint64_t d = ring.claim(1);
+  const std::uint64_t d = claim(ring, 1);
   ring.slot(d).seq = d;
   ring.mp_publish(d, 1);
   CHECK(ring.published() == d + 1);
@@ -198,12 +207,12 @@ TEST_CASE("multi-producer publishers never wait for a claim that is still being 
   Ring ring(4096, 1, false);
   std::uint64_t pos = 0;
   REQUIRE(ring.attach(pos));
-  const std::uint64_t open = ring.claim(1);
+  const std::uint64_t open = claim(ring, 1);
   std::vector<std::thread> producers;
   for (int p = 0; p < kProducers; ++p) {
     producers.emplace_back([&, p] {
       for (std::uint64_t i = 0; i < kPerProducer; ++i) {
-        const std::uint64_t s = ring.claim(1);
+        const std::uint64_t s = claim(ring, 1);
         ring.slot(s).seq = i;
         ring.slot(s).producer = std::uint32_t(p);
         ring.mp_publish(s, 1);
@@ -230,15 +239,12 @@ TEST_CASE("on a ring producers outrun, a claim still being written is never lapp
   // than overwrite its slot or its mark; then every claim is published.
   constexpr std::uint64_t kCapacity = 8, kPerProducer = 20;
   Ring ring(kCapacity, 1, true);
-  const std::uint64_t open = ring.claim(1);
-  REQUIRE(ring.mp_has_room(open + 1));
+  const std::uint64_t open = claim(ring, 1);
   std::vector<std::thread> producers;
   for (int p = 0; p < 2; ++p) {
     producers.emplace_back([&] {
       for (std::uint64_t i = 0; i < kPerProducer; ++i) {
-        const std::uint64_t s = ring.claim(1);
-        for (Backoff wait; !ring.mp_has_room(s + 1);) wait();
-        ring.mp_wait_in_window(s, 1);
+        const std::uint64_t s = claim(ring, 1);  // waits in mp_wait_in_window a ring ahead of `open`
         ring.slot(s).seq = s;
         ring.mp_publish(s, 1);
       }
@@ -267,15 +273,7 @@ TEST_CASE("multi-producer claims publish in claim order with nothing lost", "[ri
   for (int p = 0; p < kProducers; ++p) {
     producers.emplace_back([&, p] {
       for (std::uint64_t i = 0; i < kPerProducer; ++i) {
-        std::uint64_t s;
-        if (i % 2 == 0) {  // fetch_add claim, then wait for room
-          s = ring.claim(1);
-          for (Backoff wait; !ring.mp_has_room(s + 1);) wait();
-        } else {  // CAS claim only when room is there
-          std::optional<std::uint64_t> c;
-          for (Backoff wait; !(c = ring.try_claim(1));) wait();
-          s = *c;
-        }
+        const std::uint64_t s = claim(ring, 1);
         ring.slot(s).seq = i;
         ring.slot(s).producer = std::uint32_t(p);
         ring.mp_publish(s, 1);
@@ -342,9 +340,7 @@ TEST_CASE("a lossy ring never overwrites a seq a consumer is copying, whichever 
   for (int p = 0; p < kProducers; ++p) {
     producers.emplace_back([&] {
       for (std::uint64_t i = 0; i < kPerProducer; ++i) {
-        const std::uint64_t s = ring.claim(1);
-        for (Backoff wait; !ring.mp_has_room(s + 1);) wait();
-        ring.mp_wait_in_window(s, 1);  // producers outrun a lossy ring's gates
+        const std::uint64_t s = claim(ring, 1);  // producers outrun a lossy ring's gates
         ring.slot(s).seq = s;
         ring.mp_publish(s, 1);
       }

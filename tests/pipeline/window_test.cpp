@@ -9,6 +9,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -250,6 +251,63 @@ TEST_CASE("a window whose emit throws or whose result the output refuses fails o
   REQUIRE(s.ok());
   CHECK(s->dead_lettered == 3);
   CHECK(s->processed == 9);
+}
+
+TEST_CASE("a window dead-lettered on a durable input stays settled across a restart", "[window][durable]") {
+  testing::TempDir dir;
+  Aggregation<Stat> agg = stat_aggregation();
+  agg.emit = [inner = agg.emit](std::string_view key, const Window& w, const Stat& st) {
+    if (key == "bad") throw std::runtime_error("cannot emit");
+    return inner(key, w, st);
+  };
+  agg.encode = [](const Stat& st) {
+    return std::to_string(st.count) + " " + std::to_string(st.sum) + " " + std::to_string(st.min) + " " +
+           std::to_string(st.max);
+  };
+  agg.decode = [](std::string_view b) {
+    Stat st;
+    std::istringstream text{std::string(b)};
+    text >> st.count >> st.sum >> st.min >> st.max;
+    return st;
+  };
+  ResultSink sink;
+  std::atomic<int> dead{0};
+  std::string dead_data;
+  auto run = [&](std::vector<Reading> batch) {
+    Bus bus = testing::open_bus(dir.path());
+    auto in = *bus.ensure_topic("in", testing::durable(Durability::kAsync));
+    for (const char* t : {"out", "dead"}) REQUIRE(bus.ensure_topic(t, testing::durable(Durability::kAsync)).ok());
+    Pipeline pipeline(bus);
+    REQUIRE(pipeline
+                .window("reduce", agg, windows(1000ms),
+                        {.input = "in", .output = "out", .retry = {.max_retries = 1, .backoff = 1ms},
+                         .dead_letter_topic = "dead"})
+                .ok());
+    REQUIRE(pipeline.sink("collect", [&](const Event& e) { sink.add(e); }, {.input = "out"}).ok());
+    REQUIRE(pipeline
+                .sink("dlq",
+                      [&](const Event& e) {
+                        dead_data = std::string(e.data());
+                        dead++;
+                      },
+                      {.input = "dead"})
+                .ok());
+    publish(in, batch);
+    REQUIRE(pipeline.start().ok());
+    REQUIRE(pipeline.wait(60s).ok());
+    CHECK(pipeline.stats("reduce")->exactly_once);
+    pipeline.stop();
+  };
+  run({{"a", 100, 1}, {"bad", 200, 2}, {"bad", 300, 3}, {"a", 1500, 4}});  // closes [0, 1000): bad's fails
+  CHECK(dead == 1);
+  run({{"bad", 1600, 5}, {"a", 1700, 6}, {"flush", 9000, 0}});  // the restored windows close again
+  CHECK(dead == 2);
+  CHECK(dead_data == "1 5 5 5");  // bad's [1000, 2000), its state as encode gave it
+  CHECK(sink.duplicates() == 0);
+  const Results got = sink.results();
+  CHECK(got.at({"a", 0}) == "1 1 1 1");
+  CHECK(got.at({"a", 1000}) == "2 10 4 6");
+  CHECK(got.size() == 2);
 }
 
 TEST_CASE("window boundaries: end is exclusive; lateness decides what is late", "[window]") {

@@ -63,6 +63,14 @@ WindowOptions windows(std::chrono::milliseconds size, std::chrono::milliseconds 
           .event_time = [](const Event& e) { return time_ms(e) * 1000000; }};
 }
 
+// The "reduce" stage of the failure tests: 1 s tumbling windows over "in"
+// into "out", retried, dead letters to "dead".
+Status add_reduce(Pipeline& pipeline, const Aggregation<Stat>& agg, std::uint32_t retries) {
+  return pipeline.window("reduce", agg, windows(1000ms),
+                         {.input = "in", .output = "out", .retry = {.max_retries = retries, .backoff = 1ms},
+                          .dead_letter_topic = "dead"});
+}
+
 // (key, window start ms) -> "count sum min max"
 using Results = std::map<std::pair<std::string, std::int64_t>, std::string>;
 
@@ -166,11 +174,7 @@ TEST_CASE("an aggregate that throws changes no window: retried once, dead-letter
     if (e.key() == "flaky" && flaky->fetch_add(1) == 0) throw std::runtime_error("once");
     inner(st, e);
   };
-  REQUIRE(pipeline
-              .window("reduce", agg, windows(1000ms),
-                      {.input = "in", .output = "out", .retry = {.max_retries = 2, .backoff = 1ms},
-                       .dead_letter_topic = "dead"})
-              .ok());
+  REQUIRE(add_reduce(pipeline, agg, 2).ok());
   REQUIRE(pipeline.sink("collect", [&](const Event& e) { sink.add(e); }, {.input = "out"}).ok());
   std::atomic<int> dead{0};
   REQUIRE(pipeline.sink("dlq", [&](const Event&) { dead++; }, {.input = "dead"}).ok());
@@ -204,11 +208,7 @@ TEST_CASE("a window whose emit throws or whose result the output refuses fails o
     if (key == "huge") o.data += std::string(1000, 'x');  // past the output's max_event_size
     return o;
   };
-  REQUIRE(pipeline
-              .window("reduce", agg, windows(1000ms),
-                      {.input = "in", .output = "out", .retry = {.max_retries = 2, .backoff = 1ms},
-                       .dead_letter_topic = "dead"})
-              .ok());
+  REQUIRE(add_reduce(pipeline, agg, 2).ok());
   REQUIRE(pipeline.sink("collect", [&](const Event& e) { sink.add(e); }, {.input = "out"}).ok());
   std::mutex mu;
   std::vector<nlohmann::json> dead;
@@ -278,11 +278,7 @@ TEST_CASE("a window dead-lettered on a durable input stays settled across a rest
     auto in = *bus.ensure_topic("in", testing::durable(Durability::kAsync));
     for (const char* t : {"out", "dead"}) REQUIRE(bus.ensure_topic(t, testing::durable(Durability::kAsync)).ok());
     Pipeline pipeline(bus);
-    REQUIRE(pipeline
-                .window("reduce", agg, windows(1000ms),
-                        {.input = "in", .output = "out", .retry = {.max_retries = 1, .backoff = 1ms},
-                         .dead_letter_topic = "dead"})
-                .ok());
+    REQUIRE(add_reduce(pipeline, agg, 1).ok());
     REQUIRE(pipeline.sink("collect", [&](const Event& e) { sink.add(e); }, {.input = "out"}).ok());
     REQUIRE(pipeline
                 .sink("dlq",

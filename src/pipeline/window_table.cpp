@@ -99,10 +99,10 @@ void WindowTable::emit_due(Emitter& out) {
 }
 
 DueItem WindowTable::describe_due() const {
-  const auto& [start, keys] = *windows_.begin();
-  const auto& [key, entry] = *keys.begin();
-  DueItem item{key, {{"window_start_ns", start}, {"window_end_ns", start + size_ns_}}, {}};
-  if (fns_.encode) (void)user_code_threw([&] { item.data = fns_.encode(entry.state); });
+  const std::int64_t start = windows_.begin()->first;
+  const auto& first = *windows_.begin()->second.begin();  // key -> entry (a lambda below reads it: no binding)
+  DueItem item{first.first, {{"window_start_ns", start}, {"window_end_ns", start + size_ns_}}, {}};
+  if (fns_.encode) (void)user_code_threw([&] { item.data = fns_.encode(first.second.state); });
   return item;
 }
 

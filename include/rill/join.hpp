@@ -127,9 +127,11 @@ struct TableJoin {
 // stage's stream time (per input partition, its largest event time; the
 // smallest over partitions) passes its window's end plus `grace`; then it
 // is dropped — and, unmatched, emitted alone by kLeft (left events) and
-// kOuter (both sides): when its window closes, never early. An event
-// arriving after its own window closed is late (counted, or dead-lettered
-// with dead_letter_late).
+// kOuter (both sides): when its window closes, never early. An unmatched
+// result whose combine throws, or that the output refuses, is retried on
+// its own, then dead-lettered ("side", "event_time_ns"; data: the event's)
+// and dropped, failing no other event. An event arriving after its own
+// window closed is late (counted, or dead-lettered with dead_letter_late).
 enum class StreamJoinKind : std::uint8_t { kInner, kLeft, kOuter };
 struct WindowJoin {
   StreamJoinKind kind = StreamJoinKind::kInner;

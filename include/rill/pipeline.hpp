@@ -88,7 +88,7 @@ class Emitter {
 
   // ---- used by the stage that owns it
   // The events emitted since the last clear(), as views valid until the next
-  // emit or clear.
+  // emit or clear. One may be emitted again: emit() copies it first.
   std::span<const Message> messages() const noexcept { return views_; }
   std::size_t mark() const noexcept { return views_.size(); }
   void rollback(std::size_t mark) noexcept;  // forgets the emits after mark()

@@ -114,23 +114,19 @@ StageState::Verdict JoinTable::add(std::size_t input, const Event& e, Emitter& o
   // merge and fire run on a copy of the partial (a new one for a new key):
   // a throw leaves the table as it was, so the retry merges the event once.
   auto it = entries_.find(key);
+  if (it == entries_.end() && fns_.limits.max_entries && entries_.size() >= fns_.limits.max_entries &&
+      fns_.limits.when_full == JoinOverflow::kRejectNew) {
+    reason = "join table full (" + std::to_string(entries_.size()) + " keys)";
+    return Verdict::kRejected;
+  }
   std::any partial = it == entries_.end() ? fns_.init() : it->second.partial;
   std::string refused = fns_.merge(partial, input, e);
   if (!refused.empty()) {
     reason = std::move(refused);
     return Verdict::kRejected;
   }
-  const std::size_t mark = out.mark();
   bool done = false;
   while (!done && fns_.ready(partial)) done = fns_.fire(key, partial, out);
-  // A new key that stays needs a place; a full table either refuses it or
-  // (at commit) evicts its oldest entry.
-  if (it == entries_.end() && !done && fns_.limits.max_entries && entries_.size() >= fns_.limits.max_entries &&
-      fns_.limits.when_full == JoinOverflow::kRejectNew) {
-    out.rollback(mark);
-    reason = "join table full (" + std::to_string(entries_.size()) + " keys)";
-    return Verdict::kRejected;
-  }
   staged_.active = true;
   staged_.entry = it;
   if (it == entries_.end()) staged_.key = fns_.key ? std::move(computed) : std::string(key);

@@ -75,7 +75,8 @@ class JoinTable final : public StageState {
 
   // merge and fire run on a copy of the key's partial; commit() keeps it
   // (or erases a completed entry, or adds a new key, evicting the oldest
-  // from a full table).
+  // from a full table). A full kRejectNew table refuses a new key before
+  // any user code runs.
   Verdict add(std::size_t input, const Event& e, Emitter& out, std::string& reason) override;
   void commit(Emitter& expired) override;
   void tick(std::int64_t now_ns, Emitter& out, Emitter& expired) override;

@@ -62,7 +62,7 @@ inline bool mine(std::uint32_t partition, const std::vector<std::uint32_t>& part
 // for a dead letter when it cannot be emitted.
 struct DueItem {
   std::string key;
-  nlohmann::json info;  // what it is: window bounds, join side, ...
+  nlohmann::json info = nlohmann::json::object();  // what it is: window bounds, join side, ...
   std::string data;     // its state's bytes, when the state can say them
 };
 

@@ -81,8 +81,11 @@ class Bus {
   Status commit(WriteBatch& batch, Timeout timeout = kForever);
 
   // Closes every topic, then commits what durable topics hold and closes
-  // the store; idempotent.
-  void close() noexcept;
+  // the store; idempotent. Fails: the storage failure that kept the last
+  // commit from being made (a full map, an I/O error) — the events and acks
+  // of durable topics since the last successful commit are not stored;
+  // everything committed before is. Every call returns the same result.
+  Status close() noexcept;
 
  private:
   struct Empty {};

@@ -18,7 +18,7 @@ namespace detail {
 class BusCore {
  public:
   BusCore(BusOptions options, std::shared_ptr<DurableLog> log) : options_(std::move(options)), log_(std::move(log)) {}
-  ~BusCore() { close(); }
+  ~BusCore() { (void)close(); }
 
   DurableLog* log() const noexcept { return log_.get(); }
 
@@ -117,7 +117,7 @@ class BusCore {
     return Status::Ok();
   }
 
-  void close() noexcept {
+  Status close() noexcept {
     std::map<std::string, std::shared_ptr<TopicCore>, std::less<>> topics;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -127,7 +127,10 @@ class BusCore {
     for (auto& [name, core] : topics) core->close();
     // After the topics: no publish can start, and everything published is
     // committed by the writer's last group.
-    if (log_) log_->stop();
+    if (!log_) return Status::Ok();
+    log_->stop();
+    if (!log_->failed()) return Status::Ok();
+    return log_->failure().with_context("closing the bus: what durable topics held since the last commit is not stored");
   }
 
   const BusOptions& options() const noexcept { return options_; }
@@ -388,8 +391,8 @@ Result<Consumer> Bus::consumer(std::string_view topic_name, ConsumerOptions opti
   return t->consumer(std::move(options));
 }
 
-void Bus::close() noexcept {
-  if (core_) core_->close();
+Status Bus::close() noexcept {
+  return core_ ? core_->close() : Status::Ok();
 }
 
 }  // namespace rill

@@ -616,7 +616,7 @@ TEST_CASE("a read-only bus reads durable topics and refuses writes", "[durable]"
   auto writer = Bus::open(store_at(path));
   CHECK(writer.status().is_already_exists());
   CHECK(writer.status().to_string().find("already open in this process") != std::string::npos);
-  bus->close();
+  CHECK(bus->close().ok());
   auto after = Bus::open(store_at(path));
   INFO(after.status().to_string());
   CHECK(after.ok());
@@ -871,6 +871,38 @@ TEST_CASE("a full store fails publishes clearly and keeps everything committed",
   CHECK(topic->stats()[0].next_offset == committed);
   auto c = topic->consumer({.name = "c", .position = Position::earliest()});
   CHECK(drain(*c).size() == committed);
+}
+
+TEST_CASE("closing a bus whose last commit cannot be made says so; what was committed stays", "[durable][faults]") {
+  TempDir dir;
+  const std::string path = dir.sub("store");
+  std::uint64_t committed = 0;
+  {
+    BusOptions o = store_at(path);
+    o.initial_map_size = 1 << 20;
+    o.max_map_size = 4 << 20;
+    auto bus = Bus::open(o);
+    REQUIRE(bus.ok());
+    auto topic = bus->create_topic("big", durable(Durability::kAsync, 1, 64));
+    auto p = topic->producer();
+    const std::string chunk(4000, 'd');
+    bool refused = false;
+    for (int i = 0; i < 2000 && !refused; ++i) refused = !p->publish(Message{.data = chunk}, 2s).ok();
+    REQUIRE(refused);  // the map filled: the writer holds the ring
+    committed = topic->stats()[0].committed_offset;
+    REQUIRE(topic->stats()[0].next_offset > committed);  // published, not stored
+    const Status closed = bus->close();
+    INFO(closed.to_string());
+    CHECK(closed.is_resource_exhausted());
+    CHECK(closed.message().find("closing the bus") != std::string::npos);
+    CHECK(bus->close().is_resource_exhausted());  // the same answer again
+  }
+  Bus bus = open_bus(path);
+  auto topic = bus.topic("big");
+  CHECK(topic->stats()[0].next_offset == committed);
+  auto c = topic->consumer({.name = "c", .position = Position::earliest()});
+  CHECK(drain(*c).size() == committed);
+  CHECK(bus.close().ok());
 }
 
 TEST_CASE("a full map stops durable publishes until a delete frees room; then they resume", "[durable][faults]") {

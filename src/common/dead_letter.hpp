@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "rill/json.hpp"
+#include "rill/pipeline.hpp"
 
 namespace rill::detail {
 
@@ -55,6 +56,14 @@ inline DeadLetter fit_dead_letter(std::string_view key, std::string_view origina
   }
   if (!fits()) d.metadata.clear();
   return d;
+}
+
+// A pipeline stage's dead letter, fitted to the topic its emitter targets
+// (Emitter::set_target) and emitted there.
+inline void emit_dead_letter(Emitter& dead, std::string_view key, std::string_view original_metadata,
+                             std::string_view data, nlohmann::json info) {
+  const DeadLetter d = fit_dead_letter(key, original_metadata, data, std::move(info), dead.max_event_size());
+  dead.emit(Message{d.key, d.metadata, d.data, {}, kAnyPartition});
 }
 
 }  // namespace rill::detail

@@ -173,8 +173,7 @@ void JoinTable::leave(Entries::iterator it, const char* why, Emitter& expired) {
   if (dead_letters_) {
     std::string data;
     if (fns_.encode) (void)user_code_threw([&] { data = fns_.encode(it->second.partial); });
-    const DeadLetter d = fit_dead_letter(it->first, {}, data, {{"reason", why}, {"stage", stage_}}, expired.max_event_size());
-    expired.emit(d.key, d.metadata, d.data);
+    emit_dead_letter(expired, it->first, {}, data, {{"reason", why}, {"stage", stage_}});
   }
   erase(it);
 }

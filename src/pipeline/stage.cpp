@@ -527,8 +527,7 @@ bool Stage::settle_due(Worker& w) {
         DueItem item = w.table->describe_due();
         nlohmann::json info = {{"reason", *threw}, {"stage", name_}, {"attempts", attempts}};
         info.update(item.info);
-        const DeadLetter d = fit_dead_letter(item.key, {}, item.data, std::move(info), w.dead_letters.max_event_size());
-        w.dead_letters.emit(Message{d.key, d.metadata, d.data, {}, kAnyPartition});
+        emit_dead_letter(w.dead_letters, item.key, {}, item.data, std::move(info));
       }
     }
     w.table->finish_due();
@@ -544,8 +543,7 @@ void Stage::dead_letter(Worker& w, std::size_t input, const Event& e, const std:
                          {"offset", e.offset()},
                          {"attempts", attempts}};
   // It must fit the dead-letter topic: a publish refused there would end the stage.
-  const DeadLetter d = fit_dead_letter(e.key(), e.metadata(), e.data(), std::move(info), w.dead_letters.max_event_size());
-  w.dead_letters.emit(Message{d.key, d.metadata, d.data, {}, kAnyPartition});
+  emit_dead_letter(w.dead_letters, e.key(), e.metadata(), e.data(), std::move(info));
 }
 
 bool Stage::publish_all(Producer& p, std::span<const Message> messages) {

@@ -833,15 +833,22 @@ TEST_CASE("a reader of a deleted durable topic never reads the topic that reuses
   CHECK(reader->poll_batch(10, 100ms).status().is_closed());
 }
 
+namespace {
+// A store on "a disk" of 4 MiB: the map starts at 1 MiB and may double twice.
+BusOptions small_disk(const std::string& path) {
+  BusOptions o = store_at(path);
+  o.initial_map_size = 1 << 20;
+  o.max_map_size = 4 << 20;
+  return o;
+}
+}  // namespace
+
 TEST_CASE("a full store fails publishes clearly and keeps everything committed", "[durable][faults]") {
   TempDir dir;
   const std::string path = dir.sub("store");
   std::uint64_t committed = 0;
   {
-    BusOptions o = store_at(path);
-    o.initial_map_size = 1 << 20;
-    o.max_map_size = 4 << 20;  // "the disk": 4 MiB
-    auto bus = Bus::open(o);
+    auto bus = Bus::open(small_disk(path));
     REQUIRE(bus.ok());
     auto topic = bus->create_topic("big", durable(Durability::kSync, 1, 64));
     auto memory = bus->create_topic("memory");
@@ -878,10 +885,7 @@ TEST_CASE("closing a bus whose last commit cannot be made says so; what was comm
   const std::string path = dir.sub("store");
   std::uint64_t committed = 0;
   {
-    BusOptions o = store_at(path);
-    o.initial_map_size = 1 << 20;
-    o.max_map_size = 4 << 20;
-    auto bus = Bus::open(o);
+    auto bus = Bus::open(small_disk(path));
     REQUIRE(bus.ok());
     auto topic = bus->create_topic("big", durable(Durability::kAsync, 1, 64));
     auto p = topic->producer();
@@ -909,10 +913,7 @@ TEST_CASE("a full map stops durable publishes until a delete frees room; then th
   TempDir dir;
   const std::string path = dir.sub("store");
   {
-    BusOptions o = store_at(path);
-    o.initial_map_size = 1 << 20;
-    o.max_map_size = 4 << 20;
-    auto bus = Bus::open(o);
+    auto bus = Bus::open(small_disk(path));
     REQUIRE(bus.ok());
     auto big = bus->create_topic("big", durable(Durability::kSync, 1, 64));
     auto small = bus->create_topic("small", durable(Durability::kSync, 1, 64));

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "rill/buffer.hpp"
+#include "rill/detail/publish_lane.hpp"
 #include "rill/event.hpp"
 #include "rill/options.hpp"
 #include "rill/push.hpp"
@@ -73,9 +74,20 @@ class Producer {
   //   map is full, see BusOptions::max_map_size). A sync publish that fails
   //   after the append (TimedOut, Closed, or a storage failure whose
   //   message says the event was appended) may still be committed.
-  Result<EventId> publish(const Message& m, Timeout timeout = kForever);
+  // Inline-size events of a single-producer, one-partition, memory-only
+  // topic are published in the caller's code (detail/publish_lane.hpp).
+  Result<EventId> publish(const Message& m, Timeout timeout = kForever) {
+    EventId id;
+    if (lane_ && m.buffer.empty() && (m.partition == kAnyPartition || m.partition == 0) &&
+        lane_->try_publish(m.key, m.metadata, m.data, id)) [[likely]] {
+      return id;
+    }
+    return publish_message(m, timeout);
+  }
   // The same for a message of views (no partition, no Buffer), untimed.
   Result<EventId> publish(std::string_view key, std::string_view metadata, std::string_view data) {
+    EventId id;
+    if (lane_ && lane_->try_publish(key, metadata, data, id)) [[likely]] return id;
     const std::string_view parts[3] = {key, metadata, data};
     return publish_parts(parts);
   }
@@ -140,7 +152,11 @@ class Producer {
   // value, the third view travels on the stack and is copied on from there
   // (spsc_throughput/rill/8: ~8% more events per second this way).
   Result<EventId> publish_parts(const std::string_view (&parts)[3]);
+  // publish(Message) past its lane.
+  Result<EventId> publish_message(const Message& m, Timeout timeout);
   std::unique_ptr<detail::ProducerImpl> impl_;
+  // impl_'s lane, or null (none, or this handle pushes: push() drops it).
+  detail::PublishLane* lane_ = nullptr;
 };
 
 }  // namespace rill

@@ -33,15 +33,8 @@ inline void pause_or_yield(int step, int spins) noexcept {
   }
 }
 
-// Asks for the cache line at p in exclusive state ahead of a write, so the
-// ownership transfer from another core overlaps with other work.
-inline void prefetch_for_write(const void* p) noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  asm volatile("prefetchw %0" ::"m"(*static_cast<const char*>(p)));
-#else
-  __builtin_prefetch(p, 1, 3);
-#endif
-}
+// (prefetch_for_write is in rill/detail/publish_lane.hpp: the publish lane
+// inlines it into callers.)
 
 // Asks for the cache line at p ahead of a read.
 inline void prefetch_for_read(const void* p) noexcept { __builtin_prefetch(p, 0, 3); }

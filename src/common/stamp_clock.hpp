@@ -32,6 +32,7 @@
 
 #include "common/cache.hpp"
 #include "common/clock.hpp"
+#include "rill/detail/publish_lane.hpp"
 
 namespace rill::detail {
 
@@ -42,23 +43,24 @@ class StampClock {
 
   // Wall-clock nanoseconds since the Unix epoch, coarse (see above).
   static std::int64_t now_ns() noexcept {
-    StampClock& c = instance_;
-    if (c.state_.load(std::memory_order_acquire) == kTicking) [[likely]] {
-      if (!c.read_.load(std::memory_order_relaxed)) c.read_.store(true, std::memory_order_relaxed);
-      return c.now_.load(std::memory_order_relaxed);
-    }
-    return c.slow_now();
+    std::int64_t t;
+    if (instance_.words_.try_read(t)) [[likely]] return t;
+    return instance_.slow_now();
   }
+
+  // The words a PublishLane reads its stamps from (instead of calling now_ns).
+  static StampWords& words() noexcept { return instance_.words_; }
 
   // For tests: true while the ticker thread is ticking (not asleep, not
   // yet started).
-  static bool ticking() noexcept { return instance_.state_.load(std::memory_order_acquire) == kTicking; }
+  static bool ticking() noexcept { return instance_.words_.state.load(std::memory_order_acquire) == kTicking; }
 
  private:
-  // state_ (a futex word): no thread yet (or a forked child) -> starting ->
+  // words_.state (a futex word): no thread yet (or a forked child) -> starting ->
   // ticking -> asleep -> waking -> ticking; or starting -> failed (no
   // ticker: every read is a slow read).
   enum : std::uint32_t { kNoThread, kStarting, kTicking, kAsleep, kWaking, kFailed };
+  static_assert(kTicking == StampWords::kTicking);
 
   constexpr StampClock() noexcept = default;
   std::int64_t slow_now() noexcept;  // reads the clock; starts or wakes the ticker
@@ -67,10 +69,9 @@ class StampClock {
 
   static StampClock instance_;  // constant-initialized, trivially destroyed
 
-  alignas(kCacheLine) std::atomic<std::uint32_t> state_{kNoThread};
-  std::atomic<std::int64_t> now_{0};  // written by the ticker once per tick
-  // Set by readers (at most once per tick each), cleared by the ticker.
-  alignas(kCacheLine) std::atomic<bool> read_{false};
+  // state (a futex word), now (written by the ticker once per tick), read
+  // (set by readers at most once per tick each, cleared by the ticker).
+  StampWords words_;
 };
 
 // An append timestamp: nanosecond resolution when `precise` (one clock

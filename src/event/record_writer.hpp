@@ -13,6 +13,7 @@
 #include "common/clock.hpp"
 #include "common/stamp_clock.hpp"
 #include "event/block_pool.hpp"
+#include "rill/detail/publish_lane.hpp"
 #include "rill/event.hpp"
 #include "rill/producer.hpp"
 #include "rill/status.hpp"
@@ -117,36 +118,6 @@ inline Status prepare_event(const Message& m, std::uint32_t max_event_size, Prep
     if (!data.empty()) std::memcpy(p + head, data.data(), data.size());
   }
   return Status::Ok();
-}
-
-// Asks for a slot's first line (and its second when `wide`) in exclusive
-// state ahead of write_record, so the transfers from the consumer's cache
-// overlap with other work. (A wide event without the second prefetch:
-// 64-byte spsc_throughput fell from ~17 M/s to ~4 M/s.)
-inline void prefetch_slot(const EventRecord& slot, bool wide) noexcept {
-  prefetch_for_write(&slot);
-  if (wide) prefetch_for_write(reinterpret_cast<const char*>(&slot) + kCacheLine);
-}
-
-// Writes an event whose key, metadata and data all fit inline
-// (EventRecord::kAllInline) into a slot, releasing what the slot held
-// before. Allocates: no.
-[[gnu::always_inline]] inline void write_inline_record(EventRecord& slot, std::string_view key,
-                                                       std::string_view metadata, std::string_view data,
-                                                       std::int64_t timestamp_ns) noexcept {
-  slot.reset();
-  slot.timestamp_ns = timestamp_ns;
-  slot.key_size = std::uint32_t(key.size());
-  slot.meta_size = std::uint32_t(metadata.size());
-  slot.data_size = std::uint32_t(data.size());
-  char* dst = slot.inline_bytes;
-  if ((key.size() | metadata.size()) == 0) {
-    copy_short(dst, data.data(), data.size());  // data alone: the common event
-    return;
-  }
-  copy_short(dst, key.data(), key.size());
-  copy_short(dst + key.size(), metadata.data(), metadata.size());
-  copy_short(dst + key.size() + metadata.size(), data.data(), data.size());
 }
 
 // Writes a prepared event into a slot, releasing what the slot held before.

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/clock.hpp"
@@ -210,9 +211,16 @@ PartitionSelector key_hash_partitions() {
 }
 
 Producer::Producer() noexcept = default;
-Producer::Producer(std::unique_ptr<detail::ProducerImpl> impl) noexcept : impl_(std::move(impl)) {}
-Producer::Producer(Producer&&) noexcept = default;
-Producer& Producer::operator=(Producer&&) noexcept = default;
+Producer::Producer(std::unique_ptr<detail::ProducerImpl> impl) noexcept
+    : impl_(std::move(impl)), lane_(impl_ ? impl_->lane() : nullptr) {}
+Producer::Producer(Producer&& o) noexcept : impl_(std::move(o.impl_)), lane_(std::exchange(o.lane_, nullptr)) {}
+Producer& Producer::operator=(Producer&& o) noexcept {
+  if (this != &o) {
+    impl_ = std::move(o.impl_);
+    lane_ = std::exchange(o.lane_, nullptr);
+  }
+  return *this;
+}
 Producer::~Producer() { close(); }
 
 const std::string& Producer::topic() const noexcept {
@@ -289,6 +297,7 @@ PushFuture Producer::push(const Message& m, Timeout timeout) {
     }
     p.pusher_ = std::make_shared<detail::Pusher>(p.options_.push, std::move(senders));
     p.pusher_->start();
+    lane_ = nullptr;  // the senders publish now: this handle's publishes fail
   }
   return p.pusher_->push(m, timeout);
 }
@@ -338,7 +347,7 @@ Result<EventId> Producer::publish_parts(const std::string_view (&parts)[3]) {
   });
 }
 
-Result<EventId> Producer::publish(const Message& m, Timeout timeout) {
+Result<EventId> Producer::publish_message(const Message& m, Timeout timeout) {
   assert(impl_ && "publish() needs a valid Producer");
   if (!m.buffer.empty()) return publish_general(*impl_, m, timeout);  // Buffers take the general path
   const std::string_view parts[3] = {m.key, m.metadata, m.data};

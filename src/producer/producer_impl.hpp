@@ -73,14 +73,24 @@ class ProducerImpl {
   // so those take the general path. `parts`: key, metadata, data.
   // Throws: std::bad_alloc (the block).
   bool try_publish_inline(const std::string_view* parts, std::int64_t explicit_partition, EventId& id);
+  // The lane Producer::publish tries first; null when this producer has
+  // none (then every publish goes out of line).
+  PublishLane* lane() noexcept { return has_lane_ ? &lane_ : nullptr; }
+  PublishLane make_lane() noexcept {
+    if (!has_lane_) return {};
+    PublishLane l{sole_ring_->sp_writer(), &closed_, &topic_->closed_flag(), &StampClock::words(), inline_limit_,
+                  {nullptr, nullptr}, &TopicCore::ring_bells, topic_.get()};
+    topic_->lane_bells(l.sleepers);
+    return l;
+  }
   // True when Producer::publish may try the hot path before anything else:
   // no pusher owns the publishing and a publish need not wait for a commit.
   bool direct() const noexcept { return !pusher_ && !sync_; }
   Status closed_topic() const { return Status::Closed("topic '" + topic_->name() + "' is closed"); }
   // Write n events into granted room and publish them.
-  // Single producer: at sp().next; `write(slot, i, timestamp)` writes event
-  // i; `wide` says whether they fill both lines of their slots (a prefetch
-  // hint: the next events are likely as wide as these).
+  // Single producer: at sp().next, by SpWriter::commit (`write(slot, i,
+  // timestamp)` writes event i; `wide` is its prefetch hint), then the
+  // bells and the durable writer's nudge.
   template <class Write>
   void sp_commit(EventRing& ring, std::size_t n, bool wide, Write&& write) noexcept;
   // Multi-producer: writes prepared[0..n) at the claim `s` and publishes
@@ -174,6 +184,10 @@ class ProducerImpl {
   // three dependent ones (topic, ring table, ring). Null otherwise.
   EventRing* const sole_ring_ = topic_->partitions() == 1 ? &topic_->ring(0) : nullptr;
   std::atomic<bool> closed_{false};
+  // Producer::publish's inline path (rill/detail/publish_lane.hpp), for a
+  // producer whose inline-size events could all take it.
+  const bool has_lane_ = single_ && sole_ring_ && !hooked_ && !log_ && !topic_->options().precise_timestamps;
+  PublishLane lane_ = make_lane();
   std::uint32_t sticky_ = 0;
   // Producer::push: made on the first push; from then on its sender
   // threads publish through this ProducerImpl (and, for Ordering::kLoose on
@@ -185,28 +199,14 @@ class ProducerImpl {
   BlockPool* pool_ = nullptr;
 
   static constexpr std::size_t kMaxRun = 64;  // prepared events held on the stack
-  // How far ahead of the write position sp_commit prefetches a slot.
-  static constexpr std::uint64_t kPrefetchSlots = 8;
 };
 
 template <class Write>
 [[gnu::always_inline]] inline void ProducerImpl::sp_commit(EventRing& ring, std::size_t n, bool wide, Write&& write) noexcept {
-  auto& sp = ring.sp();
-  const std::uint64_t s = sp.next;
-  const std::uint64_t end = s + n;
-  const std::int64_t ts = std::max(append_stamp_ns(topic_->options().precise_timestamps), sp.last_ts);
-  // Request the slots a few events ahead: their lines are usually in the
-  // consumer's cache, and overlapping those transfers is what sets the
-  // publish rate. Within the granted limit only (never an unacked slot's
-  // contents, and prefetching does not change them anyway).
-  if (end + kPrefetchSlots <= sp.limit) prefetch_slot(ring.slot(end + kPrefetchSlots), wide);
-  for (std::size_t i = 1; i < n; ++i) prefetch_slot(ring.slot(s + i), wide);  // a batch: all at once
-  for (std::size_t i = 0; i < n; ++i) write(ring.slot(s + i), i, ts);
-  sp.last_ts = ts;
-  sp.next = end;
-  ring.publish(end);
+  const std::uint64_t s = ring.sp().next;
+  ring.sp_writer().commit(n, wide, append_stamp_ns(topic_->options().precise_timestamps), write);
   topic_->after_publish();
-  if (log_) ring_writer(s, end);
+  if (log_) ring_writer(s, s + n);
 }
 
 // Producer::publish_batch after serialization: validates every message,

@@ -78,6 +78,10 @@ class Doorbell {
     return ok;
   }
 
+  // How many threads sleep (or are about to): notify's fast side, for a
+  // caller that inlines it (PublishLane).
+  const std::atomic<std::uint32_t>& sleepers() const noexcept { return sleepers_; }
+
  private:
   alignas(kCacheLine) std::atomic<std::uint32_t> epoch_{0};
   alignas(kCacheLine) std::atomic<std::uint32_t> sleepers_{0};

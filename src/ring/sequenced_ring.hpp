@@ -55,6 +55,7 @@
 #include <thread>
 
 #include "common/cache.hpp"
+#include "rill/detail/publish_lane.hpp"
 
 namespace rill::detail {
 
@@ -155,15 +156,18 @@ class SequencedRing {
   }
 
   // Single producer: makes seqs below `end` visible. REQUIRES: written.
+  // (rill's producers write and publish through sp_writer().commit.)
   void publish(std::uint64_t end) noexcept { published_.store(end, std::memory_order_release); }
 
   // Single-producer bookkeeping, touched only by the one producer thread.
-  struct SingleProducer {
-    std::uint64_t next = 0;      // next seq to write
-    std::uint64_t limit = 0;     // cached refresh_limit result
-    std::int64_t last_ts = 0;    // last timestamp written (multi-producer: OnPublish's state)
-  };
+  using SingleProducer = SingleProducerCursor;
   SingleProducer& sp() noexcept { return sp_.state; }
+  // The single producer's writer (the slots, its cursor, the published
+  // cursor), for T whose slots are exactly T (no padding).
+  SpWriter<T> sp_writer() noexcept {
+    static_assert(sizeof(Slot) == sizeof(T), "sp_writer: slots must be exactly T");
+    return {&slots_[0].value, mask_, &sp_.state, &published_};
+  }
 
   // Multi-producer: the next seq a claim would get (a hint; others race).
   std::uint64_t mp_claimed() const noexcept { return mp_.claim.load(std::memory_order_relaxed); }

@@ -75,6 +75,14 @@ class TopicCore {
       if (bus_bell_) bus_bell_->notify();
     }
   }
+  // A PublishLane's view of after_publish: the sleeper counts it checks
+  // (none when the topic does not block) and the call that rings the bells.
+  void lane_bells(const std::atomic<std::uint32_t>* (&sleepers)[2]) const noexcept {
+    sleepers[0] = blocking_ ? &data_bell_.sleepers() : nullptr;
+    sleepers[1] = blocking_ && bus_bell_ ? &bus_bell_->sleepers() : nullptr;
+  }
+  static void ring_bells(void* topic) noexcept { static_cast<TopicCore*>(topic)->after_publish(); }
+  const std::atomic<bool>& closed_flag() const noexcept { return closed_; }
   // The bell of the bus that owns this topic, rung with every publish (and
   // on close), and a way to find the bus's other topics (dead letters).
   // REQUIRES: set before the topic is shared.

@@ -8,6 +8,8 @@
 #include <set>
 #include <stdexcept>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "rill/json.hpp"
@@ -529,4 +531,164 @@ TEST_CASE("small and large, keyed, explicit and Buffer events interleave: every 
   CHECK(mismatches == 0);
   CHECK(received == threads * kPerThread);
   CHECK(c.poll(0ms).status().is_timed_out());
+}
+
+// A single-producer, one-partition, memory-only topic publishes small events
+// inline in the caller (the publish lane); anything else takes the
+// out-of-line path. The two share the ring's cursor and must interleave.
+TEST_CASE("the inline publish lane and the general path interleave: every event once, in order, byte-exact",
+          "[producer]") {
+  const WaitStrategy wait = GENERATE(WaitStrategy::kBlocking, WaitStrategy::kBusySpin);
+  constexpr int kEvents = 20000;
+  Bus bus;
+  // A small ring: the lane often finds it full and the general path waits.
+  auto t = *bus.create_topic(
+      "t", {.partitions = 1, .capacity = 16, .wait = wait, .producers = ProducerMode::kSingle, .max_event_size = 4096});
+  auto c = *t.consumer({.name = "c"});
+  auto body = [](int i) {
+    std::string s = std::to_string(i) + ":";
+    s.resize(i % 5 == 4 ? kInlineEventBytes + 1 + i % 300 : s.size() + std::size_t(i % 60), char('a' + i % 26));
+    return s;
+  };
+  auto key_of = [](int i) { return i % 3 == 0 ? "k" + std::to_string(i % 7) : std::string(); };
+  auto meta_of = [](int i) { return i % 4 == 1 ? std::string(R"({"i":)") + std::to_string(i) + "}" : std::string(); };
+  std::atomic<int> failures{0};
+  std::thread producer([&] {
+    auto p = *t.producer();
+    for (int i = 0; i < kEvents; ++i) {
+      const std::string data = body(i), key = key_of(i), meta = meta_of(i);
+      Result<EventId> id = [&] {
+        switch (i % 6) {
+          case 0: return p.publish(key, meta, data);
+          case 1: return p.publish(Message{.key = key, .metadata = meta, .data = data, .partition = 0});
+          case 2: return p.publish(Message{.key = key, .metadata = meta, .buffer = Buffer::copy_of(data)});
+          case 3: {
+            Result<EventId> r = p.try_publish(Message{.key = key, .metadata = meta, .data = data});
+            if (r.ok() || !r.status().is_full()) return r;
+            return p.publish(Message{.key = key, .metadata = meta, .data = data});
+          }
+          default: return p.publish(Message{.key = key, .metadata = meta, .data = data});
+        }
+      }();
+      if (!id.ok() || id->partition != 0 || id->offset != std::uint64_t(i)) failures.fetch_add(1);
+      // Refused: nothing published, the next event still gets the next offset.
+      if (i % 1000 == 7) {
+        if (!p.publish(Message{.data = "x", .partition = 1}).status().is_invalid_argument()) failures.fetch_add(1);
+        if (!p.publish("", "", std::string(4097, 'x')).status().is_invalid_argument()) failures.fetch_add(1);
+      }
+    }
+  });
+  int received = 0, mismatches = 0;
+  std::int64_t last_ts = 0;
+  while (received < kEvents) {
+    auto batch = c.poll_batch(64, 5s);
+    REQUIRE(batch.ok());
+    for (const Event& e : *batch) {
+      const int i = received++;
+      if (e.offset() != std::uint64_t(i) || e.data() != body(i) || e.key() != key_of(i) ||
+          e.metadata() != meta_of(i) || e.timestamp_ns() < last_ts) {
+        ++mismatches;
+      }
+      last_ts = e.timestamp_ns();
+    }
+    REQUIRE(c.ack(batch->back()).ok());
+  }
+  producer.join();
+  CHECK(failures == 0);
+  CHECK(mismatches == 0);
+  CHECK(c.poll(0ms).status().is_timed_out());
+}
+
+TEST_CASE("a lane-publishing handle: moves, close, a deleted topic, push, sleeping consumers", "[producer][lifecycle]") {
+  Bus bus;
+  const TopicOptions single{.partitions = 1, .producers = ProducerMode::kSingle};
+  auto t = *bus.create_topic("t", single);
+  auto other = *bus.create_topic("other", single);
+  auto c = *t.consumer({.name = "c"});
+  auto multi = *bus.multi_consumer({.name = "m", .topics = {"t", "other"}});
+
+  // A consumer asleep in poll (kBlocking) and a multi-topic consumer asleep
+  // on the bus's bell are woken by an inline publish: a lost wake-up would
+  // leave them asleep until their timeout, which then finds the event: the
+  // check is that they return in half of it (not a speed check: a woken
+  // poll returns within milliseconds, a lost wake-up after 120 s). A
+  // producer's first publish takes the general path (it finds the room):
+  // warm up first.
+  auto p = *t.producer();
+  auto po = *other.producer();
+  REQUIRE(p.publish("", "", "warm").ok());
+  REQUIRE(po.publish("", "", "warm").ok());
+  auto warm = c.poll(5s);
+  REQUIRE(warm.ok());
+  REQUIRE(c.ack(*warm).ok());
+  std::size_t multi_seen = 0;
+  while (multi_seen < 2) {
+    auto b = multi.poll_batch(16, 5s);
+    REQUIRE(b.ok());
+    multi_seen += b->events.size();
+  }
+  auto woken_in_time = [](auto&& poll) {
+    const auto start = std::chrono::steady_clock::now();
+    auto result = poll(120s);
+    return std::make_pair(std::move(result), std::chrono::steady_clock::now() - start < 60s);
+  };
+  Result<Event> woken = Status::TimedOut("not polled");
+  bool in_time = false;
+  std::thread sleeper([&] {
+    std::tie(woken, in_time) = woken_in_time([&](Timeout timeout) { return c.poll(timeout); });
+  });
+  std::this_thread::sleep_for(20ms);
+  REQUIRE(p.publish("", "", "wake").ok());
+  sleeper.join();
+  CHECK(in_time);
+  REQUIRE(woken.ok());
+  CHECK(woken->data() == "wake");
+  REQUIRE(c.ack(*woken).ok());
+  auto seen = multi.poll_batch(16, 5s);  // the event on "t" above
+  REQUIRE(seen.ok());
+  CHECK(seen->events.front().data() == "wake");
+  Result<TopicBatch> woken_multi = Status::TimedOut("not polled");
+  std::thread multi_sleeper([&] {
+    std::tie(woken_multi, in_time) = woken_in_time([&](Timeout timeout) { return multi.poll_batch(16, timeout); });
+  });
+  std::this_thread::sleep_for(20ms);
+  REQUIRE(po.publish("", "", "wake too").ok());
+  multi_sleeper.join();
+  CHECK(in_time);
+  REQUIRE(woken_multi.ok());
+  CHECK(woken_multi->topic == "other");
+  CHECK(woken_multi->events.front().data() == "wake too");
+
+  // Moves carry the lane; a moved-from handle publishes nothing.
+  Producer q = std::move(p);
+  CHECK_FALSE(p.valid());
+  REQUIRE(q.publish("", "", "moved").ok());
+  Producer r;
+  r = std::move(q);
+  CHECK_FALSE(q.valid());
+  auto id = r.publish(Message{.data = "assigned"});
+  REQUIRE(id.ok());
+  CHECK(id->offset == 3);
+  auto got = c.poll_batch(8, 5s);
+  REQUIRE(got.ok());
+  REQUIRE(got->size() == 2);
+  CHECK((*got)[0].data() == "moved");
+  CHECK((*got)[1].data() == "assigned");
+
+  // Once a handle pushes, its publishes fail (its sender threads publish).
+  auto f = r.push(Message{.data = "pushed"});
+  REQUIRE(f.wait(5s).ok());
+  CHECK(r.publish("", "", "direct").status().is_invalid_argument());
+  CHECK(r.publish(Message{.data = "direct"}).status().is_invalid_argument());
+
+  // close() from any thread, and a deleted topic, end the lane's publishes.
+  po.close();
+  CHECK(po.publish("", "", "after close").status().is_closed());
+  CHECK(po.publish(Message{.data = "after close"}).status().is_closed());
+  auto gone = *bus.create_topic("gone", single);
+  auto pg = *gone.producer();
+  REQUIRE(pg.publish("", "", "before").ok());
+  REQUIRE(bus.delete_topic("gone").ok());
+  CHECK(pg.publish("", "", "after delete").status().is_closed());
+  CHECK(pg.publish(Message{.data = "after delete"}).status().is_closed());
 }

@@ -1,5 +1,9 @@
 // pingpong_rtt/<impl>/8: two threads bounce one 8-byte event over two
-// queues (topics); items_per_second counts round trips.
+// queues (topics); items_per_second counts round trips. The peers' threads
+// spin on their queues; rill's topics wait the same way (WaitStrategy::
+// kBusySpin, what a user tuning for latency picks). rill_blocking: the
+// default strategy (spin, yield, then sleep on the topic's bell), which
+// falls asleep whenever a reply takes longer than its spin.
 #include <boost/lockfree/spsc_queue.hpp>
 #include <memory>
 
@@ -41,9 +45,10 @@ void run_pingpong(benchmark::State& state, Send&& send, Receive&& receive, Echo&
   state.SetItemsProcessed(std::int64_t(total));
 }
 
-void pingpong_rill(benchmark::State& state) {
+void pingpong_rill(benchmark::State& state, rill::WaitStrategy wait) {
   rill::Bus bus;
-  const rill::TopicOptions opts{.partitions = 1, .capacity = 1024, .producers = rill::ProducerMode::kSingle};
+  const rill::TopicOptions opts{
+      .partitions = 1, .capacity = 1024, .wait = wait, .producers = rill::ProducerMode::kSingle};
   auto ping = bus.create_topic("ping", opts);
   auto pong = bus.create_topic("pong", opts);
   auto ping_in = ping->consumer({.name = "b"});
@@ -119,7 +124,8 @@ void pingpong_atomic_queue(benchmark::State& state) {
 #endif
 
 const bool registered = [] {
-  add("pingpong_rtt/rill/8", pingpong_rill);
+  add("pingpong_rtt/rill/8", [](benchmark::State& s) { pingpong_rill(s, rill::WaitStrategy::kBusySpin); });
+  add("pingpong_rtt/rill_blocking/8", [](benchmark::State& s) { pingpong_rill(s, rill::WaitStrategy::kBlocking); });
   add("pingpong_rtt/boost_spsc/8", pingpong_boost);
 #if RILL_HAVE_ATOMIC_QUEUE
   add("pingpong_rtt/atomic_queue/8", pingpong_atomic_queue);

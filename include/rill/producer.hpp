@@ -75,7 +75,9 @@ class Producer {
   //   after the append (TimedOut, Closed, or a storage failure whose
   //   message says the event was appended) may still be committed.
   // Inline-size events of a single-producer, one-partition, memory-only
-  // topic are published in the caller's code (detail/publish_lane.hpp).
+  // topic, from a producer with no validator, partition selector or
+  // metadata serializer, with millisecond stamps and not pushing, are
+  // published in the caller's code (detail/publish_lane.hpp).
   Result<EventId> publish(const Message& m, Timeout timeout = kForever) {
     EventId id;
     if (lane_ && m.buffer.empty() && (m.partition == kAnyPartition || m.partition == 0) &&

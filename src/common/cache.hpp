@@ -33,9 +33,6 @@ inline void pause_or_yield(int step, int spins) noexcept {
   }
 }
 
-// (prefetch_for_write is in rill/detail/publish_lane.hpp: the publish lane
-// inlines it into callers.)
-
 // Asks for the cache line at p ahead of a read.
 inline void prefetch_for_read(const void* p) noexcept { __builtin_prefetch(p, 0, 3); }
 

@@ -69,8 +69,6 @@ class StampClock {
 
   static StampClock instance_;  // constant-initialized, trivially destroyed
 
-  // state (a futex word), now (written by the ticker once per tick), read
-  // (set by readers at most once per tick each, cleared by the ticker).
   StampWords words_;
 };
 

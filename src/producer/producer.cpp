@@ -290,6 +290,9 @@ PushFuture Producer::push(const Message& m, Timeout timeout) {
     if (p.options_.push.max_batches < 1) {
       return detail::Pusher::refused(Status::InvalidArgument("ProducerOptions::push.max_batches must be >= 1"));
     }
+    // The senders will own the publishing: from here on this handle's
+    // publishes go out of line and fail (also if starting them throws).
+    lane_ = nullptr;
     std::vector<detail::ProducerImpl*> senders{&p};
     if (p.options_.push.ordering == Ordering::kLoose && !p.single_) {
       p.loose_sender_ = std::make_unique<detail::ProducerImpl>(p.topic_, false, p.options_);
@@ -297,7 +300,6 @@ PushFuture Producer::push(const Message& m, Timeout timeout) {
     }
     p.pusher_ = std::make_shared<detail::Pusher>(p.options_.push, std::move(senders));
     p.pusher_->start();
-    lane_ = nullptr;  // the senders publish now: this handle's publishes fail
   }
   return p.pusher_->push(m, timeout);
 }

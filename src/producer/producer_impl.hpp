@@ -56,7 +56,8 @@ class ProducerImpl {
   Status publish_run(std::uint32_t partition, PreparedEvent* prepared, std::size_t n, LazyDeadline& deadline,
                      bool may_wait, std::uint64_t& first);
 
-  // The hot path, tried first by publish and publish_message: a message
+  // The hot path out of line, tried first by publish_message and by
+  // publish when the producer has no lane or the lane declined: a message
   // with no Buffer, for an explicit partition in range or by the default
   // partition rule, from a producer with no user hook; on a partition whose
   // cached limit already grants the room (single producer), or where one
@@ -185,7 +186,11 @@ class ProducerImpl {
   EventRing* const sole_ring_ = topic_->partitions() == 1 ? &topic_->ring(0) : nullptr;
   std::atomic<bool> closed_{false};
   // Producer::publish's inline path (rill/detail/publish_lane.hpp), for a
-  // producer whose inline-size events could all take it.
+  // producer whose inline-size events could all take it: what
+  // try_publish_inline and the general path check per call (hooks, a
+  // durable log, a sync commit, the pusher: Producer::push drops the lane)
+  // are settled here once; what can change (closed flags, room, the stamp
+  // clock) the lane checks per call. Keep the two in step.
   const bool has_lane_ = single_ && sole_ring_ && !hooked_ && !log_ && !topic_->options().precise_timestamps;
   PublishLane lane_ = make_lane();
   std::uint32_t sticky_ = 0;

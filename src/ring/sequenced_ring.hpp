@@ -160,8 +160,7 @@ class SequencedRing {
   void publish(std::uint64_t end) noexcept { published_.store(end, std::memory_order_release); }
 
   // Single-producer bookkeeping, touched only by the one producer thread.
-  using SingleProducer = SingleProducerCursor;
-  SingleProducer& sp() noexcept { return sp_.state; }
+  SingleProducerCursor& sp() noexcept { return sp_.state; }
   // The single producer's writer (the slots, its cursor, the published
   // cursor), for T whose slots are exactly T (no padding).
   SpWriter<T> sp_writer() noexcept {
@@ -378,7 +377,7 @@ class SequencedRing {
   } mp_;
   alignas(kCacheLine) std::atomic<bool> publishing_{false};  // publish_marked's holder
   struct alignas(kCacheLine) {
-    SingleProducer state;
+    SingleProducerCursor state;
   } sp_;
   alignas(kCacheLine) std::atomic<std::uint64_t> floor_{0};
   alignas(kCacheLine) std::atomic<std::uint32_t> gate_count_{0};

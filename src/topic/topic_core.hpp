@@ -75,8 +75,9 @@ class TopicCore {
       if (bus_bell_) bus_bell_->notify();
     }
   }
-  // A PublishLane's view of after_publish: the sleeper counts it checks
-  // (none when the topic does not block) and the call that rings the bells.
+  // A PublishLane's view of after_publish (keep the two in step): the
+  // sleeper counts it checks (none when the topic does not block) and the
+  // call that rings the bells.
   void lane_bells(const std::atomic<std::uint32_t>* (&sleepers)[2]) const noexcept {
     sleepers[0] = blocking_ ? &data_bell_.sleepers() : nullptr;
     sleepers[1] = blocking_ && bus_bell_ ? &bus_bell_->sleepers() : nullptr;

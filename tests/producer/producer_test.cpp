@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/stamp_clock.hpp"
 #include "rill/json.hpp"
 #include "rill/rill.hpp"
 
@@ -599,6 +600,16 @@ TEST_CASE("the inline publish lane and the general path interleave: every event 
   CHECK(c.poll(0ms).status().is_timed_out());
 }
 
+// Reads the stamp clock until its ticker ticks (up to 10 s): a publish lane
+// then takes the next publish.
+bool stamp_clock_ticking() {
+  for (int i = 0; i < 10000 && !detail::StampClock::ticking(); ++i) {
+    (void)detail::StampClock::now_ns();
+    std::this_thread::sleep_for(1ms);
+  }
+  return detail::StampClock::ticking();
+}
+
 TEST_CASE("a lane-publishing handle: moves, close, a deleted topic, push, sleeping consumers", "[producer][lifecycle]") {
   Bus bus;
   const TopicOptions single{.partitions = 1, .producers = ProducerMode::kSingle};
@@ -611,9 +622,11 @@ TEST_CASE("a lane-publishing handle: moves, close, a deleted topic, push, sleepi
   // on the bus's bell are woken by an inline publish: a lost wake-up would
   // leave them asleep until their timeout, which then finds the event: the
   // check is that they return in half of it (not a speed check: a woken
-  // poll returns within milliseconds, a lost wake-up after 120 s). A
-  // producer's first publish takes the general path (it finds the room):
-  // warm up first.
+  // poll returns within milliseconds, a lost wake-up after 120 s; where the
+  // kernel lacks membarrier, sleeps are 1 ms slices and this cannot
+  // fail). The lane declines a producer's first publish (it has yet to find
+  // the room) and any publish while the stamp clock sleeps: warm up, and
+  // wake the clock right before each publish.
   auto p = *t.producer();
   auto po = *other.producer();
   REQUIRE(p.publish("", "", "warm").ok());
@@ -638,6 +651,7 @@ TEST_CASE("a lane-publishing handle: moves, close, a deleted topic, push, sleepi
     std::tie(woken, in_time) = woken_in_time([&](Timeout timeout) { return c.poll(timeout); });
   });
   std::this_thread::sleep_for(20ms);
+  REQUIRE(stamp_clock_ticking());
   REQUIRE(p.publish("", "", "wake").ok());
   sleeper.join();
   CHECK(in_time);
@@ -652,6 +666,7 @@ TEST_CASE("a lane-publishing handle: moves, close, a deleted topic, push, sleepi
     std::tie(woken_multi, in_time) = woken_in_time([&](Timeout timeout) { return multi.poll_batch(16, timeout); });
   });
   std::this_thread::sleep_for(20ms);
+  REQUIRE(stamp_clock_ticking());
   REQUIRE(po.publish("", "", "wake too").ok());
   multi_sleeper.join();
   CHECK(in_time);
@@ -691,4 +706,80 @@ TEST_CASE("a lane-publishing handle: moves, close, a deleted topic, push, sleepi
   REQUIRE(bus.delete_topic("gone").ok());
   CHECK(pg.publish("", "", "after delete").status().is_closed());
   CHECK(pg.publish(Message{.data = "after delete"}).status().is_closed());
+}
+
+// What settles whether a producer has a lane is checked where a lane would
+// otherwise publish: after a warm-up publish, on single-producer,
+// one-partition topics.
+TEST_CASE("no lane where a publish needs more: size limit, validator, serializer, precise stamps",
+          "[producer]") {
+  Bus bus;
+  auto warm = [](Producer& p) { REQUIRE(p.publish(Message{.data = "{}"}).ok()); };
+  const TopicOptions single{.partitions = 1, .producers = ProducerMode::kSingle};
+
+  // max_event_size below the inline size: refused, nothing published.
+  TopicOptions small = single;
+  small.max_event_size = 10;
+  auto ts = *bus.create_topic("small", small);
+  auto cs = *ts.consumer({.name = "c"});
+  auto ps = *ts.producer();
+  warm(ps);
+  REQUIRE(stamp_clock_ticking());
+  CHECK(ps.publish("", "", "eleven byte").status().is_invalid_argument());
+  CHECK(ps.publish(Message{.data = "eleven byte"}).status().is_invalid_argument());
+  REQUIRE(ps.publish("", "", "ten bytes!").ok());
+  auto got = cs.poll_batch(8, 5s);
+  REQUIRE(got.ok());
+  REQUIRE(got->size() == 2);
+  CHECK((*got)[1].data() == "ten bytes!");
+
+  // A validator sees every publish.
+  auto tv = *bus.create_topic("validated", single);
+  std::atomic<int> seen{0};
+  auto pv = *tv.producer({.validator = [&](const Message& m) {
+    ++seen;
+    return m.data == "bad" ? Status::InvalidArgument("no") : Status::Ok();
+  }});
+  warm(pv);
+  REQUIRE(stamp_clock_ticking());
+  CHECK(pv.publish("", "", "bad").status().is_invalid_argument());
+  CHECK(pv.publish("", "", "good").ok());
+  CHECK(seen == 3);
+
+  // A metadata serializer shapes every publish.
+  auto tz = *bus.create_topic("serialized", single);
+  auto cz = *tz.consumer({.name = "c"});
+  ProducerOptions zo;
+  zo.metadata_serializer = [](std::string_view, std::string& out) {
+    out = R"({"by":"serializer"})";
+    return Status::Ok();
+  };
+  auto pz = *tz.producer(zo);
+  warm(pz);
+  REQUIRE(stamp_clock_ticking());
+  REQUIRE(pz.publish("", R"({"raw":1})", "x").ok());
+  auto zs = cz.poll_batch(8, 5s);
+  REQUIRE(zs.ok());
+  REQUIRE(zs->size() == 2);
+  CHECK((*zs)[1].metadata() == R"({"by":"serializer"})");
+
+  // Precise stamps: nanoseconds, not the millisecond tick (a lane would
+  // give a burst of publishes one or two stamps).
+  TopicOptions precise = single;
+  precise.precise_timestamps = true;
+  auto tp = *bus.create_topic("precise", precise);
+  auto cp = *tp.consumer({.name = "c", .max_batch = 256});
+  auto pp = *tp.producer();
+  warm(pp);
+  REQUIRE(stamp_clock_ticking());
+  for (int i = 0; i < 100; ++i) REQUIRE(pp.publish("", "", "t").ok());
+  std::set<std::int64_t> stamps;
+  std::size_t read = 0;
+  while (read < 101) {
+    auto b = cp.poll_batch(256, 5s);
+    REQUIRE(b.ok());
+    for (const Event& e : *b) stamps.insert(e.timestamp_ns());
+    read += b->size();
+  }
+  CHECK(stamps.size() >= 10);
 }

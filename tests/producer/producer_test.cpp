@@ -5,10 +5,10 @@
 #include <algorithm>
 #include <atomic>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <thread>
-#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -640,36 +640,36 @@ TEST_CASE("a lane-publishing handle: moves, close, a deleted topic, push, sleepi
     REQUIRE(b.ok());
     multi_seen += b->events.size();
   }
-  auto woken_in_time = [](auto&& poll) {
-    const auto start = std::chrono::steady_clock::now();
-    auto result = poll(120s);
-    return std::make_pair(std::move(result), std::chrono::steady_clock::now() - start < 60s);
+  // Runs poll(120 s) on another thread, publishes `data` with `producer`
+  // while it sleeps, and returns what the poll returned. Every check runs
+  // after the join (a failed REQUIRE beside a joinable thread would abort).
+  auto woken_by = [](auto&& poll, Producer& producer, std::string_view data) {
+    std::optional<decltype(poll(120s))> result;
+    bool in_time = false;
+    std::thread sleeper([&] {
+      const auto start = std::chrono::steady_clock::now();
+      result.emplace(poll(120s));
+      in_time = std::chrono::steady_clock::now() - start < 60s;
+    });
+    std::this_thread::sleep_for(20ms);
+    const bool ticking = stamp_clock_ticking();
+    const bool published = producer.publish("", "", data).ok();
+    sleeper.join();
+    REQUIRE(ticking);
+    REQUIRE(published);
+    INFO("woken by the publish of '" << data << "'");
+    CHECK(in_time);
+    return std::move(*result);
   };
-  Result<Event> woken = Status::TimedOut("not polled");
-  bool in_time = false;
-  std::thread sleeper([&] {
-    std::tie(woken, in_time) = woken_in_time([&](Timeout timeout) { return c.poll(timeout); });
-  });
-  std::this_thread::sleep_for(20ms);
-  REQUIRE(stamp_clock_ticking());
-  REQUIRE(p.publish("", "", "wake").ok());
-  sleeper.join();
-  CHECK(in_time);
+  Result<Event> woken = woken_by([&](Timeout timeout) { return c.poll(timeout); }, p, "wake");
   REQUIRE(woken.ok());
   CHECK(woken->data() == "wake");
   REQUIRE(c.ack(*woken).ok());
   auto seen = multi.poll_batch(16, 5s);  // the event on "t" above
   REQUIRE(seen.ok());
   CHECK(seen->events.front().data() == "wake");
-  Result<TopicBatch> woken_multi = Status::TimedOut("not polled");
-  std::thread multi_sleeper([&] {
-    std::tie(woken_multi, in_time) = woken_in_time([&](Timeout timeout) { return multi.poll_batch(16, timeout); });
-  });
-  std::this_thread::sleep_for(20ms);
-  REQUIRE(stamp_clock_ticking());
-  REQUIRE(po.publish("", "", "wake too").ok());
-  multi_sleeper.join();
-  CHECK(in_time);
+  Result<TopicBatch> woken_multi =
+      woken_by([&](Timeout timeout) { return multi.poll_batch(16, timeout); }, po, "wake too");
   REQUIRE(woken_multi.ok());
   CHECK(woken_multi->topic == "other");
   CHECK(woken_multi->events.front().data() == "wake too");

@@ -120,8 +120,17 @@ bool ProducerImpl::try_publish_inline(const std::string_view* parts, std::int64_
       });
     } else {
       // The room is granted and nothing below waits: the block is written.
-      PreparedEvent prepared =
-          PreparedEvent::of(key, metadata, data, EventRecord::kHeadInline, new_block(data.size(), &pool_));
+      // Every reader is past the slot's old event, so when nobody else holds
+      // its block the new event takes it over (no locked operations, and the
+      // lines are the ones this slot used a lap ago); else a new block.
+      EventRecord& target = ring.slot(s);
+      BufferRep* block = pool_ && !ring.lossy() ? pool_->reuse(target.block, data.size()) : nullptr;
+      if (block) {
+        target.block = nullptr;  // the new event's reference now
+      } else {
+        block = new_block(data.size(), &pool_);
+      }
+      PreparedEvent prepared = PreparedEvent::of(key, metadata, data, EventRecord::kHeadInline, block);
       std::memcpy(prepared.block->bytes(), data.data(), data.size());
       sp_commit(ring, 1, prepared.wide(), [&](EventRecord& slot, std::size_t, std::int64_t ts) {
         write_record(slot, prepared, ts);

@@ -93,3 +93,35 @@ TEST_CASE("blocks outlive their pool's owner and come back from other threads", 
   });
   b.join();
 }
+
+TEST_CASE("reuse hands back a block only to its pool, in its class, when the caller's is the only reference",
+          "[block_pool]") {
+  BlockPool* pool = BlockPool::create();
+  BlockPool* other = BlockPool::create();
+  BufferRep* b = pool->allocate(1000);  // class 1024
+  REQUIRE(fill_and_check(b, 1000, 1));
+
+  CHECK(pool->reuse(nullptr, 1000) == nullptr);
+  CHECK(other->reuse(b, 1000) == nullptr);                           // another pool's
+  CHECK(pool->reuse(b, 500) == nullptr);                             // a smaller class
+  CHECK(pool->reuse(b, 1025) == nullptr);                            // a larger class
+  CHECK(pool->reuse(b, BlockPool::kMaxBlock + 1) == nullptr);        // unpooled sizes
+  b->retain();                                                       // an Event shares it
+  CHECK(pool->reuse(b, 1000) == nullptr);
+  b->release();
+  BufferRep* unpooled = BufferRep::allocate(1000);
+  CHECK(pool->reuse(unpooled, 1000) == nullptr);
+  unpooled->release();
+
+  // Sole holder, same class: the same block, resized, with one reference.
+  REQUIRE(pool->reuse(b, 1024) == b);
+  CHECK(b->size == 1024);
+  CHECK(b->refs.load() == 1);
+  CHECK(fill_and_check(b, 1024, 2));
+  REQUIRE(pool->reuse(b, 513) == b);  // the bottom of the class
+  CHECK(fill_and_check(b, 513, 3));
+  CHECK(pool->blocks() == 1);
+  b->release();
+  other->release_owner();
+  pool->release_owner();
+}

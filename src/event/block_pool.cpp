@@ -11,7 +11,7 @@ std::size_t BlockPool::class_of(std::size_t size) noexcept {
 }
 
 BlockPool::Block* BlockPool::make_block(BlockPool* pool, std::size_t c) {
-  void* mem = ::operator new(sizeof(Block) + class_size(c));
+  void* mem = ::operator new(sizeof(Block) + class_size(c), std::align_val_t{alignof(Block)});
   auto* b = new (mem) Block();
   b->data = reinterpret_cast<const char*>(b + 1);
   b->pool = pool;
@@ -23,7 +23,7 @@ void BlockPool::free_list(Block* b) noexcept {
   while (b) {
     Block* next = b->next;
     b->~Block();
-    ::operator delete(static_cast<void*>(b));
+    ::operator delete(static_cast<void*>(b), std::align_val_t{alignof(Block)});
     b = next;
   }
 }

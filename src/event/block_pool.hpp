@@ -83,7 +83,9 @@ class BlockPool {
   }
 
  private:
-  struct Block : BufferRep {
+  // A header line of its own: the counts consumers change do not share a
+  // line with the bytes, and the bytes start on a line.
+  struct alignas(64) Block : BufferRep {
     BlockPool* pool = nullptr;
     Block* next = nullptr;  // on a free list
     std::uint32_t size_class = 0;

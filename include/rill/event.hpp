@@ -114,9 +114,12 @@ struct EventRecord {
   std::size_t inline_used() const noexcept { return inline_size(layout(), key_size, meta_size, data_size); }
   // Copies `o` into this record (which holds no block). Retains o's block.
   void copy_from(const EventRecord& o) noexcept {
+    // The block read from `o`, not back from this record: a load from bytes
+    // the header copy has just stored (in overlapping moves) waits for those
+    // stores (perf: two thirds of a batch consumer's samples at 8 bytes).
     std::memcpy(static_cast<void*>(this), &o, offsetof(EventRecord, inline_bytes));
     copy_short(inline_bytes, o.inline_bytes, o.inline_used());
-    if (block) block->retain();
+    if (BufferRep* b = o.block) b->retain();
   }
   void reset() noexcept {
     if (block) block->release();

@@ -92,7 +92,7 @@ struct SpWriter {
   // request takes a line from the consumer's core; what is in flight at once
   // bounds the publish rate (perf put a third of the producer's samples on a
   // waiting prefetchw at 8: spsc_throughput/rill/8 65-107 -> 89-107 M/s and
-  // /64 51-65 -> 79-89 M/s at 16; 24 no better; 12 between).
+  // /64 51-65 -> 70-89 M/s at 16; 24 no better; 12 between).
   static constexpr std::uint64_t kPrefetchSlots = 16;
 
   T* slots;  // slot s is slots[s & mask]

@@ -108,7 +108,15 @@ constexpr std::uint64_t kHeaderPrefetch = 4;
 constexpr std::size_t kDataPrefetchBytes = 2048;
 
 void prefetch_blocks_ahead(EventRing& ring, std::uint64_t s, std::size_t size) noexcept {
-  if (const BufferRep* ahead = ring.slot(s + kHeaderPrefetch).block) prefetch_for_write(ahead);
+  // Only slots within the granted room: a slot beyond it may still be read,
+  // and requesting its block's lines for writing would take them from a
+  // consumer (the reads themselves are safe: only this producer writes the
+  // slots, and a slot holds a reference to its block).
+  const std::uint64_t limit = ring.sp().limit;
+  if (s + kHeaderPrefetch < limit) {
+    if (const BufferRep* ahead = ring.slot(s + kHeaderPrefetch).block) prefetch_for_write(ahead);
+  }
+  if (s + 1 >= limit) return;
   if (const BufferRep* next = ring.slot(s + 1).block) {
     const std::size_t bytes = std::min({size, next->size, kDataPrefetchBytes});
     for (std::size_t at = 0; at < bytes; at += 64) prefetch_for_write(next->data + at);
@@ -144,7 +152,7 @@ bool ProducerImpl::try_publish_inline(const std::string_view* parts, std::int64_
       });
     } else {
       // The room is granted and nothing below waits: the block is written.
-      prefetch_blocks_ahead(ring, s, data.size());
+      if (!ring.lossy()) prefetch_blocks_ahead(ring, s, data.size());
       // Every reader is past the slot's old event, so when nobody else holds
       // its block the new event takes it over (no locked operations, and the
       // lines are the ones this slot used a lap ago); else a new block.

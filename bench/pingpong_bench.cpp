@@ -25,7 +25,13 @@ constexpr std::uint64_t kRoundTripsPerIteration = 1 << 12;
 // waits for the echo, kRoundTripsPerIteration times per iteration.
 template <class Send, class Receive, class Echo>
 void run_pingpong(benchmark::State& state, Send&& send, Receive&& receive, Echo&& echo) {
-  std::atomic<bool> done{false};
+  // B reads `done` between events: on a line of its own, away from A's
+  // stack (a shared line costs each round trip a transfer).
+  struct alignas(128) Flag {
+    std::atomic<bool> value{false};
+  };
+  Flag stop;
+  std::atomic<bool>& done = stop.value;
   std::thread b([&] {
     pin_to(1);
     echo(done);

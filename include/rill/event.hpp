@@ -28,6 +28,14 @@ namespace rill {
 // the ring slot and in the Event: no allocation on publish or consume.
 inline constexpr std::size_t kInlineEventBytes = 100;
 
+// The largest key and the largest metadata an event may have (each; the
+// whole event is bounded by TopicOptions::max_event_size). Keys pick
+// partitions and join partners and metadata is a small JSON object: 16-bit
+// sizes keep 100 bytes inline in a slot. A publish of more is refused
+// (InvalidArgument) and publishes nothing.
+inline constexpr std::size_t kMaxKeyBytes = 0xFFFF;
+inline constexpr std::size_t kMaxMetadataBytes = 0xFFFF;
+
 // Where an event sits: partition and offset. Offsets start at 0, grow by 1
 // per event and are never reused within a partition.
 struct EventId {
@@ -80,10 +88,28 @@ struct EventRecord {
   enum Layout : std::uint32_t { kAllInline, kHeadInline, kAllInBlock };
   std::int64_t timestamp_ns = 0;
   BufferRep* block = nullptr;  // one counted reference when non-null
-  std::uint32_t key_size = 0;
-  std::uint32_t meta_size = 0;
+  std::uint16_t key_size = 0;   // <= kMaxKeyBytes
+  std::uint16_t meta_size = 0;  // <= kMaxMetadataBytes
   std::uint32_t data_size = 0;
+  // Single-producer rings only: mark_of(seq) once the slot holds event seq.
+  // SpWriter::commit stores it last, after the published cursor, so that a
+  // consumer waiting for the next event reads the line the event is in (one
+  // transfer from the producer's core) instead of the published cursor and
+  // then the slot (two, one after the other). Not part of the event's value:
+  // copy_from leaves it out (an Event's stays 0), so a slot's mark is only
+  // ever one its ring's producer stored.
+  std::uint32_t seq_mark = 0;
   char inline_bytes[kInlineEventBytes];
+
+  // A mark tells laps apart: a slot not yet holding seq holds the event a
+  // lap earlier, seq - capacity (capacity < 2^32: a different mark), or,
+  // never written, 0: the mark of no seq below 2^32 - 1, and a ring that
+  // starts at 0 has written every slot long before that seq.
+  static constexpr std::uint32_t mark_of(std::uint64_t seq) noexcept { return std::uint32_t(seq + 1); }
+  // The producer, after the event's bytes and the published cursor (release).
+  void mark(std::uint64_t seq) noexcept { __atomic_store_n(&seq_mark, mark_of(seq), __ATOMIC_RELEASE); }
+  // True when the slot holds event seq, its bytes visible (acquire).
+  bool marked(std::uint64_t seq) const noexcept { return __atomic_load_n(&seq_mark, __ATOMIC_ACQUIRE) == mark_of(seq); }
 
   Layout layout() const noexcept {
     if (!block) return kAllInline;
@@ -112,12 +138,13 @@ struct EventRecord {
   }
   // Bytes of inline_bytes in use (what a copy must carry).
   std::size_t inline_used() const noexcept { return inline_size(layout(), key_size, meta_size, data_size); }
-  // Copies `o` into this record (which holds no block). Retains o's block.
+  // Copies `o` but its seq_mark into this record (which holds no block).
+  // Retains o's block.
   void copy_from(const EventRecord& o) noexcept {
     // The block read from `o`, not back from this record: a load from bytes
     // the header copy has just stored (in overlapping moves) waits for those
     // stores (perf: two thirds of a batch consumer's samples at 8 bytes).
-    std::memcpy(static_cast<void*>(this), &o, offsetof(EventRecord, inline_bytes));
+    std::memcpy(static_cast<void*>(this), &o, offsetof(EventRecord, seq_mark));
     copy_short(inline_bytes, o.inline_bytes, o.inline_used());
     if (BufferRep* b = o.block) b->retain();
   }
@@ -132,7 +159,9 @@ static_assert(sizeof(EventRecord) == 128, "EventRecord is two cache lines");
 
 class Event {
  public:
-  Event() noexcept { rec_.key_size = rec_.meta_size = rec_.data_size = 0; }
+  // User-provided, so that value-initialization (Result<Event>'s) leaves the
+  // inline bytes alone; the record's members start empty.
+  Event() noexcept {}
   Event(const Event& o) noexcept : id_(o.id_), origin_(o.origin_) { rec_.copy_from(o.rec_); }
   Event(Event&& o) noexcept : id_(o.id_), origin_(o.origin_) {
     rec_.copy_from(o.rec_);

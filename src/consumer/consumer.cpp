@@ -174,6 +174,12 @@ Status ConsumerImpl::attach() {
   }
   for (std::uint32_t p : wanted) ns.live[p] = true;
   attached_ = true;
+  // Every write to a single-producer ring goes through SpWriter::commit,
+  // which marks slots; lossy rings are read under pins, never by mark. (A
+  // topic's rings are all lossy or none, all of one capacity.)
+  const EventRing& ring0 = topic_->ring(0);
+  marked_ = topic_->options().producers == ProducerMode::kSingle && !ring0.lossy() &&
+            ring0.capacity() < (std::uint64_t{1} << 32);
   if (individual()) {
     // The name's first individual-ack instance: the group takes over the
     // cursors just positioned.
@@ -337,7 +343,9 @@ void ConsumerImpl::deliver_stored(std::size_t i, const StoredEvent& se, std::uin
   Event& e = batch_[i];
   PreparedEvent prepared;
   const Message m{se.key, se.metadata, se.data, {}, 0};
-  (void)prepare_event(m, ~std::uint32_t{0}, prepared);  // cannot fail: no size limit
+  // Cannot fail: no total limit, and Store::read refuses a key or metadata
+  // over its limit as corruption.
+  (void)prepare_event(m, ~std::uint32_t{0}, prepared);
   write_record(e.record(), prepared, se.timestamp_ns);
   e.set_origin(EventId{partition, se.offset}, id_);
 }
@@ -513,7 +521,8 @@ Result<std::span<const Event>> ConsumerImpl::poll_batch(std::size_t max, Timeout
   if (group_) return poll_group(max, timeout);
   const std::uint64_t min_batch = std::min<std::uint64_t>(options_.min_batch, max);
   auto try_take = [&] {
-    return take_round_robin([&](Cursor& c, std::uint64_t available) {
+    auto look = [&](const Cursor& c) { return visible(c); };
+    return take_round_robin(look, [&](Cursor& c, std::uint64_t available) {
       if (available - c.read < min_batch && timeout != Timeout::zero()) {
         available = linger(c, available, c.read + min_batch, deadline_after(timeout));
       }
@@ -546,10 +555,11 @@ Result<Event> ConsumerImpl::poll_one(Timeout timeout) {
     if (call && !group_ && !standby_.load(std::memory_order_acquire) && !cursors_.empty() &&
         !cursors_.front().ring->lossy() && !topic_->closed()) {
       auto take_one = [&] {
-        return take_round_robin([&](Cursor& c, std::uint64_t) {
-                 deliver_run(c, c.read, 1, &*r);
-                 return std::size_t{1};
-               }) != 0;
+        return take_round_robin([&](const Cursor& c) { return visible_one(c); },
+                                [&](Cursor& c, std::uint64_t) {
+                                  deliver_run(c, c.read, 1, &*r);
+                                  return std::size_t{1};
+                                }) != 0;
       };
       if (take_one()) return r;
       if (timeout != Timeout::zero()) {
@@ -557,8 +567,15 @@ Result<Event> ConsumerImpl::poll_one(Timeout timeout) {
         // is for goes straight into r too (a ping-pong always waits).
         wait_for_work(deadline_after(timeout));
         if (!stopped() && take_one()) return r;
-        timeout = Timeout::zero();  // poll_batch looks once more and says why not, without waiting again
       }
+      // Not from poll_batch: its look reads the published cursor, and on a
+      // marked ring a consumer that reads it makes the producer take that
+      // line back before its next mark can show (spinning on poll(0)).
+      if (!stopped()) {
+        r = Status::TimedOut("no event within the timeout");
+        return r;
+      }
+      timeout = Timeout::zero();  // poll_batch says which stop, without waiting
     }
   }
   Result<std::span<const Event>> batch = poll_batch(1, timeout);
@@ -668,7 +685,7 @@ bool ConsumerImpl::has_work() const noexcept {
   if (group_) return stopped() || group_->has_work(group_->epoch());
   if (stopped() || standby_.load(std::memory_order_acquire)) return true;  // a standby's poll checks itself
   for (const Cursor& c : cursors_) {
-    if (visible(c) > c.read) return true;
+    if (next_visible(c)) return true;
   }
   return false;
 }

@@ -111,11 +111,25 @@ class ConsumerImpl {
   // pointer (one load, not the three dependent ones through the topic's
   // ring table).
   std::uint64_t visible(const Cursor& c) const noexcept { return topic_->visible(*c.ring, c.partition); }
-  // Offers each cursor with visible events, round-robin from next_, to
-  // take_from(cursor, visible) until one returns a count > 0; returns it
-  // (0: none did). The next look starts after the cursor that was offered.
-  template <class TakeFrom>
-  std::size_t take_round_robin(TakeFrom&& take_from) {
+  // True when c's next event is visible. On marked rings (see marked_) it
+  // reads the next slot's mark, not the published cursor: the line a
+  // waiting consumer then takes from the producer is the event's own.
+  bool next_visible(const Cursor& c) const noexcept {
+    if (marked_) return c.ring->slot(c.read).marked(c.read);
+    return visible(c) > c.read;
+  }
+  // visible(c), or on marked rings c.read + 1 when the next event is
+  // visible (else c.read): what a poll of one event needs to know.
+  std::uint64_t visible_one(const Cursor& c) const noexcept {
+    if (marked_) return c.read + (c.ring->slot(c.read).marked(c.read) ? 1 : 0);
+    return visible(c);
+  }
+  // Offers each cursor with events, by look(cursor) (visible or
+  // visible_one), round-robin from next_, to take_from(cursor, available)
+  // until one returns a count > 0; returns it (0: none did). The next look
+  // starts after the cursor that was offered.
+  template <class Look, class TakeFrom>
+  std::size_t take_round_robin(Look&& look, TakeFrom&& take_from) {
     // Stepping without a division (a 64-bit div per look was ~10% of a
     // single-event poll). Reassignment may have shrunk cursors_ below next_.
     const std::size_t k = cursors_.size();
@@ -123,7 +137,7 @@ class ConsumerImpl {
     std::size_t i = next_ < k ? next_ : 0;
     for (std::size_t j = 0; j < k; ++j, i = step(i)) {
       Cursor& c = cursors_[i];
-      const std::uint64_t available = visible(c);
+      const std::uint64_t available = look(c);
       if (available > c.read) {
         next_ = step(i);
         if (const std::size_t n = take_from(c, available)) return n;
@@ -240,6 +254,10 @@ class ConsumerImpl {
   Position position_ = options_.position;  // where attach() starts; a standby's takeover resets it to unread
   const std::uint64_t id_;             // process-unique; stamps delivered Events
   std::vector<Cursor> cursors_;
+  // The topic's rings are single-producer and never drop events: their
+  // slots carry seq marks (EventRecord::mark) and the mark of a cursor's
+  // next slot says whether its event is visible. Set by attach().
+  bool marked_ = false;
   std::vector<int> cursor_of_;         // partition -> index in cursors_, or -1
   std::size_t next_ = 0;               // round-robin start for the next poll
   std::shared_ptr<PullQueue> pulls_;

@@ -25,8 +25,8 @@ struct PreparedEvent {
   const char* key = nullptr;
   const char* meta = nullptr;
   const char* data = nullptr;
-  std::uint32_t key_size = 0;
-  std::uint32_t meta_size = 0;
+  std::uint16_t key_size = 0;   // <= kMaxKeyBytes (prepare_event checks)
+  std::uint16_t meta_size = 0;  // <= kMaxMetadataBytes
   std::uint32_t data_size = 0;
   std::uint32_t layout = EventRecord::kAllInline;
   BufferRep* block = nullptr;  // one reference, handed to the slot by write_record
@@ -39,13 +39,14 @@ struct PreparedEvent {
   }
 
   // An event of these parts in `layout`, holding `block` (one reference).
+  // REQUIRES: key and metadata within their limits.
   static PreparedEvent of(std::string_view key, std::string_view metadata, std::string_view data,
                           EventRecord::Layout layout, BufferRep* block) noexcept {
     return {key.data(),
             metadata.data(),
             data.data(),
-            std::uint32_t(key.size()),
-            std::uint32_t(metadata.size()),
+            std::uint16_t(key.size()),
+            std::uint16_t(metadata.size()),
             std::uint32_t(data.size()),
             layout,
             block};
@@ -61,9 +62,19 @@ struct PreparedEvent {
 // The bytes a message publishes as its data: its Buffer when it has one.
 inline std::string_view message_data(const Message& m) noexcept { return m.buffer.empty() ? m.data : m.buffer.view(); }
 
-// Ok when key + metadata + data fit max_event_size; otherwise
-// InvalidArgument (the caller publishes nothing).
+// Ok when the key and the metadata are within their limits (kMaxKeyBytes,
+// kMaxMetadataBytes) and key + metadata + data fit max_event_size;
+// otherwise InvalidArgument (the caller publishes nothing).
 inline Status check_event_size(const Message& m, std::uint32_t max_event_size) {
+  if (m.key.size() > kMaxKeyBytes) {
+    return Status::InvalidArgument("key of " + std::to_string(m.key.size()) + " bytes exceeds kMaxKeyBytes (" +
+                                   std::to_string(kMaxKeyBytes) + "); nothing was published");
+  }
+  if (m.metadata.size() > kMaxMetadataBytes) {
+    return Status::InvalidArgument("metadata of " + std::to_string(m.metadata.size()) +
+                                   " bytes exceeds kMaxMetadataBytes (" + std::to_string(kMaxMetadataBytes) +
+                                   "); nothing was published");
+  }
   const std::size_t total = m.key.size() + m.metadata.size() + message_data(m).size();
   if (total <= max_event_size) return Status::Ok();
   return Status::InvalidArgument("event of " + std::to_string(total) + " bytes (key + metadata + data) exceeds " +
@@ -89,12 +100,14 @@ inline Status prepare_event(const Message& m, std::uint32_t max_event_size, Prep
   const std::string_view data = message_data(m);
   const std::size_t head = m.key.size() + m.metadata.size();
   const std::size_t total = head + data.size();
-  if (total > max_event_size) return check_event_size(m, max_event_size);
+  if (total > max_event_size || m.key.size() > kMaxKeyBytes || m.metadata.size() > kMaxMetadataBytes) {
+    return check_event_size(m, max_event_size);
+  }
   out.key = m.key.data();
   out.meta = m.metadata.data();
   out.data = data.data();
-  out.key_size = static_cast<std::uint32_t>(m.key.size());
-  out.meta_size = static_cast<std::uint32_t>(m.metadata.size());
+  out.key_size = static_cast<std::uint16_t>(m.key.size());
+  out.meta_size = static_cast<std::uint16_t>(m.metadata.size());
   out.data_size = static_cast<std::uint32_t>(data.size());
   out.block = nullptr;
   if (total <= kInlineEventBytes) {

@@ -461,9 +461,7 @@ Result<std::size_t> detail::publish_messages(detail::ProducerImpl& p, std::span<
       if (!part.ok()) return part.status();
       if (!by_default) selected.push_back(*part);
     }
-    if (m.key.size() + m.metadata.size() + detail::message_data(m).size() > max_size) {
-      return detail::check_event_size(m, max_size);
-    }
+    if (Status s = detail::check_event_size(m, max_size); !s.ok()) return s;
   }
   auto partition_of = [&](std::size_t i) {
     return by_default ? p.default_partition(messages[i].key, messages[i].partition) : selected[i];

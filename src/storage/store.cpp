@@ -682,6 +682,10 @@ Status Store::read(const PartitionDbs& dbs, std::uint64_t from, std::uint64_t en
       out = Status::Corruption("store '" + path_ + "': a log record's sizes disagree");
       break;
     }
+    if (ks > kMaxKeyBytes || ms > kMaxMetadataBytes) {  // no publish stores one (the Event could not hold it)
+      out = Status::Corruption("store '" + path_ + "': a log record's key or metadata is over its size limit");
+      break;
+    }
     e.key = std::string_view(h + kHeadFixed, ks);
     e.metadata = std::string_view(h + kHeadFixed + ks, ms);
     if (data_in_head(ds)) {

@@ -127,6 +127,92 @@ TEST_CASE("poll() takes one event at a time round-robin, in order, byte-exact, m
   CHECK(c.poll(0ms).status().is_closed());
 }
 
+TEST_CASE("single-producer topics: polls waiting for each next event get every one, in order, byte-exact",
+          "[consumer][concurrency]") {
+  // A consumer of a single-producer ring learns that its next event is
+  // there from the slot's seq mark, not from the published cursor: small
+  // rings (many laps), events inline and in blocks, single publishes and
+  // batches, both wait strategies; one consumer waits in poll(), spins on
+  // poll(0) and takes batches, the other spins on poll(0) only.
+  auto data_of = [](std::uint64_t i) {
+    return std::to_string(i) + std::string(i % 7 == 6 ? 200 : i % 80, char('a' + i % 26));
+  };
+  for (const WaitStrategy wait : {WaitStrategy::kBusySpin, WaitStrategy::kBlocking}) {
+    Bus bus;
+    auto t = *bus.create_topic(
+        "t", {.partitions = 2, .capacity = 16, .wait = wait, .producers = ProducerMode::kSingle});
+    auto a = *t.consumer({.name = "a", .max_batch = 4});
+    auto b = *t.consumer({.name = "b"});
+    auto p = *t.producer();
+    // Event i goes to partition i % 2 at offset i / 2.
+    constexpr std::uint64_t kEvents = 30000;
+    std::atomic<int> failures{0};  // Catch2 asserts only on the main thread
+    std::atomic<bool> stop{false};
+    std::thread producer([&] {
+      for (std::uint64_t i = 0; i < kEvents && !stop;) {
+        if (i % 10 == 0 && i + 3 <= kEvents) {
+          std::string d[3];
+          Message m[3];
+          for (std::uint64_t k = 0; k < 3; ++k) {
+            d[k] = data_of(i + k);
+            m[k] = Message{.data = d[k], .partition = std::int64_t((i + k) % 2)};
+          }
+          auto n = p.publish_batch(m, 10s);
+          failures += !n.ok() || *n != 3;
+          i += 3;
+        } else {
+          failures += !p.publish(Message{.data = data_of(i), .partition = std::int64_t(i % 2)}, 10s).ok();
+          ++i;
+        }
+      }
+    });
+    std::atomic<int> b_errors{0};
+    std::thread spinner([&] {  // b: poll(0) only
+      std::uint64_t next[2] = {0, 0}, got = 0;
+      while (got < kEvents && !stop) {
+        auto e = b.poll(0ms);
+        if (!e.ok()) continue;
+        const std::uint32_t q = e->partition();
+        b_errors += e->offset() != next[q] || e->data() != data_of(2 * e->offset() + q);
+        next[q] = e->offset() + 1;
+        ++got;
+        b_errors += !b.ack(*e).ok();
+      }
+    });
+    std::uint64_t next[2] = {0, 0}, got = 0;
+    int errors = 0;
+    auto check = [&](const Event& e) {
+      const std::uint32_t q = e.partition();
+      errors += e.offset() != next[q] || e.data() != data_of(2 * e.offset() + q);
+      next[q] = e.offset() + 1;
+      ++got;
+    };
+    for (int round = 0; got < kEvents && errors == 0; ++round) {
+      if (round % 3 == 2) {
+        auto batch = a.poll_batch(4, 10s);
+        if (!batch.ok()) break;
+        for (const Event& e : *batch) check(e);
+        for (const Event& e : *batch) REQUIRE(a.ack(e).ok());
+      } else {
+        auto e = a.poll(round % 3 == 0 ? Timeout(10s) : Timeout::zero());
+        if (!e.ok() && e.status().is_timed_out() && round % 3 == 1) continue;
+        if (!e.ok()) break;
+        check(*e);
+        REQUIRE(a.ack(*e).ok());
+      }
+    }
+    stop = got < kEvents || errors != 0;  // a failure here must not leave the threads waiting
+    spinner.join();
+    producer.join();
+    CHECK(errors == 0);
+    CHECK(got == kEvents);
+    CHECK(next[0] + next[1] == kEvents);
+    CHECK(b_errors == 0);
+    CHECK(b.stats().delivered == kEvents);
+    CHECK(failures == 0);
+  }
+}
+
 TEST_CASE("a waiting poll() takes the event published meanwhile, or times out, or wakes on close", "[consumer]") {
   Bus bus;
   auto t = *bus.create_topic("t", {.partitions = 2});

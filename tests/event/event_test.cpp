@@ -37,10 +37,12 @@ TEST_CASE("key, metadata and data arrive byte-exact in every layout", "[event]")
   struct Case {
     std::size_t key, meta, data;
   };
-  // Inline (<= 100 bytes), head inline with data in a block, all in a block,
-  // and the edges of each.
-  const Case cases[] = {{0, 0, 0},   {0, 0, 8},     {3, 10, 87},   {3, 10, 88},      {0, 0, 100},
-                        {0, 0, 101}, {40, 60, 500}, {40, 61, 500}, {200, 300, 5000}, {1, 0, 100000}};
+  // Inline (<= kInlineEventBytes), head inline with data in a block, all in
+  // a block, and the edges of each.
+  constexpr std::size_t kIn = rill::kInlineEventBytes;
+  const Case cases[] = {{0, 0, 0},          {0, 0, 8},          {3, 10, kIn - 13},   {3, 10, kIn - 12},
+                        {0, 0, kIn},        {0, 0, kIn + 1},    {40, kIn - 40, 500}, {40, kIn - 39, 500},
+                        {200, 300, 5000},   {1, 0, 100000}};
   int seed = 0;
   for (const Case& c : cases) {
     const std::string key = pattern(c.key, seed++), meta = pattern(c.meta, seed++), data = pattern(c.data, seed++);

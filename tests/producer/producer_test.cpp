@@ -186,6 +186,43 @@ TEST_CASE("publish_batch publishes in order, validates first and returns counts"
   CHECK(sp.publish_batch(ten).status().is_full());
 }
 
+TEST_CASE("a key or metadata over its limit is refused by every publish call and publishes nothing", "[producer]") {
+  const std::string key(kMaxKeyBytes, 'k'), meta = "{\"m\":\"" + std::string(kMaxMetadataBytes - 8, 'm') + "\"}";
+  REQUIRE(meta.size() == kMaxMetadataBytes);
+  const std::string long_key = key + "k", long_meta = meta + " ";
+  for (const ProducerMode mode : {ProducerMode::kSingle, ProducerMode::kMulti}) {
+    Bus bus;
+    auto t = *bus.create_topic("t", {.producers = mode});
+    auto c = *t.consumer({.name = "c"});
+    auto p = *t.producer();
+    auto refused = [](const Status& s, const char* limit) {
+      return s.is_invalid_argument() && s.message().find(limit) != std::string::npos;
+    };
+    CHECK(refused(p.publish(Message{.key = long_key, .data = "x"}).status(), "kMaxKeyBytes"));
+    CHECK(refused(p.publish(long_key, "", "").status(), "kMaxKeyBytes"));
+    CHECK(refused(p.publish(Message{.metadata = long_meta, .data = "x"}).status(), "kMaxMetadataBytes"));
+    const Message batch[] = {Message{.data = "fine"}, Message{.key = "k", .metadata = long_meta}};
+    CHECK(refused(p.publish_batch(batch).status(), "kMaxMetadataBytes"));
+    CHECK(c.poll(0ms).status().is_timed_out());  // nothing of the above was published
+    // At the limits: published, and byte-exact.
+    REQUIRE(p.publish(Message{.key = key, .metadata = meta, .data = "d"}, 10s).ok());
+    auto e = c.poll(1s);
+    REQUIRE(e.ok());
+    CHECK(e->offset() == 0);
+    CHECK(e->key() == key);
+    CHECK(e->metadata() == meta);
+    CHECK(e->data() == "d");
+    // Last: a handle that pushes publishes only through its senders.
+    CHECK(refused(p.push(Message{.key = long_key}).wait(10s).status(), "kMaxKeyBytes"));
+    CHECK(refused(p.push(Message{.metadata = long_meta}).wait(10s).status(), "kMaxMetadataBytes"));
+    REQUIRE(p.push(Message{.data = "after"}).wait(10s).ok());
+    auto after = c.poll(10s);
+    REQUIRE(after.ok());
+    CHECK(after->data() == "after");
+    CHECK(after->offset() == 1);
+  }
+}
+
 TEST_CASE("a key too long for the slot goes into a block with empty metadata, byte-exact", "[producer]") {
   Bus bus;
   auto t = *bus.create_topic("t", {.max_event_size = 4096});

@@ -17,6 +17,7 @@
 #include <set>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "rill/rill.hpp"
@@ -56,6 +57,38 @@ MDB_dbi open_dbi(MDB_txn* txn, const std::string& name) {
   MDB_dbi dbi = 0;
   REQUIRE(mdb_dbi_open(txn, name.c_str(), 0, &dbi) == 0);
   return dbi;
+}
+
+// The log database of partition 0 of a store's one topic: l<id>.0.
+MDB_dbi first_log(MDB_txn* txn) {
+  for (int id = 0; id < 4; ++id) {
+    MDB_dbi dbi = 0;
+    if (mdb_dbi_open(txn, ("l" + std::to_string(id) + ".0").c_str(), 0, &dbi) == 0) return dbi;
+  }
+  FAIL("no log database");
+  return 0;
+}
+
+// A store with one kSync topic "t" (one partition) holding the events
+// "0" to "9"; returns its path.
+std::string store_of_ten(TempDir& dir) {
+  const std::string path = dir.sub("store");
+  Bus bus = open_bus(path);
+  auto t = bus.create_topic("t", durable(Durability::kSync, 1, 16));
+  auto p = t->producer();
+  for (int i = 0; i < 10; ++i) REQUIRE(p->publish(Message{.data = std::to_string(i)}).ok());
+  return path;
+}
+
+// Polls until a poll fails (at most 20): the data read, and the failure.
+std::pair<std::vector<std::string>, Status> read_until_failure(Consumer& c) {
+  std::vector<std::string> got;
+  for (int i = 0; i < 20; ++i) {
+    auto e = c.poll(1s);
+    if (!e.ok()) return {got, e.status()};
+    got.emplace_back(e->data());
+  }
+  return {got, Status::Ok()};
 }
 
 std::vector<std::string> drain(Consumer& c, Timeout first_wait = 2s) {
@@ -779,41 +812,43 @@ TEST_CASE("bad storage input gives a clear error and loses nothing", "[durable][
 
 TEST_CASE("an event missing from a partition's log is Corruption, not an endless wait", "[durable][faults]") {
   TempDir dir;
-  const std::string path = dir.sub("store");
-  {
-    Bus bus = open_bus(path);
-    auto t = bus.create_topic("t", durable(Durability::kSync, 1, 16));
-    auto p = t->producer();
-    for (int i = 0; i < 10; ++i) REQUIRE(p->publish(Message{.data = std::to_string(i)}).ok());
-  }
+  const std::string path = store_of_ten(dir);
   edit_raw(path, [](MDB_txn* txn) {
-    // The topic's log database: l<id>.0 for the one topic there is.
-    MDB_dbi log = 0;
-    for (int id = 0; id < 4 && !log; ++id) {
-      MDB_dbi dbi = 0;
-      if (mdb_dbi_open(txn, ("l" + std::to_string(id) + ".0").c_str(), 0, &dbi) == 0) log = dbi;
-    }
-    REQUIRE(log != 0);
     char key[8] = {0, 0, 0, 0, 0, 0, 0, 5};  // offset 5, big-endian
     MDB_val k{8, key};
-    REQUIRE(mdb_del(txn, log, &k, nullptr) == 0);
+    REQUIRE(mdb_del(txn, first_log(txn), &k, nullptr) == 0);
   });
   Bus bus = open_bus(path);  // the newest record is intact: the open check passes
   auto c = bus.consumer("t", {.name = "c", .position = Position::earliest()});
-  std::vector<std::string> got;
-  Status failed;
-  for (int i = 0; i < 20 && failed.ok(); ++i) {
-    auto e = c->poll(1s);
-    if (e.ok()) {
-      got.emplace_back(e->data());
-    } else {
-      failed = e.status();
-    }
-  }
+  const auto [got, failed] = read_until_failure(*c);
   CHECK(got == std::vector<std::string>{"0", "1", "2", "3", "4"});  // everything before the hole
   CHECK(failed.is_corruption());
   CHECK(failed.to_string().find("offset 5") != std::string::npos);
   CHECK(c->poll(1s).status().is_corruption());  // stays there: no skipping, no TimedOut loop
+}
+
+TEST_CASE("a stored event whose key is over kMaxKeyBytes is Corruption, not a truncated key", "[durable][faults]") {
+  TempDir dir;
+  const std::string path = store_of_ten(dir);
+  edit_raw(path, [](MDB_txn* txn) {
+    // Offset 3 rewritten with consistent sizes (FORMAT.md): timestamp, key
+    // size kMaxKeyBytes + 1, metadata size 0, data size 1; key; data.
+    const std::uint32_t ks = std::uint32_t(kMaxKeyBytes) + 1;
+    std::string rec(8, '\0');
+    for (std::uint32_t v : {ks, 0u, 1u}) {
+      for (int b = 3; b >= 0; --b) rec.push_back(char((v >> (8 * b)) & 0xff));
+    }
+    rec += std::string(ks, 'k') + "3";
+    char key[8] = {0, 0, 0, 0, 0, 0, 0, 3};  // offset 3, big-endian
+    MDB_val k{8, key}, v{rec.size(), rec.data()};
+    REQUIRE(mdb_put(txn, first_log(txn), &k, &v, 0) == 0);
+  });
+  Bus bus = open_bus(path);
+  auto c = bus.consumer("t", {.name = "c", .position = Position::earliest()});
+  const auto [got, failed] = read_until_failure(*c);
+  CHECK(got == std::vector<std::string>{"0", "1", "2"});
+  CHECK(failed.is_corruption());
+  CHECK(failed.to_string().find("size limit") != std::string::npos);
 }
 
 TEST_CASE("a reader of a deleted durable topic never reads the topic that reuses its databases",

@@ -63,8 +63,8 @@ inline void prefetch_slot(const EventRecord& slot, bool wide) noexcept {
                                                        std::int64_t timestamp_ns) noexcept {
   slot.reset();
   slot.timestamp_ns = timestamp_ns;
-  slot.key_size = std::uint32_t(key.size());
-  slot.meta_size = std::uint32_t(metadata.size());
+  slot.key_size = std::uint16_t(key.size());  // REQUIRES: fits inline, so within the 16 bits
+  slot.meta_size = std::uint16_t(metadata.size());
   slot.data_size = std::uint32_t(data.size());
   char* dst = slot.inline_bytes;
   if ((key.size() | metadata.size()) == 0) {
@@ -102,11 +102,13 @@ struct SpWriter {
 
   T& slot(std::uint64_t seq) const noexcept { return slots[seq & mask]; }
 
-  // Writes n events at cursor->next and publishes them. REQUIRES: the room
-  // is granted (cursor->next + n <= cursor->limit). `write(slot, i, ts)`
-  // writes event i; every event gets max(now, the last stamp) so that stamps
-  // never go back; `wide` says whether they fill both lines of their slots
-  // (a prefetch hint: the next events are likely as wide as these).
+  // Writes n events at cursor->next and publishes them: the published
+  // cursor, then each slot's seq mark (EventRecord::mark; a consumer that
+  // saw a mark sees the cursor past it). REQUIRES: the room is granted
+  // (cursor->next + n <= cursor->limit). `write(slot, i, ts)` writes event
+  // i; every event gets max(now, the last stamp) so that stamps never go
+  // back; `wide` says whether they fill both lines of their slots (a
+  // prefetch hint: the next events are likely as wide as these).
   template <class Write>
   [[gnu::always_inline]] void commit(std::size_t n, bool wide, std::int64_t now, Write&& write) const noexcept {
     SingleProducerCursor& c = *cursor;
@@ -123,6 +125,7 @@ struct SpWriter {
     c.last_ts = ts;
     c.next = end;
     published->store(end, std::memory_order_release);
+    for (std::size_t i = 0; i < n; ++i) slot(s + i).mark(s + i);
   }
 };
 

@@ -474,14 +474,17 @@ Status ConsumerImpl::stand_by(Deadline deadline) {
 }
 
 void ConsumerImpl::close() noexcept {
-  const std::uint32_t old = state_.fetch_or(kCloseRequested, std::memory_order_acq_rel);
-  if (old & kCloseRequested) return;
+  if (close_requested_.exchange(true, std::memory_order_seq_cst)) return;
   topic_->wake_consumers();  // a blocked poll (single- or multi-topic) returns Closed
-  if (!(old & kInCall)) detach();  // else the call in flight detaches on leave()
+  // The handshake's slow side (see enter()): every thread of the process
+  // passes a full barrier, so a call either shows in in_call_ now or sees
+  // close_requested_ when it enters.
+  if (asymmetric_) heavy_barrier();
+  if (!in_call_.load(std::memory_order_seq_cst)) detach();  // else the call in flight detaches on leave()
 }
 
 bool ConsumerImpl::stopped() const noexcept {
-  return (state_.load(std::memory_order_acquire) & kCloseRequested) || topic_->closed();
+  return close_requested_.load(std::memory_order_acquire) || topic_->closed();
 }
 
 std::size_t ConsumerImpl::take(Cursor& c, std::uint64_t available, std::size_t max) noexcept {

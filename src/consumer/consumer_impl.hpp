@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "consumer/pull_queue.hpp"
+#include "ring/barrier.hpp"
 #include "rill/consumer.hpp"
 #include "topic/topic_core.hpp"
 
@@ -172,23 +173,38 @@ class ConsumerImpl {
   void deliver_stored(std::size_t i, const StoredEvent& se, std::uint32_t partition);
   Status error_;  // a failed disk read, reported by the poll that met it
 
-  // The close handshake: a call in flight (poll/ack) holds kInCall; close()
-  // sets kCloseRequested. Whoever sees both bits last detaches, exactly
-  // once, and never while the owning thread copies slots.
-  static constexpr std::uint32_t kInCall = 1;
-  static constexpr std::uint32_t kCloseRequested = 2;
-  // Inline: two of them frame every poll and ack.
+  // The close handshake: a call in flight (poll/ack) sets in_call_; close()
+  // sets close_requested_ and then looks at in_call_, a call looks at
+  // close_requested_ after setting in_call_ and after clearing it. Of two
+  // that race, at least one sees the other's store; whoever sees the
+  // consumer closed and out of its call detaches (detach() is idempotent),
+  // and never while the owning thread is in a call (copying slots, walking
+  // cursors_). The owner's side is plain stores and a compiler barrier:
+  // close() makes the store-load order hold with heavy_barrier() (ring/
+  // barrier.hpp; ~1 us, once per consumer). Without the kernel's barrier
+  // both sides use full barriers. Inline: two of them frame every poll and
+  // ack (locked operations there cost a ping-pong ~20% of its rate).
   bool enter() noexcept {  // false when closed
-    const std::uint32_t old = state_.fetch_or(kInCall, std::memory_order_acq_rel);
-    if (old & kCloseRequested) [[unlikely]] {
-      state_.fetch_and(~kInCall, std::memory_order_acq_rel);
+    if (asymmetric_) {
+      in_call_.store(true, std::memory_order_relaxed);
+      light_barrier();
+    } else {
+      in_call_.store(true, std::memory_order_seq_cst);
+    }
+    if (close_requested_.load(std::memory_order_seq_cst)) [[unlikely]] {
+      leave();  // close() may have seen this call and left the detach to it
       return false;
     }
     return true;
   }
   void leave() noexcept {
-    const std::uint32_t old = state_.fetch_and(~kInCall, std::memory_order_acq_rel);
-    if (old & kCloseRequested) [[unlikely]] detach();  // close() arrived during the call
+    if (asymmetric_) {
+      in_call_.store(false, std::memory_order_release);
+      light_barrier();
+    } else {
+      in_call_.store(false, std::memory_order_seq_cst);
+    }
+    if (close_requested_.load(std::memory_order_seq_cst)) [[unlikely]] detach();  // close() arrived meanwhile
   }
   // enter() for the scope of a call; false when the consumer is closed.
   class InCall {
@@ -263,7 +279,9 @@ class ConsumerImpl {
   std::shared_ptr<PullQueue> pulls_;
   std::vector<Event> batch_;           // reused: poll_batch never allocates
   bool attached_ = false;
-  std::atomic<std::uint32_t> state_{0};
+  const bool asymmetric_ = heavy_barrier_available();  // the close handshake's kind (enter())
+  std::atomic<bool> in_call_{false};                   // written by the owning thread only
+  std::atomic<bool> close_requested_{false};
   // stats(): written only by the thread in a call (one at a time), read by
   // any thread. So a plain load and store add to them (count()), not a
   // locked read-modify-write on every poll and ack.

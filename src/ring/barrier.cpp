@@ -18,9 +18,13 @@ std::atomic<int> fallback_word{0};
 
 }  // namespace
 
-bool heavy_barrier() noexcept {
+bool heavy_barrier_available() noexcept {
   static const bool available = register_expedited();
-  if (available && syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return true;
+  return available;
+}
+
+bool heavy_barrier() noexcept {
+  if (heavy_barrier_available() && syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return true;
   fallback_word.fetch_add(1, std::memory_order_seq_cst);  // a local full barrier at least
   return false;
 }

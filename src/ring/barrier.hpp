@@ -23,4 +23,11 @@ inline void light_barrier() noexcept { std::atomic_signal_fence(std::memory_orde
 // Doorbell sleeps in short slices instead). ~1 us per call.
 bool heavy_barrier() noexcept;
 
+// True when heavy_barrier() is the process-wide barrier: the kernel has
+// membarrier PRIVATE_EXPEDITED and this process is registered for it
+// (decided on the first call, by either function; a registered process's
+// barrier does not fail). A fast side that relies on the handshake alone
+// asks this once and, when false, uses full barriers itself.
+bool heavy_barrier_available() noexcept;
+
 }  // namespace rill::detail

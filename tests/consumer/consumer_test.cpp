@@ -501,6 +501,48 @@ TEST_CASE("close from another thread wakes a blocked poll", "[consumer][lifecycl
   CHECK(t.consumer({.name = "c"}).ok());
 }
 
+TEST_CASE("close() from another thread during polls and acks: the name is freed, acks hold", "[consumer][lifecycle]") {
+  // The owner polls and acks without waiting while another thread closes
+  // the consumer at a varying moment: whichever call is in flight ends,
+  // later calls say Closed, and the name's next consumer starts right after
+  // the last ack that succeeded.
+  for (int round = 0; round < 200; ++round) {
+    Bus bus;
+    auto t = *bus.create_topic(
+        "t", {.capacity = 64, .producers = round % 2 ? ProducerMode::kSingle : ProducerMode::kMulti});
+    auto p = *t.producer();
+    publish_n(p, 0, 64);
+    auto c = *t.consumer({.name = "c"});
+    std::int64_t last_acked = -1;
+    bool closed_seen = false;
+    std::thread owner([&] {
+      const auto give_up = std::chrono::steady_clock::now() + 10s;  // a close never seen fails, not hangs
+      while (std::chrono::steady_clock::now() < give_up) {
+        auto e = c.poll(0ms);
+        if (!e.ok()) {
+          if (e.status().is_closed()) break;
+          continue;  // TimedOut: all 64 taken; keep calling until closed
+        }
+        if (c.ack(*e).ok()) last_acked = std::int64_t(e->offset());
+      }
+      closed_seen = c.ack(Event{}).is_closed();
+    });
+    std::this_thread::sleep_for(std::chrono::microseconds(round % 40 * 5));
+    c.close();
+    owner.join();
+    CHECK(closed_seen);
+    auto next = t.consumer({.name = "c"});
+    REQUIRE(next.ok());  // the name was freed
+    auto e = next->poll(0ms);
+    if (last_acked == 63) {
+      CHECK(e.status().is_timed_out());
+    } else {
+      REQUIRE(e.ok());
+      CHECK(e->offset() == std::uint64_t(last_acked + 1));
+    }
+  }
+}
+
 TEST_CASE("poll_batch returns what is available in one partition, up to max", "[consumer]") {
   Bus bus;
   auto t = *bus.create_topic("t", {.capacity = 64});

@@ -103,9 +103,11 @@ class Emitter {
   Status check_since(std::size_t mark) const;
 
  private:
-  // Whether one emitted event fits the target.
+  // Whether one emitted event fits the target (and any topic's key and
+  // metadata limits).
   bool fits(const Message& m) const noexcept {
     if (std::uint64_t(m.key.size()) + m.metadata.size() + m.data.size() > max_event_size_) return false;
+    if (m.key.size() > kMaxKeyBytes || m.metadata.size() > kMaxMetadataBytes) return false;
     return m.partition == kAnyPartition || (m.partition >= 0 && m.partition < std::int64_t(partitions_));
   }
   // unfit_end_ from scratch (after a rollback or a new target).

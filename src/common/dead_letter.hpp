@@ -4,6 +4,7 @@
 // One place for their metadata and for making them fit the topic.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -25,10 +26,12 @@ inline std::string dead_letter_metadata(std::string_view original, nlohmann::jso
 }
 
 // A dead letter's parts, made to fit a topic whose events hold at most
-// `limit` bytes (a publish refused there would leave the failure with
-// nowhere to go): past the limit the data goes first, then the original
-// metadata, then the key, then the end of a long reason; `info` records
-// what was dropped. Views point into the arguments.
+// `limit` bytes, and the key and metadata limits (a publish refused there
+// would leave the failure with nowhere to go): a key over kMaxKeyBytes
+// goes at once; past `limit` the data goes first, then the original
+// metadata, then the key, then the end of a long reason; metadata past
+// kMaxMetadataBytes loses the original, then the end of the reason. `info`
+// records what was dropped. Views point into the arguments.
 struct DeadLetter {
   std::string_view key;
   std::string metadata;
@@ -36,22 +39,27 @@ struct DeadLetter {
 };
 inline DeadLetter fit_dead_letter(std::string_view key, std::string_view original_metadata, std::string_view data,
                                   nlohmann::json info, std::size_t limit) {
+  if (key.size() > kMaxKeyBytes) {  // a computed key (a join's, a window's); an event's always fits
+    info["dropped_key"] = true;
+    key = {};
+  }
   DeadLetter d{key, dead_letter_metadata(original_metadata, info), data};
-  auto fits = [&] { return d.key.size() + d.metadata.size() + d.data.size() <= limit; };
-  if (!fits() && !d.data.empty()) {
+  auto total_fits = [&] { return d.key.size() + d.metadata.size() + d.data.size() <= limit; };
+  auto fits = [&] { return d.metadata.size() <= kMaxMetadataBytes && total_fits(); };
+  if (!total_fits() && !d.data.empty()) {
     info["dropped_data_bytes"] = d.data.size();
     d.data = {};
     d.metadata = dead_letter_metadata(original_metadata, info);
   }
   if (!fits()) d.metadata = dead_letter_metadata({}, info);
-  if (!fits() && !d.key.empty()) {
+  if (!total_fits() && !d.key.empty()) {
     info["dropped_key"] = true;
     d.key = {};
     d.metadata = dead_letter_metadata({}, info);
   }
   if (!fits() && info.contains("reason") && info["reason"].is_string()) {
     // Only a reason longer than the limit is left: keep its start.
-    info["reason"] = info["reason"].get<std::string>().substr(0, limit / 2);
+    info["reason"] = info["reason"].get<std::string>().substr(0, std::min<std::size_t>(limit, kMaxMetadataBytes) / 2);
     d.metadata = dead_letter_metadata({}, info);
   }
   if (!fits()) d.metadata.clear();

@@ -478,9 +478,15 @@ void ConsumerImpl::close() noexcept {
   topic_->wake_consumers();  // a blocked poll (single- or multi-topic) returns Closed
   // The handshake's slow side (see enter()): every thread of the process
   // passes a full barrier, so a call either shows in in_call_ now or sees
-  // close_requested_ when it enters.
-  if (asymmetric_) heavy_barrier();
-  if (!in_call_.load(std::memory_order_seq_cst)) detach();  // else the call in flight detaches on leave()
+  // close_requested_ when it enters. A registered process's barrier fails
+  // only transiently (the kernel allocating a CPU mask); should it keep
+  // failing, the owner's next call or the destructor detaches instead.
+  bool ordered = !asymmetric_;
+  for (int tries = 0; !ordered && tries < 100; ++tries) {
+    ordered = heavy_barrier();
+    if (!ordered) std::this_thread::yield();
+  }
+  if (ordered && !in_call_.load(std::memory_order_seq_cst)) detach();  // else the call in flight detaches on leave()
 }
 
 bool ConsumerImpl::stopped() const noexcept {

@@ -352,6 +352,36 @@ TEST_CASE("a nacked event too large or too binary for plain dead-lettering still
   CHECK(c.poll(20ms).status().is_timed_out());  // both count as acked
 }
 
+TEST_CASE("a nacked event whose metadata is at its limit still reaches the dead-letter topic", "[modes][shared]") {
+  // The dead letter's metadata (the original plus the dead-letter info)
+  // would pass kMaxMetadataBytes: the original metadata goes, the event
+  // does not get stuck.
+  Bus bus;
+  auto t = *bus.create_topic("t", {.capacity = 64});
+  auto dlq = *bus.create_topic("t.dlq");
+  auto dead = *dlq.consumer({.name = "inspector"});
+  auto c = *t.consumer({.name = "n", .individual_acks = true, .max_redeliveries = 1, .dead_letter_topic = "t.dlq"});
+  auto p = *t.producer();
+  const std::string meta = "{\"m\":\"" + std::string(kMaxMetadataBytes - 8, 'm') + "\"}";
+  REQUIRE(meta.size() == kMaxMetadataBytes);
+  REQUIRE(p.publish(Message{.key = "k", .metadata = meta, .data = "d"}).ok());
+  for (int i = 0; i < 2; ++i) {  // delivered, nacked, redelivered, nacked
+    auto e = c.poll(1s);
+    REQUIRE(e.ok());
+    REQUIRE(c.nack(*e, 0ms, std::string(100000, 'r')).ok());  // a reason longer than any limit, too
+  }
+  auto d = dead.poll(1s);
+  REQUIRE(d.ok());
+  CHECK(d->key() == "k");
+  CHECK(d->data() == "d");
+  CHECK(d->metadata().size() <= kMaxMetadataBytes);
+  auto md = parse_metadata(*d);
+  REQUIRE(md.ok());
+  CHECK(!md->contains("m"));  // the original metadata was dropped to fit
+  CHECK((*md)["dead_letter"]["reason"].get<std::string>().size() <= kMaxMetadataBytes / 2);
+  CHECK(c.poll(20ms).status().is_timed_out());  // it counts as acked
+}
+
 TEST_CASE("misuse of individual acks and shared mode gets clear errors", "[modes][shared][errors]") {
   Bus bus;
   auto t = *bus.create_topic("t", {.partitions = 2, .capacity = 64});

@@ -65,6 +65,17 @@ std::multiset<std::string> data_of(const Collector& c) {
   return data;
 }
 
+// Each dead letter's data (the input it came from) -> its reason.
+std::map<std::string, std::string> reasons_of(const Collector& dead) {
+  std::map<std::string, std::string> reasons;
+  for (const auto& it : dead.items()) {
+    auto md = parse_metadata(it.metadata);
+    REQUIRE(md.ok());
+    reasons[it.data] = (*md)["dead_letter"]["reason"].get<std::string>();
+  }
+  return reasons;
+}
+
 // A source emitting events "k<i % keys>" / "<i>" for i in [from, to), in
 // batches of `batch`.
 SourceFn counting_source(int from, int to, int keys, int batch = 16) {
@@ -410,18 +421,41 @@ TEST_CASE("an attempt with one unfit output publishes none of its outputs; the r
   }
   CHECK(got == want);
 
-  std::map<std::string, std::string> reasons;  // input value -> reason
-  for (const auto& it : dead.items()) {
-    auto md = parse_metadata(it.metadata);
-    REQUIRE(md.ok());
-    reasons[it.data] = (*md)["dead_letter"]["reason"].get<std::string>();
-  }
+  std::map<std::string, std::string> reasons = reasons_of(dead);
   CHECK(reasons.size() == std::size_t(2 * n / 10));
   CHECK(reasons["13"] == "emitted event of 65 bytes exceeds the output topic's max_event_size of 64");
   CHECK(reasons["25"] == "emitted event for partition 2 of an output topic with 2 partitions");
   const StageStats s = stats_of(pipeline, "t");
   CHECK(s.dead_lettered == std::uint64_t(2 * n / 10));
   CHECK(s.retried == std::uint64_t(2 * n / 10));
+}
+
+TEST_CASE("an emitted key or metadata over its limit is dead-lettered like any unfit output", "[pipeline]") {
+  Bus bus({.default_topic = {.capacity = 64}});
+  Pipeline pipeline(bus);
+  Collector sink, dead;
+  const int n = 50;
+  REQUIRE(pipeline.source("gen", counting_source(0, n, 1), {.output = "in"}).ok());
+  REQUIRE(pipeline
+              .transform("t", flat_map([](const Event& e, Emitter& out) {
+                           const int v = std::stoi(std::string(e.data()));
+                           if (v % 10 == 3) out.emit(std::string(kMaxKeyBytes + 1, 'k'), {}, e.data());
+                           if (v % 10 == 6) out.emit({}, std::string(kMaxMetadataBytes + 1, ' '), e.data());
+                           out.emit({}, {}, e.data());
+                         }),
+                         {.input = "in", .output = "out", .retry = {.max_retries = 1, .backoff = 1ms}, .dead_letter_topic = "dead"})
+              .ok());
+  run_with_sinks(pipeline, sink, dead);
+  std::multiset<std::string> want;
+  for (int v = 0; v < n; ++v) {
+    if (v % 10 != 3 && v % 10 != 6) want.insert(std::to_string(v));
+  }
+  CHECK(data_of(sink) == want);
+  std::map<std::string, std::string> reasons = reasons_of(dead);
+  CHECK(reasons.size() == std::size_t(2 * n / 10));
+  CHECK(reasons["13"].find("kMaxKeyBytes") != std::string::npos);
+  CHECK(reasons["16"].find("kMaxMetadataBytes") != std::string::npos);
+  CHECK(stats_of(pipeline, "t").running);
 }
 
 TEST_CASE("stop finishes what is in hand; a new pipeline on the same names resumes with no repeat", "[pipeline]") {

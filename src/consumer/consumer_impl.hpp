@@ -115,10 +115,7 @@ class ConsumerImpl {
   // True when c's next event is visible. On marked rings (see marked_) it
   // reads the next slot's mark, not the published cursor: the line a
   // waiting consumer then takes from the producer is the event's own.
-  bool next_visible(const Cursor& c) const noexcept {
-    if (marked_) return c.ring->slot(c.read).marked(c.read);
-    return visible(c) > c.read;
-  }
+  bool next_visible(const Cursor& c) const noexcept { return visible_one(c) > c.read; }
   // visible(c), or on marked rings c.read + 1 when the next event is
   // visible (else c.read): what a poll of one event needs to know.
   std::uint64_t visible_one(const Cursor& c) const noexcept {
@@ -185,12 +182,7 @@ class ConsumerImpl {
   // both sides use full barriers. Inline: two of them frame every poll and
   // ack (locked operations there cost a ping-pong ~20% of its rate).
   bool enter() noexcept {  // false when closed
-    if (asymmetric_) {
-      in_call_.store(true, std::memory_order_relaxed);
-      light_barrier();
-    } else {
-      in_call_.store(true, std::memory_order_seq_cst);
-    }
+    set_in_call(true);
     if (close_requested_.load(std::memory_order_seq_cst)) [[unlikely]] {
       leave();  // close() may have seen this call and left the detach to it
       return false;
@@ -198,13 +190,18 @@ class ConsumerImpl {
     return true;
   }
   void leave() noexcept {
+    set_in_call(false);
+    if (close_requested_.load(std::memory_order_seq_cst)) [[unlikely]] detach();  // close() arrived meanwhile
+  }
+  // The owner's store of in_call_, ordered before its next load of
+  // close_requested_: by close()'s heavy_barrier(), or here by a full one.
+  void set_in_call(bool in) noexcept {
     if (asymmetric_) {
-      in_call_.store(false, std::memory_order_release);
+      in_call_.store(in, std::memory_order_release);
       light_barrier();
     } else {
-      in_call_.store(false, std::memory_order_seq_cst);
+      in_call_.store(in, std::memory_order_seq_cst);
     }
-    if (close_requested_.load(std::memory_order_seq_cst)) [[unlikely]] detach();  // close() arrived meanwhile
   }
   // enter() for the scope of a call; false when the consumer is closed.
   class InCall {

@@ -6,6 +6,8 @@
 #include <memory>
 #include <string>
 
+#include "event/record_writer.hpp"
+
 namespace rill {
 
 void Emitter::emit(const Message& m) {
@@ -73,12 +75,7 @@ Status Emitter::check_since(std::size_t mark) const {
       return Status::InvalidArgument("emitted event of " + std::to_string(size) + " bytes exceeds the output topic's " +
                                      "max_event_size of " + std::to_string(max_event_size_));
     }
-    if (m.key.size() > kMaxKeyBytes || m.metadata.size() > kMaxMetadataBytes) {
-      return Status::InvalidArgument("emitted event with a key of " + std::to_string(m.key.size()) +
-                                     " and metadata of " + std::to_string(m.metadata.size()) +
-                                     " bytes exceeds kMaxKeyBytes or kMaxMetadataBytes (" +
-                                     std::to_string(kMaxKeyBytes) + ")");
-    }
+    if (Status s = detail::check_event_size(m, max_event_size_); !s.ok()) return s;  // the key or metadata limit
     return Status::InvalidArgument("emitted event for partition " + std::to_string(m.partition) +
                                    " of an output topic with " + std::to_string(partitions_) + " partitions");
   }

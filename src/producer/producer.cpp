@@ -152,12 +152,14 @@ bool ProducerImpl::try_publish_inline(const std::string_view* parts, std::int64_
       });
     } else {
       // The room is granted and nothing below waits: the block is written.
-      if (!ring.lossy()) prefetch_blocks_ahead(ring, s, data.size());
+      // Both below only on rings that never drop events (lossy rings left out).
+      const bool keeps_events = !ring.lossy();
+      if (keeps_events) prefetch_blocks_ahead(ring, s, data.size());
       // Every reader is past the slot's old event, so when nobody else holds
       // its block the new event takes it over (no locked operations, and the
       // lines are the ones this slot used a lap ago); else a new block.
       EventRecord& target = ring.slot(s);
-      BufferRep* block = pool_ && !ring.lossy() ? pool_->reuse(target.block, data.size()) : nullptr;
+      BufferRep* block = pool_ && keeps_events ? pool_->reuse(target.block, data.size()) : nullptr;
       if (block) {
         target.block = nullptr;  // the new event's reference now
       } else {
